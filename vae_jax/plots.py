@@ -1,0 +1,84 @@
+"""The blog's figures: learning curves, reconstructions, latent map, prior samples.
+
+Every function takes NumPy arrays and a path and writes one PNG (Agg backend,
+no display needed).
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
+  """[N, 784] or [N, 28, 28] in [0, 1] -> one [H, W] image, `nrow` images per row.
+
+  Like torchvision's `save_image(..., nrow=nrow, padding=2)`, in grey.
+  """
+  images = np.asarray(images, np.float32).reshape(-1, 28, 28)
+  rows = -(-len(images) // nrow)
+  grid = np.zeros((rows * (28 + pad) + pad, nrow * (28 + pad) + pad), np.float32)
+  for i, img in enumerate(images):
+    r, c = divmod(i, nrow)
+    grid[pad + r * (28 + pad):pad + r * (28 + pad) + 28,
+         pad + c * (28 + pad):pad + c * (28 + pad) + 28] = img
+  return grid
+
+
+def save_grid(images: np.ndarray, path, nrow: int = 8) -> None:
+  plt.imsave(path, image_grid(images, nrow), cmap="gray", vmin=0.0, vmax=1.0)
+
+
+def save_reconstructions(originals: np.ndarray, recons: np.ndarray, path) -> None:
+  """8 test images (top row) over their reconstructions (bottom row), as the blog."""
+  save_grid(np.concatenate([originals, recons]), path, nrow=len(originals))
+
+
+def save_learning_curves(history: list[dict], path, title: str = "") -> None:
+  """Train and test loss per image against epoch; right panel: the recon / KL split."""
+  epochs = [h["epoch"] for h in history]
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  ax.plot(epochs, [h["train_loss"] for h in history], label="train (sampled z)")
+  ax.plot(epochs, [h["test_loss"] for h in history], label="test (z = mu)")
+  ax.set(xlabel="epoch", ylabel="loss per image (nats)", title=title or "negative ELBO")
+  ax.grid(True)
+  ax.legend()
+  ax2.plot(epochs, [h["test_recon"] for h in history], label="test reconstruction")
+  ax2.plot(epochs, [h["test_kl"] for h in history], label="test KL")
+  ax2.set(xlabel="epoch", ylabel="nats per image", yscale="log", title="test loss, split")
+  ax2.grid(True, which="both")
+  ax2.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def project_2d(mu: np.ndarray) -> tuple[np.ndarray, str]:
+  """mu [N, z] -> ([N, 2], axis label). z = 2: itself; z > 2: the first two principal components."""
+  mu = np.asarray(mu, np.float64)
+  if mu.shape[1] == 1:
+    return np.stack([mu[:, 0], np.zeros(len(mu))], 1), "mu (z = 1, second axis zero)"
+  if mu.shape[1] == 2:
+    return mu, "mu"
+  centred = mu - mu.mean(0)
+  _, _, vt = np.linalg.svd(centred, full_matrices=False)
+  return centred @ vt[:2].T, f"PCA projection of mu (z = {mu.shape[1]})"
+
+
+def save_latent_map(mu: np.ndarray, labels: np.ndarray, path) -> None:
+  """Scatter of the test set's mu coloured by digit, with a colour bar (the blog's axes [-6, 6])."""
+  xy, what = project_2d(mu)
+  lim = max(6.0, float(np.ceil(np.abs(xy).max()))) if len(xy) else 6.0
+  fig, ax = plt.subplots(figsize=(8, 7))
+  sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="jet", marker=".", s=4, vmin=-0.5, vmax=9.5)
+  fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+  ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal",
+         xlabel=f"{what}, axis 1", ylabel=f"{what}, axis 2",
+         title=f"latent map: {what} of {len(xy)} test images")
+  ax.grid(True)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
