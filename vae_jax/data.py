@@ -187,6 +187,9 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
   def find_class(self, module, name):
     if (module, name) in (("numpy", "ndarray"), ("numpy", "dtype")):
       return getattr(np, name)
+    if (module, name) == ("_codecs", "encode"):  # bytes in a protocol-2 pickle from Python 3
+      import _codecs
+      return _codecs.encode
     if name == "_reconstruct" and module in ("numpy.core.multiarray", "numpy._core.multiarray"):
       try:  # NumPy >= 2 moved numpy.core to numpy._core
         from numpy._core.multiarray import _reconstruct
@@ -215,3 +218,14 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
     arrays[f"{split}_labels"] = np.concatenate(ys).astype(np.int32)
   validate(arrays, "tfds mnist")
   return arrays
+
+
+def describe(arrays: dict[str, np.ndarray], path) -> str:
+  """The checks a user can compare with the standard MNIST (labels, mean and std over /255)."""
+  x = arrays["train_images"].astype(np.float64) / 255
+  return "\n".join([
+      f"cache: {path}",
+      f"train {arrays['train_images'].shape} labels[:10] {arrays['train_labels'][:10].tolist()}",
+      f"test  {arrays['test_images'].shape} labels[:10] {arrays['test_labels'][:10].tolist()}",
+      f"train pixel mean {x.mean():.4f} std {x.std():.4f} (standard MNIST: 0.1307 0.3081)",
+  ])

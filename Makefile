@@ -1,0 +1,31 @@
+# Two commands: `make train` (the blog's run) and `make test`. Each installs what it needs
+# into .venv first (once; again when pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/vae_2
+ARGS ?=
+
+.PHONY: train test bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.base
+	$(PY) -m pip install -q -e ".[dev,torch]"
+	touch $@
+
+train: $(VENV)/.base
+	$(PY) -m vae_jax train --workdir $(WORKDIR) $(ARGS)
+
+test: $(VENV)/.dev
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(VENV)/.dev
+	$(PY) -m vae_jax bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) runs

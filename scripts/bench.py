@@ -1,0 +1,6 @@
+"""Seconds per epoch, JAX vs the blog's PyTorch loop: `python scripts/bench.py --bench-epochs 3`."""
+import sys
+
+from vae_jax.cli import main
+
+sys.exit(main(["bench", *sys.argv[1:]]))

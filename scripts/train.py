@@ -1,0 +1,6 @@
+"""Trains the blog's VAE: `python scripts/train.py --workdir runs/vae_2` (same flags as `vae-jax train`)."""
+import sys
+
+from vae_jax.cli import main
+
+sys.exit(main(["train", *sys.argv[1:]]))

