@@ -20,6 +20,7 @@ PyTorch rows:
 from __future__ import annotations
 
 import math
+import os
 import platform
 import time
 
@@ -151,10 +152,16 @@ def run(config: Config, epochs: int, torch_loaders=("blog", "tensor")) -> list[d
 
 
 def describe_machine() -> str:
+  """The device JAX runs on, the CPU model and core count, and the library versions."""
   dev = jax.devices()[0]
-  import os
-  return (f"{dev.platform}: {dev.device_kind}, {os.cpu_count()} CPU cores, "
-          f"{platform.machine()}, jax {jax.__version__}")
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); "
+          f"CPU: {cpu}, {os.cpu_count()} cores, {platform.machine()}")
 
 
 def format_table(rows: list[dict], config: Config, epochs: int) -> str:
