@@ -33,19 +33,19 @@ from vae_jax.config import Config
 
 def bench_jax(config: Config, train_u8: np.ndarray, test_u8: np.ndarray, epochs: int) -> dict:
   model, optimizer = train.make_model(config), train.make_optimizer(config)
-  run_key = jax.random.PRNGKey(config.seed)
-  state = train.create_state(model, optimizer, run_key)
+  keys = train.run_keys(config.seed)
+  state = train.create_state(model, optimizer, keys.init)
   x_train, x_test = jax.device_put(train.flatten(train_u8)), jax.device_put(train.flatten(test_u8))
   t0 = time.perf_counter()
   train_epoch = jax.jit(train.make_train_epoch(
       model, optimizer, num_examples=len(train_u8), batch_size=config.batch_size)
-  ).lower(state, x_train, run_key).compile()
+  ).lower(state, x_train, keys.train).compile()
   evaluate = jax.jit(train.make_evaluate(model)).lower(state.params, x_test).compile()
   compile_s = time.perf_counter() - t0
   train_s, test_s = [], []
   for epoch in range(1, epochs + 1):
     t0 = time.perf_counter()
-    state, _ = jax.block_until_ready(train_epoch(state, x_train, train.epoch_key(run_key, epoch)))
+    state, _ = jax.block_until_ready(train_epoch(state, x_train, train.epoch_key(keys.train, epoch)))
     t1 = time.perf_counter()
     jax.block_until_ready(evaluate(state.params, x_test))
     t2 = time.perf_counter()

@@ -4,6 +4,8 @@
   vae-jax train --workdir runs/vae_20 --latent-dim 20
   vae-jax bench --epochs 3                             # seconds per epoch, JAX vs PyTorch
   vae-jax data                                         # fetch and cache MNIST, print a check
+  vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
+  vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
 
 Every field of `Config` is a flag (`--latent-dim`, `--epochs`, ...). Bad options
 and an occupied --workdir are refused in one line before anything long starts.
@@ -58,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
   add_config_flags(b)
   d = sub.add_parser("data", help="fetch, convert and cache MNIST; print its checks")
   add_config_flags(d)
+  e = sub.add_parser("evaluate", help="test loss (z = mu) of saved weights: ours or a PyTorch vae.pth")
+  e.add_argument("--weights", required=True, help="params.msgpack, vae.pth/.pt or .npz state dict")
+  add_config_flags(e)
+  x = sub.add_parser("export", help="write weights in the blog's state_dict layout (.pth or .npz)")
+  x.add_argument("--weights", required=True, help="params.msgpack (or a .pth/.npz to convert)")
+  x.add_argument("--out", required=True, help="vae.pth (needs torch) or vae.npz")
+  add_config_flags(x)
   return parser
 
 
@@ -71,6 +80,9 @@ def main(argv=None) -> int:
 
   from vae_jax.data import DataError
   try:
+    if args.command in ("evaluate", "export"):
+      from vae_jax import checkpoint
+      params, wconfig = checkpoint.load_weights(args.weights, config)
     if args.command == "train":
       from vae_jax import train
       train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
@@ -84,7 +96,21 @@ def main(argv=None) -> int:
       from vae_jax import data
       arrays = data.load_cached(config.data_source, config.data_dir)
       print(data.describe(arrays, data.cache_path(config.data_source, config.data_dir)))
-  except (DataError, FileExistsError) as e:
+    elif args.command == "evaluate":
+      from vae_jax import data, train
+      test = data.load_mnist("test", source=config.data_source, data_dir=config.data_dir)
+      m = train.make_evaluate(train.make_model(wconfig))(params, train.flatten(test.images))
+      n = len(test.labels)
+      print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
+            f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image, z = mu")
+    elif args.command == "export":
+      from pathlib import Path
+      from vae_jax import torch_io
+      if Path(args.out).exists():
+        raise FileExistsError(f"{args.out} exists: choose another --out or delete it")
+      torch_io.export_state_dict(params, args.out)
+      print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
+  except (DataError, FileExistsError, FileNotFoundError, ValueError) as e:
     print(f"vae-jax: error: {e}", file=sys.stderr)
     return 2
   return 0

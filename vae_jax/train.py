@@ -54,8 +54,11 @@ def flatten(images) -> jax.Array:
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
-  # torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8, same as Optax's.
-  return optax.adam(config.learning_rate)
+  """Adam with the learning rate kept in the optimiser state, so runs can vmap over it.
+
+  torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8, the same as Optax's.
+  """
+  return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
 
 
 def create_state(model: VAE, optimizer, key: jax.Array) -> TrainState:
@@ -120,9 +123,19 @@ def make_evaluate(model: VAE):
   return evaluate
 
 
-def epoch_key(run_key: jax.Array, epoch: int) -> jax.Array:
+class RunKeys(NamedTuple):
+  init: jax.Array    # parameter initialisation
+  train: jax.Array   # folded with the epoch number: that epoch's shuffle and eps
+  sample: jax.Array  # the 64 prior samples of samples.png
+
+
+def run_keys(seed: int) -> RunKeys:
+  return RunKeys(*jax.random.split(jax.random.PRNGKey(seed), 3))
+
+
+def epoch_key(train_key: jax.Array, epoch) -> jax.Array:
   """The key of epoch `epoch` (1-based): independent of how many epochs run."""
-  return jax.random.fold_in(run_key, epoch)
+  return jax.random.fold_in(train_key, epoch)
 
 
 # --------------------------------------------------------------------------
@@ -178,14 +191,14 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
   x_show = to_inputs(x_test[:8])                         # the 8 images of every grid
 
   model, optimizer = make_model(config), make_optimizer(config)
-  init_key, run_key, sample_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
-  state = create_state(model, optimizer, init_key)
+  keys = run_keys(config.seed)
+  state = create_state(model, optimizer, keys.init)
 
   # Compile once, ahead of time: the loop below can only call these.
   t0 = time.perf_counter()
   train_epoch = jax.jit(make_train_epoch(model, optimizer, num_examples=n_train,
                                          batch_size=config.batch_size)
-                        ).lower(state, x_train, run_key).compile()
+                        ).lower(state, x_train, keys.train).compile()
   evaluate = jax.jit(make_evaluate(model)).lower(state.params, x_test).compile()
   reconstruct = jax.jit(lambda p, x: jax.nn.sigmoid(model.apply({"params": p}, x).logits)
                         ).lower(state.params, x_show).compile()
@@ -213,7 +226,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
     bar.update(1)
 
   for epoch in range(1, config.epochs + 1):
-    state, train_m = train_epoch(state, x_train, epoch_key(run_key, epoch))  # dispatch only
+    state, train_m = train_epoch(state, x_train, epoch_key(keys.train, epoch))  # dispatch only
     test_m = evaluate(state.params, x_test)
     recon = reconstruct(state.params, x_show) if epoch in grids else None
     pending.append((epoch, train_m, test_m, recon))
@@ -233,7 +246,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
   mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, to_inputs(x), method=VAE.encode)
                   )(state.params, x_test)
   plots.save_latent_map(np.asarray(mu), test_split.labels, workdir / "latent.png")
-  z = jax.random.normal(sample_key, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
+  z = jax.random.normal(keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
   samples = jax.nn.sigmoid(model.apply({"params": state.params}, z, method=VAE.decode))
   plots.save_grid(np.asarray(samples), workdir / "samples.png", nrow=8)
   checkpoint.save_params(state.params, workdir / "params.msgpack")

@@ -1,0 +1,43 @@
+"""The blog's state_dict layout without PyTorch: .npz export, import, evaluate, errors."""
+
+import jax
+import numpy as np
+import pytest
+
+from vae_jax import Config, checkpoint, cli, torch_io
+from vae_jax.model import init_params, make_model
+
+
+def test_npz_round_trip_needs_no_torch(tmp_path):
+  params = init_params(make_model(Config(latent_dim=5)), jax.random.PRNGKey(0))
+  torch_io.export_state_dict(params, tmp_path / "vae.npz")
+  state = torch_io.load_state_dict(tmp_path / "vae.npz")
+  assert state["fc1.weight"].shape == (512, 784) and state["fc21.weight"].shape == (5, 512)
+  back, config = checkpoint.load_weights(tmp_path / "vae.npz")
+  assert config.latent_dim == 5 and config.hidden_dim == 512
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+def test_unexpected_key_and_wrong_shape_are_named():
+  state = torch_io.state_dict_from_params(init_params(make_model(Config()), jax.random.PRNGKey(0)))
+  with pytest.raises(ValueError, match=r"unexpected \['fc5.weight'\]"):
+    torch_io.params_from_state_dict({**state, "fc5.weight": np.zeros(3)})
+  with pytest.raises(ValueError, match=r"'fc3.bias' has shape \[511\], expected \[512\]"):
+    torch_io.params_from_state_dict({**state, "fc3.bias": np.zeros(511)})
+
+
+def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_data_dir, capsys):
+  run = tmp_path / "run"
+  common = ["--data-dir", str(tiny_data_dir)]
+  assert cli.main(["train", "--workdir", str(run), "--epochs", "1", "--no-progress", *common]) == 0
+  capsys.readouterr()
+  assert cli.main(["export", "--weights", str(run / "params.msgpack"),
+                   "--out", str(tmp_path / "vae.npz")]) == 0
+  assert cli.main(["evaluate", "--weights", str(tmp_path / "vae.npz"), *common]) == 0
+  line = capsys.readouterr().out.strip().splitlines()[-1]
+  test_loss = float(np.load(run / "test_loss_list.npy")[-1])
+  assert f"test loss {test_loss:.4f}" in line
+  # Exporting over an existing file is refused in one line.
+  assert cli.main(["export", "--weights", str(run / "params.msgpack"),
+                   "--out", str(tmp_path / "vae.npz")]) == 2
+  assert "exists" in capsys.readouterr().err

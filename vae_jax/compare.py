@@ -1,0 +1,198 @@
+"""The blog's table, reproduced with error bars: z = 2 and z = 20 over several seeds,
+a latent-size sweep, the PyTorch timing, written as JSON + Markdown + figures.
+
+  python scripts/compare_blog.py --out results     # about 45 minutes on 2 CPU cores
+
+Every run is the blog's setting (784-512-z, Adam 1e-3, batch 128, continuous MNIST)
+trained by `multi.train_many`, which stacks the seeds and picks vmap or one after
+another by measuring both.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vae_jax import bench, data, multi, train  # noqa: E402
+from vae_jax.config import Config  # noqa: E402
+
+# What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
+BLOG_SAYS = {2: "test loss converges around 150", 20: "test loss falls into the 90s"}
+BLOG_RANGE = {2: (145.0, 155.0), 20: (90.0, 100.0)}  # our reading of those words
+
+
+def summarise(histories, epoch: int | None = None) -> dict:
+  """Mean and std over seeds of every metric at `epoch` (default: the last)."""
+  rows = [h[(epoch or len(h)) - 1] for h in histories]
+  out = {}
+  for key in ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl"):
+    v = np.array([r[key] for r in rows])
+    out[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                "values": v.tolist()}
+  return out
+
+
+def run_group(config: Config, seeds, x_train, x_test, strategy: str) -> dict:
+  t0 = time.perf_counter()
+  result = multi.train_many(config, [(s, config.learning_rate) for s in seeds], x_train, x_test,
+                            strategy=strategy)
+  wall = time.perf_counter() - t0
+  return {"latent_dim": config.latent_dim, "epochs": config.epochs, "seeds": list(seeds),
+          "strategy": result.strategy, "calibration_s_per_step": result.calibration,
+          "compile_s": result.compile_s, "train_s": result.train_s, "wall_s": wall,
+          "histories": result.histories,
+          "settle_epoch": [multi.settle_epoch([r["test_loss"] for r in h])
+                           for h in result.histories],
+          "final": summarise(result.histories)}
+
+
+def compare_blog(out: str | Path = "results", *, seeds: int = 5, epochs: int = 100,
+                 sweep: tuple = (2, 5, 10, 20, 50), sweep_seeds: int = 2, sweep_epochs: int = 50,
+                 strategy: str = "auto", bench_epochs: int = 3, base: Config = Config()) -> dict:
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  t_start = time.perf_counter()
+  tr = data.load_mnist("train", source=base.data_source, data_dir=base.data_dir)
+  te = data.load_mnist("test", source=base.data_source, data_dir=base.data_dir)
+  x_train, x_test = jax.device_put(train.flatten(tr.images)), jax.device_put(train.flatten(te.images))
+  seed_list = list(range(1, seeds + 1))
+
+  report = {"machine": bench.describe_machine(), "setting": "784-512-z, Adam 1e-3, batch 128, "
+            "continuous MNIST (uint8/255), PyTorch nn.Linear init", "blog_says": BLOG_SAYS,
+            "main": {}, "sweep": {}, "timing": {}}
+  for z in (2, 20):
+    report["main"][z] = run_group(base.replace(latent_dim=z, epochs=epochs), seed_list,
+                                  x_train, x_test, strategy)
+
+  # The sweep: `sweep_seeds` seeds, `sweep_epochs` epochs. For z already in the main
+  # runs, their first `sweep_epochs` epochs are exactly a shorter run (an epoch's keys
+  # depend on its number only), so they are reused.
+  for z in sweep:
+    if z in report["main"] and sweep_epochs <= epochs and sweep_seeds <= seeds:
+      hist = [h[:sweep_epochs] for h in report["main"][z]["histories"][:sweep_seeds]]
+      report["sweep"][z] = {"final": summarise(hist), "reused_from_main": True}
+    else:
+      g = run_group(base.replace(latent_dim=z, epochs=sweep_epochs), seed_list[:sweep_seeds],
+                    x_train, x_test, strategy)
+      report["sweep"][z] = {"final": g["final"], "reused_from_main": False, "wall_s": g["wall_s"]}
+    report["sweep"][z].update(seeds=seed_list[:sweep_seeds], epochs=sweep_epochs)
+
+  # Timing: one full epoch of the 5-seed group both ways, then JAX vs PyTorch.
+  members = [(s, base.learning_rate) for s in seed_list]
+  per_step = multi.calibrate(base, members, x_train, steps=-(-len(x_train) // base.batch_size))
+  report["timing"]["seeds_one_epoch_s"] = {k: v * -(-len(x_train) // base.batch_size)
+                                           for k, v in per_step.items()}
+  report["timing"]["single_seed_epoch_s"] = bench.bench_jax(base, tr.images, te.images, 2)["train_s"]
+  try:
+    import torch  # noqa: F401
+    report["timing"]["bench"] = [bench.bench_jax(base, tr.images, te.images, bench_epochs),
+                                 bench.bench_torch(base, tr.images, te.images, bench_epochs, "blog"),
+                                 bench.bench_torch(base, tr.images, te.images, bench_epochs, "tensor")]
+  except ImportError:
+    report["timing"]["bench"] = [bench.bench_jax(base, tr.images, te.images, bench_epochs)]
+  report["wall_s"] = time.perf_counter() - t_start
+
+  (out / "blog_comparison.json").write_text(json.dumps(report, indent=1))
+  plot_curves(report, out / "blog_comparison_curves.png")
+  plot_sweep(report, out / "blog_comparison_sweep.png")
+  (out / "blog_comparison.md").write_text(markdown(report))
+  return report
+
+
+def plot_curves(report: dict, path) -> None:
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for ax, (z, g) in zip(axes, report["main"].items()):
+    for key, label in (("train_loss", "train (sampled z)"), ("test_loss", "test (z = mu)")):
+      v = np.array([[r[key] for r in h] for h in g["histories"]])  # [seeds, epochs]
+      e = np.arange(1, v.shape[1] + 1)
+      ax.plot(e, v.mean(0), label=f"{label}, mean of {len(v)} seeds")
+      ax.fill_between(e, v.min(0), v.max(0), alpha=0.3, label=f"{label}, min to max")
+    lo, hi = BLOG_RANGE[int(z)]
+    ax.axhspan(lo, hi, color="grey", alpha=0.12, label=f"blog: {BLOG_SAYS[int(z)]}")
+    ax.set(xlabel="epoch", ylabel="loss per image (nats)", title=f"z = {z}",
+           ylim=(lo - 10, v.mean(0)[1] + 10))
+    ax.grid(True)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def plot_sweep(report: dict, path) -> None:
+  zs = sorted(report["sweep"], key=int)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, label in (("test_loss", "test loss"), ("test_recon", "test reconstruction"),
+                     ("test_kl", "test KL")):
+    m = [report["sweep"][z]["final"][key]["mean"] for z in zs]
+    s = [report["sweep"][z]["final"][key]["std"] for z in zs]
+    ax.errorbar([int(z) for z in zs], m, yerr=s, marker="o", capsize=3, label=label)
+  any_z = report["sweep"][zs[0]]
+  ax.set(xscale="log", xlabel="latent size z", ylabel="nats per image",
+         title=f"after {any_z['epochs']} epochs, mean +- std of {len(any_z['seeds'])} seeds")
+  ax.set_xticks([int(z) for z in zs], [str(z) for z in zs])
+  ax.grid(True)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _ms(d, key):
+  return f"{d[key]['mean']:.2f} ± {d[key]['std']:.2f}"
+
+
+def markdown(report: dict) -> str:
+  lines = ["# The blog's numbers, reproduced", "",
+           f"Machine: {report['machine']}. Whole run: {report['wall_s'] / 60:.1f} minutes "
+           "(`python scripts/compare_blog.py --out results`).", "",
+           f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
+           "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
+           "Mean ± standard deviation over seeds.", "",
+           f"## z = 2 and z = 20, {report['main'][2]['epochs']} epochs", "",
+           "| z | seeds | train loss | test loss | test recon | test KL | blog reports | "
+           "epoch within 1% of final (per seed) |",
+           "|---|---|---|---|---|---|---|---|"]
+  for z, g in report["main"].items():
+    f = g["final"]
+    lines.append(f"| {z} | {len(g['seeds'])} | {_ms(f, 'train_loss')} | **{_ms(f, 'test_loss')}** | "
+                 f"{_ms(f, 'test_recon')} | {_ms(f, 'test_kl')} | {BLOG_SAYS[int(z)]} | "
+                 f"{', '.join(map(str, g['settle_epoch']))} |")
+  lines += ["", "Per seed, final test loss: " + "; ".join(
+      f"z = {z}: " + ", ".join(f"{v:.2f}" for v in g["final"]["test_loss"]["values"])
+      for z, g in report["main"].items()),
+      "", "\"Within 1% of final\": the first epoch from which the test loss stays within 1% of "
+      f"its epoch-{report['main'][2]['epochs']} value.", "",
+      "![test loss over epochs, band over seeds](blog_comparison_curves.png)", "",
+      "## Latent size sweep", ""]
+  any_z = next(iter(report["sweep"].values()))
+  lines += [f"Seeds {any_z['seeds']}, {any_z['epochs']} epochs each (fewer than the main "
+            "runs, to fit the time); z = 2 and 20 are the first epochs of the main runs' "
+            "first seeds, which are exactly such shorter runs.", "",
+            "| z | train loss | test loss | test recon | test KL |", "|---|---|---|---|---|"]
+  for z in sorted(report["sweep"], key=int):
+    f = report["sweep"][z]["final"]
+    lines.append(f"| {z} | {_ms(f, 'train_loss')} | {_ms(f, 'test_loss')} | "
+                 f"{_ms(f, 'test_recon')} | {_ms(f, 'test_kl')} |")
+  lines += ["", "![sweep over z](blog_comparison_sweep.png)", "", "## Time", ""]
+  t = report["timing"]
+  seeds = t["seeds_one_epoch_s"]
+  lines += [f"Many seeds at once, one full training epoch of {len(report['main'][2]['seeds'])} "
+            f"seeds: vmap {seeds['vmap']:.2f} s, one after another {seeds['sequential']:.2f} s "
+            f"(a single seed: {t['single_seed_epoch_s']:.2f} s). The runner chose: "
+            + ", ".join(f"z = {z}: {g['strategy']} ({g['train_s']:.0f} s for "
+                        f"{len(g['seeds'])} x {g['epochs']} epochs)"
+                        for z, g in report["main"].items()) + ".", "",
+            "| loop | compile s | train s/epoch | test s/epoch | epoch s |", "|---|---|---|---|---|"]
+  for r in t["bench"]:
+    comp = "-" if r["compile_s"] != r["compile_s"] else f"{r['compile_s']:.2f}"
+    lines.append(f"| {r['name']} | {comp} | {r['train_s']:.3f} | {r['test_s']:.3f} | "
+                 f"{r['epoch_s']:.3f} |")
+  return "\n".join(lines) + "\n"
