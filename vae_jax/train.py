@@ -78,16 +78,18 @@ def batch_loss(params, model: VAE, x, eps, weight):
   return sums.loss, sums
 
 
-def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int):
+def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
+                     loss_fn=batch_loss):
   """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
   shuffle and every eps from `key`; Metrics are sums over the epoch of the
-  training-mode loss (sampled z), as the blog's `train_loss`.
+  training-mode loss (sampled z), as the blog's `train_loss`. `loss_fn` has
+  `batch_loss`'s signature (the gradient-flow study swaps in variants).
   """
   steps = math.ceil(num_examples / batch_size)
   padded = steps * batch_size
-  grad_fn = jax.value_and_grad(batch_loss, has_aux=True)
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array):
     perm_key, eps_key = jax.random.split(key)
@@ -111,11 +113,17 @@ def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: in
   return train_epoch
 
 
-def make_evaluate(model: VAE):
-  """Returns `evaluate(params, images_u8) -> Metrics`: eval mode (z = mu), whole split."""
+def make_evaluate(model: VAE, loss_fn=None):
+  """Returns `evaluate(params, images_u8) -> Metrics`: eval mode (z = mu), whole split.
+
+  With a `loss_fn` of `batch_loss`'s signature, evaluates it with eps = 0.
+  """
 
   def evaluate(params, images_u8: jax.Array) -> Metrics:
     x = to_inputs(images_u8)                       # [N, 784]
+    if loss_fn is not None:
+      eps = jnp.zeros((len(x), model.latent_dim))
+      return loss_fn(params, model, x, eps, jnp.ones(len(x)))[1]
     out = model.apply({"params": params}, x)       # eps=None: z = mu, as model.eval()
     terms = losses.vae_loss(out.logits, x, out.mu, out.logvar)
     return Metrics(*(t.sum() for t in terms))

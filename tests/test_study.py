@@ -1,0 +1,103 @@
+"""The gradient-flow study's pieces: loss variants, closed forms, and a smoke run."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import Config, study, train, variants
+from vae_jax.model import init_params, make_model
+
+from conftest import synthetic_mnist
+
+CONFIG = Config(hidden_dim=32)
+
+
+def _batch():
+  model = make_model(CONFIG)
+  params = init_params(model, jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (16, 784))
+  eps = jax.random.normal(jax.random.PRNGKey(2), (16, 2))
+  return model, params, x, eps, jnp.ones(16)
+
+
+def test_reparam_logvar_variant_is_the_blogs_loss():
+  model, params, x, eps, w = _batch()
+  (a, ma), ga = jax.value_and_grad(train.batch_loss, has_aux=True)(params, model, x, eps, w)
+  (b, mb), gb = jax.value_and_grad(variants.make_loss(), has_aux=True)(params, model, x, eps, w)
+  np.testing.assert_allclose(a, b, rtol=1e-6)
+  jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), ga, gb)
+
+
+def test_stop_gradient_sampling_cuts_the_encoder_off_from_the_reconstruction():
+  model, params, x, eps, w = _batch()
+  def term(p, sampling, which):
+    return variants.make_loss(sampling)(p, model, x, eps, w)[1]._asdict()[which]
+  g_stop = jax.grad(term)(params, "stop_gradient", "recon")
+  g_path = jax.grad(term)(params, "reparam", "recon")
+  for layer in ("fc1", "fc21", "fc22"):  # the encoder: exactly nothing from the recon term
+    assert all(float(jnp.abs(v).max()) == 0 for v in jax.tree.leaves(g_stop[layer]))
+    assert any(float(jnp.abs(v).max()) > 0 for v in jax.tree.leaves(g_path[layer]))
+  for layer in ("fc3", "fc4"):  # the decoder sees the same forward pass either way
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-6), g_stop[layer],
+                 g_path[layer])
+  g_kl = jax.grad(term)(params, "stop_gradient", "kl")  # only the KL reaches the encoder
+  assert float(jnp.abs(g_kl["fc21"]["kernel"]).max()) > 0
+
+
+def test_raw_variance_goes_nan_when_the_head_goes_below_minus_one():
+  model, params, x, eps, w = _batch()
+  params = {**params, "fc22": {"kernel": jnp.zeros_like(params["fc22"]["kernel"]),
+                               "bias": jnp.full((2,), -1.5)}}  # variance -0.5
+  assert np.isnan(float(variants.make_loss("reparam", "raw_var")(params, model, x, eps, w)[0]))
+  assert np.isfinite(float(variants.make_loss("reparam", "logvar")(params, model, x, eps, w)[0]))
+
+
+def test_invalid_variant_names_are_refused():
+  with pytest.raises(ValueError, match="sampling must be one of"):
+    variants.make_loss("antithetic")
+  with pytest.raises(ValueError, match="param must be one of"):
+    variants.make_loss("reparam", "precision")
+
+
+def test_gradient_scale_closed_forms_match_autodiff():
+  v = np.logspace(-3, 0, 7)
+  closed = study.gradient_scale(v)
+  heads = {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
+           "raw_std": np.sqrt(v) - 1.0}
+  for param, h in heads.items():
+    def kl(hh):
+      var, _ = variants.variance_and_std(hh, param)
+      return -0.5 * (1 + jnp.log(var) - var)
+    def std(hh):
+      return variants.variance_and_std(hh, param)[1]
+    h = jnp.asarray(h, jnp.float32)
+    np.testing.assert_allclose(jax.vmap(jax.grad(kl))(h), closed[param][0], rtol=2e-3)
+    np.testing.assert_allclose(jax.vmap(jax.grad(std))(h), closed[param][1], rtol=2e-3)
+
+
+def test_kl_of_rank_one_posterior_plus_noise_matches_the_matrix_formula():
+  rng = np.random.default_rng(0)
+  mu, s = rng.normal(size=4), np.exp(rng.normal(size=4))
+  for delta in (0.5, 1e-2):
+    c = np.outer(s, s) + delta**2 * np.eye(4)
+    ref = 0.5 * (np.trace(c) + mu @ mu - 4 - np.linalg.slogdet(c)[1])
+    np.testing.assert_allclose(study.kl_rank_one_plus_noise(mu, s, delta), ref, rtol=1e-10)
+
+
+def test_smoke_run_writes_json_and_figures(tmp_path):
+  a = synthetic_mnist(512, 256)
+  d = study.Data(jax.device_put(train.flatten(a["train_images"])),
+                 jax.device_put(train.flatten(a["test_images"])), a["test_labels"])
+  study.run(tmp_path, ["likelihood", "stop_gradient", "gradient_flow"], quick=True, d=d)
+  for name in ("likelihood", "stop_gradient", "gradient_flow"):
+    assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    json.loads((tmp_path / f"{name}.json").read_text())
+  lik = json.loads((tmp_path / "likelihood.json").read_text())
+  assert lik["binary_max_rel_diff"] < 1e-6  # summed BCE == Bernoulli NLL on binary pixels
+  flow = json.loads((tmp_path / "gradient_flow.json").read_text())
+  assert flow["history"][0]["kl/fc4"] == 0.0 and flow["history"][0]["recon/fc4"] > 0
+  with pytest.raises(ValueError, match="unknown experiment"):
+    study.run(tmp_path, ["nope"], d=d)

@@ -1,0 +1,501 @@
+"""The gradient-flow study: six experiments, each writing figures and a JSON of numbers.
+
+  python scripts/gradient_study.py --out results/gradient_flow     # all six
+  python scripts/gradient_study.py --only variance stop_gradient   # some
+
+Each experiment is a function `name(out_dir, data, quick) -> dict` that writes
+`<name>.json` and its figures into out_dir; `quick` shrinks it for the tests.
+docs/gradient_flow.md discusses the results.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vae_jax import estimators, losses, plots, train, variants  # noqa: E402
+from vae_jax.config import Config  # noqa: E402
+from vae_jax.model import VAE  # noqa: E402
+
+
+class Data(NamedTuple):
+  x_train: jax.Array   # uint8 [N, 784] on the device
+  x_test: jax.Array    # uint8 [M, 784]
+  y_test: np.ndarray   # int [M]
+
+
+def load_data(config: Config = Config()) -> Data:
+  from vae_jax import data
+  tr = data.load_mnist("train", source=config.data_source, data_dir=config.data_dir)
+  te = data.load_mnist("test", source=config.data_source, data_dir=config.data_dir)
+  return Data(jax.device_put(train.flatten(tr.images)), jax.device_put(train.flatten(te.images)),
+              te.labels)
+
+
+def fit(config: Config, d: Data, loss_fn=train.batch_loss, seed: int | None = None,
+        learning_rate: float | None = None, epoch_fn=None, evaluate=None, on_epoch=None):
+  """Trains `config.epochs` epochs with `loss_fn`; returns (params, history, programs).
+
+  Pass `epoch_fn`/`evaluate` from an earlier call (the third output) to reuse the
+  compiled programs across seeds and learning rates (the rate is optimiser state).
+  """
+  model, optimizer = train.make_model(config), train.make_optimizer(config)
+  keys = train.run_keys(config.seed if seed is None else seed)
+  state = train.create_state(model, optimizer, keys.init)
+  if learning_rate is not None:
+    state.opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+  if epoch_fn is None:
+    epoch_fn = jax.jit(train.make_train_epoch(model, optimizer, num_examples=len(d.x_train),
+                                              batch_size=config.batch_size, loss_fn=loss_fn))
+    evaluate = jax.jit(train.make_evaluate(model, None if loss_fn is train.batch_loss else loss_fn))
+  history = []
+  for epoch in range(1, config.epochs + 1):
+    state, tm = epoch_fn(state, d.x_train, train.epoch_key(keys.train, epoch))
+    em = evaluate(state.params, d.x_test)
+    row = {"epoch": epoch, **{f"train_{k}": float(v) / len(d.x_train) for k, v in tm._asdict().items()},
+           **{f"test_{k}": float(v) / len(d.x_test) for k, v in em._asdict().items()}}
+    if on_epoch is not None:
+      row.update(on_epoch(state.params))
+    history.append(row)
+  return state.params, history, (epoch_fn, evaluate)
+
+
+def _encode(config, params, x_u8):
+  mu, h = train.make_model(config).apply({"params": params}, train.to_inputs(x_u8),
+                                         method=VAE.encode)
+  return np.asarray(mu), np.asarray(h)
+
+
+def _save(out: Path, name: str, result: dict) -> dict:
+  (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+  return result
+
+
+# ---------------------------------------------------------------------------
+# 1. Estimator variance versus number of samples.
+
+
+def _variance_curve(estimate, ns, repeats, key):
+  """Per-parameter variance (averaged over parameters) of estimate(key, n) over repeats."""
+  out = []
+  for n in ns:
+    keys = jax.random.split(jax.random.fold_in(key, n), repeats)
+    g = jax.vmap(lambda k: estimate(k, n))(keys)          # [repeats, P]
+    out.append(float(jnp.mean(jnp.var(g, axis=0))))
+  return out
+
+
+def variance(out: Path, d: Data, quick: bool = False) -> dict:
+  t0 = time.perf_counter()
+  ns = [2, 8, 32] if quick else [2, 8, 32, 128, 512]  # >= 2: the baseline leaves one out
+  repeats = 20 if quick else 200
+  key = jax.random.PRNGKey(0)
+  mu, logvar = jnp.array([0.5, -1.0]), jnp.array([0.0, -2.0])
+  result = {"ns": ns, "repeats": repeats, "closed_form": {}, "vae_output": {}, "vae_weights": {}}
+
+  def flat(e):
+    return jnp.concatenate([e.mu, e.logvar])
+
+  integrands = {"quadratic": estimators.quadratic(jnp.array([1.0, 0.0])),
+                "exponential": estimators.exponential(jnp.array([0.5, -0.3]))}
+  for fname, (f, _) in integrands.items():
+    result["closed_form"][fname] = {
+        name: _variance_curve(jax.jit(lambda k, n, e=est: flat(e(f, mu, logvar, k, n)),
+                                      static_argnums=1), ns, repeats, key)
+        for name, est in estimators.ESTIMATORS.items()}
+
+  # The real VAE: f_x(z) = -log p(x | z) for a few test images; the gradient wrt the
+  # encoder's output (mu, logvar) and wrt the encoder's weights, at init and trained.
+  config = Config(epochs=1 if quick else 10)
+  model = train.make_model(config)
+  init = train.init_params(model, train.run_keys(config.seed).init)
+  trained, _, _ = fit(config, d)
+  x = train.to_inputs(d.x_test[:8])                         # [8, 784]
+  for stage, params in (("init", init), ("trained", trained)):
+    mu_x, lv_x = model.apply({"params": params}, x, method=VAE.encode)  # [8, 2]
+    def recon(z, xi):
+      return losses.bernoulli_nll(model.apply({"params": params}, z[None], method=VAE.decode),
+                                  xi[None])[0]
+    curves = {}
+    out_repeats = max(2, repeats // 2)  # each repeat decodes 8 x n latent codes
+    for name, est in estimators.ESTIMATORS.items():
+      def one(k, n, est=est):
+        ks = jax.random.split(k, len(x))
+        es = jax.vmap(lambda m, lv, xi, kk: flat(est(lambda z: recon(z, xi), m, lv, kk, n)))(
+            mu_x, lv_x, x, ks)
+        return es.ravel()
+      curves[name] = _variance_curve(jax.jit(one, static_argnums=1), ns, out_repeats, key)
+    result["vae_output"][stage] = {"repeats": out_repeats, **curves}
+
+    # Encoder weights: surrogate losses whose gradients are the estimators.
+    enc_names = ("fc1", "fc21", "fc22")
+    def surrogate_grad(k, n, kind):
+      def loss(enc):
+        p = {**params, **enc}
+        m, lv = model.apply({"params": p}, x, method=VAE.encode)          # [8, z]
+        eps = jax.random.normal(k, (n,) + m.shape)                         # [n, 8, z]
+        z = m + jnp.exp(0.5 * lv) * eps
+        if kind == "pathwise":
+          return jnp.mean(jax.vmap(lambda zz: jax.vmap(recon)(zz, x).sum())(z))
+        zc = jax.lax.stop_gradient(z)
+        fz = jax.lax.stop_gradient(jax.vmap(lambda zz: jax.vmap(recon)(zz, x))(zc))  # [n, 8]
+        if kind == "score function + baseline":
+          fz = fz - (fz.sum(0) - fz) / (n - 1)
+        logq = jnp.sum(-0.5 * (zc - m) ** 2 / jnp.exp(lv) - 0.5 * lv, -1)    # [n, 8]
+        return jnp.mean(jnp.sum(fz * logq, -1))
+      g = jax.grad(loss)({k_: params[k_] for k_ in enc_names})
+      return jnp.concatenate([v.ravel() for v in jax.tree.leaves(g)])
+    wcurves = {}
+    w_ns = ns[:4]
+    w_repeats = min(repeats, 10 if quick else 30)
+    for name in estimators.ESTIMATORS:
+      fn = jax.jit(lambda k, n, kind=name: surrogate_grad(k, n, kind), static_argnums=1)
+      wcurves[name] = _variance_curve(fn, w_ns, w_repeats, key)
+    result["vae_weights"][stage] = {"ns": w_ns, "repeats": w_repeats, **wcurves}
+
+  fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+  panels = [("quadratic f(z) = |z - a|^2", result["closed_form"]["quadratic"], ns),
+            ("exponential f(z) = exp(c.z)", result["closed_form"]["exponential"], ns),
+            ("VAE: wrt (mu, logvar), 8 test images", result["vae_output"], ns),
+            ("VAE: wrt encoder weights", result["vae_weights"], None)]
+  for ax, (title, curves, xs) in zip(axes, panels):
+    if "init" in curves:
+      for stage, style in (("init", "--"), ("trained", "-")):
+        c = curves[stage]
+        for name in estimators.ESTIMATORS:
+          ax.plot(xs or c["ns"], c[name], style, marker="o", ms=3, label=f"{name} ({stage})")
+    else:
+      for name in estimators.ESTIMATORS:
+        ax.plot(xs, curves[name], marker="o", ms=3, label=name)
+    ax.set(xscale="log", yscale="log", xlabel="samples n", ylabel="variance per parameter",
+           title=title)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(out / "variance.png", dpi=90)
+  plt.close(fig)
+  result["seconds"] = time.perf_counter() - t0
+  return _save(out, "variance", result)
+
+
+# ---------------------------------------------------------------------------
+# 2. Why the trick is needed: sampling that stops the gradient.
+
+
+def stop_gradient(out: Path, d: Data, quick: bool = False) -> dict:
+  t0 = time.perf_counter()
+  config = Config(epochs=2 if quick else 10)
+  model = train.make_model(config)
+  result = {"epochs": config.epochs}
+  fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+  for i, sampling in enumerate(("reparam", "stop_gradient")):
+    loss_fn = variants.make_loss(sampling)
+    params, history, _ = fit(config, d, loss_fn)
+    mu, h = _encode(config, params, d.x_test)
+    # What flows into the encoder from each term, on 512 training images.
+    x = train.to_inputs(d.x_train[:512])
+    eps = jax.random.normal(jax.random.PRNGKey(0), (512, config.latent_dim))
+    def term(p, which):
+      return loss_fn(p, model, x, eps, jnp.ones(512))[1]._asdict()[which]
+    norms = {}
+    for which in ("recon", "kl"):
+      g = jax.grad(term)(params, which)
+      norms[which] = {k: float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree.leaves(g[k]))))
+                      for k in ("fc1", "fc21", "fc22", "fc3", "fc4")}
+    result[sampling] = {"history": history, "grad_norm_at_end": norms,
+                        "test_mu_std": mu.std(0).tolist(), "test_mu_mean": mu.mean(0).tolist(),
+                        "test_var_mean": np.exp(h).mean(0).tolist()}
+    axes[0].plot([r["epoch"] for r in history], [r["test_loss"] for r in history], label=sampling)
+    ax = axes[1 + i]
+    sc = ax.scatter(mu[:, 0], mu[:, 1], c=d.y_test, cmap="jet", s=3, vmin=-0.5, vmax=9.5)
+    fig.colorbar(sc, ax=ax, ticks=range(10))
+    ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", title=f"test mu, {sampling}")
+    ax.grid(True)
+  axes[0].set(xlabel="epoch", ylabel="test loss per image", title="z = 2", yscale="log")
+  axes[0].grid(True, which="both")
+  axes[0].legend()
+  fig.tight_layout()
+  fig.savefig(out / "stop_gradient.png", dpi=90)
+  plt.close(fig)
+  result["seconds"] = time.perf_counter() - t0
+  return _save(out, "stop_gradient", result)
+
+
+# ---------------------------------------------------------------------------
+# 3. One scalar eps for every latent dimension.
+
+
+def kl_rank_one_plus_noise(mu, std, delta):
+  """KL(N(mu, s s^T + delta^2 I) || N(0, I)) for one image: s = std [z].
+
+  = 1/2 (tr C + mu.mu - z - log det C), C = s s^T + delta^2 I,
+  det C = delta^(2(z-1)) (delta^2 + |s|^2). As delta -> 0 this grows like
+  -(z - 1) log delta^2: the KL of the scalar-eps posterior itself (delta = 0) is +inf.
+  """
+  z = len(mu)
+  trace = np.sum(std**2) + z * delta**2
+  logdet = 2 * (z - 1) * np.log(delta) + np.log(delta**2 + np.sum(std**2))
+  return 0.5 * (trace + mu @ mu - z - logdet)
+
+
+def scalar_eps(out: Path, d: Data, quick: bool = False) -> dict:
+  t0 = time.perf_counter()
+  result = {}
+  fig, axes = plt.subplots(1, 4, figsize=(22, 5))
+  col = 0
+  for z in (2, 20):
+    config = Config(latent_dim=z, epochs=2 if quick else 20)
+    result[z] = {"epochs": config.epochs}
+    for sampling in ("reparam", "scalar_eps"):
+      params, history, _ = fit(config, d, variants.make_loss(sampling))
+      mu, h = _encode(config, params, d.x_test)                 # [M, z] each
+      std = np.exp(0.5 * h)
+      # The posterior of image 0 as the model samples it, 20,000 draws.
+      e = np.random.default_rng(0).standard_normal((20_000, 1 if sampling == "scalar_eps" else z))
+      draws = mu[0] + std[0] * e
+      corr = np.corrcoef(draws.T)
+      off = corr[~np.eye(z, dtype=bool)]
+      analytic = np.asarray(losses.kl_standard_normal(mu, h))   # what the loss charges
+      noisy = {str(dl): float(np.mean([kl_rank_one_plus_noise(mu[i], std[i], dl)
+                                        for i in range(200)])) for dl in (1e-1, 1e-2, 1e-3)}
+      result[z][sampling] = {
+          "history": history, "final_test_loss": history[-1]["test_loss"],
+          "posterior_corr_abs_offdiag_mean": float(np.mean(np.abs(off))),
+          "analytic_kl_mean": float(analytic.mean()),
+          "true_kl": "inf" if sampling == "scalar_eps" and z > 1 else "equal to analytic",
+          "kl_with_isotropic_noise_delta": noisy if sampling == "scalar_eps" else None}
+      xy, what = plots.project_2d(mu)
+      if sampling == "scalar_eps" or z == 2:
+        ax = axes[col]
+        col += 1
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=d.y_test, cmap="jet", s=3, vmin=-0.5, vmax=9.5)
+        fig.colorbar(sc, ax=ax, ticks=range(10))
+        ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal",
+               title=f"z = {z}, {sampling}: {what}\ntest loss {history[-1]['test_loss']:.1f}")
+        ax.grid(True)
+  # The last panel: one image's posterior samples, z = 2, both ways.
+  fig.tight_layout()
+  fig.savefig(out / "scalar_eps.png", dpi=90)
+  plt.close(fig)
+  result["seconds"] = time.perf_counter() - t0
+  return _save(out, "scalar_eps", result)
+
+
+# ---------------------------------------------------------------------------
+# 4. logvar vs softplus variance vs raw variance vs raw std.
+
+
+def gradient_scale(v: np.ndarray) -> dict:
+  """For each parameterisation: (dKL/dh, d std/dh) at variance v, one dimension, mu = 0.
+
+  dv/dh: logvar e^h = v; softplus sigmoid(h) = 1 - e^-v; raw_var 1; raw_std 2 std.
+  """
+  dk_dv = 0.5 * (1 - 1 / v)
+  std = np.sqrt(v)
+  dv_dh = {"logvar": v, "softplus_var": -np.expm1(-v), "raw_var": np.ones_like(v),
+           "raw_std": 2 * std}
+  return {p: (dk_dv * dv, dv / (2 * std)) for p, dv in dv_dh.items()}  # d std = dv / (2 std)
+
+
+def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
+  t0 = time.perf_counter()
+  seeds = [1, 2] if quick else [1, 2, 3]
+  rates = [1e-3, 1e-2] if quick else [1e-3, 3e-3, 1e-2]
+  config = Config(epochs=1 if quick else 3)
+  result = {"seeds": seeds, "learning_rates": rates, "epochs": config.epochs, "runs": {}}
+  for param in variants.PARAMS:
+    programs = {}
+    result["runs"][param] = {}
+    for lr in rates:
+      finals = []
+      for seed in seeds:
+        _, history, progs = fit(config, d, variants.make_loss("reparam", param), seed=seed,
+                                learning_rate=lr, **programs)
+        programs = dict(zip(("epoch_fn", "evaluate"), progs))
+        finals.append(history[-1]["test_loss"])
+      result["runs"][param][str(lr)] = finals
+  # Divergence: NaN, or a final test loss over 1.5x the logvar median at that rate.
+  summary = {}
+  for param, by_lr in result["runs"].items():
+    nan = div = total = 0
+    for lr, finals in by_lr.items():
+      ref = np.nanmedian(result["runs"]["logvar"][lr])
+      for v in finals:
+        total += 1
+        nan += not np.isfinite(v)
+        div += (not np.isfinite(v)) or v > 1.5 * ref
+    summary[param] = {"nan_rate": nan / total, "diverged_rate": div / total}
+  result["summary"] = summary
+
+  # Gradient scale near small variances: for a head value h giving variance v, the
+  # KL of one dimension (mu = 0), k(v) = -(1 + log v - v) / 2, has dk/dv = (1 - 1/v) / 2,
+  # and dk/dh = dk/dv * dv/dh. Exact closed forms in float64 (float32 cannot even hold
+  # h = v - 1 for v below ~6e-8), checked against autodiff in tests/test_study.py.
+  v = np.logspace(-8, 0, 50)
+  scale = {param: {"dkl_dh": np.abs(g[0]).tolist(), "dstd_dh": np.abs(g[1]).tolist()}
+           for param, g in gradient_scale(v).items()}
+  result["gradient_scale"] = {"variance": v.tolist(), **scale}
+  # What variances a trained blog model actually uses (z = 2 and 20, short runs).
+  used = {}
+  for z in (2, 20):
+    cz = Config(latent_dim=z, epochs=1 if quick else 10)
+    params, _, _ = fit(cz, d)
+    _, h = _encode(cz, params, d.x_test)
+    used[z] = {q: float(np.exp(np.quantile(h, q))) for q in (0.001, 0.01, 0.5)}
+  result["variances_used"] = used
+
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+  for param in variants.PARAMS:
+    axes[0].loglog(v, scale[param]["dkl_dh"], label=param)
+    axes[1].loglog(v, scale[param]["dstd_dh"], label=param)
+  for ax, t in zip(axes[:2], ("|dKL/dh| (one dimension, mu = 0)", "|d std/dh| = |dz/dh| per unit eps")):
+    ax.set(xlabel="variance", title=t)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+  for z, q in used.items():
+    axes[0].axvline(q[0.01], ls=":", color="k" if z == 2 else "grey")
+  x = np.arange(len(rates))
+  for i, param in enumerate(variants.PARAMS):
+    vals = [np.nanmean(np.where(np.isfinite(result["runs"][param][str(lr)]),
+                                result["runs"][param][str(lr)], np.nan)) for lr in rates]
+    axes[2].bar(x + 0.2 * i, np.nan_to_num(vals, nan=0), width=0.2,
+                label=f"{param} (NaN {summary[param]['nan_rate']:.0%})")
+  axes[2].set(xticks=x + 0.3, xticklabels=[str(r) for r in rates], xlabel="learning rate",
+              ylabel=f"final test loss, mean of finite runs", ylim=(140, 200),
+              title=f"z = 2, {config.epochs} epochs, {len(seeds)} seeds (no bar: all NaN)")
+  axes[2].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(out / "parameterisation.png", dpi=90)
+  plt.close(fig)
+  result["seconds"] = time.perf_counter() - t0
+  return _save(out, "parameterisation", result)
+
+
+# ---------------------------------------------------------------------------
+# 5. Gradient norms per layer during training, reconstruction vs KL.
+
+
+def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
+  t0 = time.perf_counter()
+  config = Config(epochs=2 if quick else 30)
+  model = train.make_model(config)
+  b = min(1024, len(d.x_train))
+  x = train.to_inputs(d.x_train[:b])                        # a fixed batch, [b, 784]
+  eps = jax.random.normal(jax.random.PRNGKey(0), (b, config.latent_dim))  # and fixed eps
+  layers = ("fc1", "fc21", "fc22", "fc3", "fc4")
+
+  @jax.jit
+  def norms(params):
+    def terms(p, act):
+      mu, lv = model.apply({"params": p}, x, method=VAE.encode)
+      mu, lv = mu + act[0], lv + act[1]   # zero offsets: their gradient is dL/dmu, dL/dlogvar
+      logits = model.apply({"params": p}, mu + jnp.exp(0.5 * lv) * eps, method=VAE.decode)
+      return jnp.stack([losses.bernoulli_nll(logits, x).mean(),
+                        losses.kl_standard_normal(mu, lv).mean()])
+    zeros = jnp.zeros((2, b, config.latent_dim))
+    jp, ja = jax.jacrev(terms, argnums=(0, 1))(params, zeros)  # leading axis: recon, KL
+    out = {}
+    for i, which in enumerate(("recon", "kl")):
+      for layer in layers:
+        out[f"{which}/{layer}"] = jnp.sqrt(sum(jnp.sum(v[i] ** 2) for v in jax.tree.leaves(jp[layer])))
+      # per image: the norm of d(its loss)/dmu and /dlogvar (x b undoes the batch mean)
+      out[f"{which}/mu"] = jnp.mean(jnp.linalg.norm(ja[i, 0] * b, axis=-1))
+      out[f"{which}/logvar"] = jnp.mean(jnp.linalg.norm(ja[i, 1] * b, axis=-1))
+    return out
+
+  _, history, _ = fit(config, d, on_epoch=lambda p: {k: float(v) for k, v in norms(p).items()})
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+  e = [r["epoch"] for r in history]
+  for i, layer in enumerate(layers):
+    c = f"C{i}"
+    axes[0].plot(e, [r[f"recon/{layer}"] for r in history], color=c, label=f"{layer}, recon")
+    if layer in ("fc1", "fc21", "fc22"):
+      axes[0].plot(e, [r[f"kl/{layer}"] for r in history], "--", color=c, label=f"{layer}, KL")
+  for i, head in enumerate(("mu", "logvar")):
+    axes[1].plot(e, [r[f"recon/{head}"] for r in history], color=f"C{i}", label=f"{head}, recon")
+    axes[1].plot(e, [r[f"kl/{head}"] for r in history], "--", color=f"C{i}", label=f"{head}, KL")
+  axes[0].set(yscale="log", xlabel="epoch", ylabel="gradient norm (loss per image)",
+              title="per layer (KL reaches only the encoder)")
+  axes[1].set(yscale="log", xlabel="epoch", ylabel="mean over images of |dL/d.|",
+              title="at the encoder's outputs")
+  for ax in axes:
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+  fig.tight_layout()
+  fig.savefig(out / "gradient_flow.png", dpi=90)
+  plt.close(fig)
+  result = {"epochs": config.epochs, "batch": b, "history": history,
+            "seconds": time.perf_counter() - t0}
+  return _save(out, "gradient_flow", result)
+
+
+# ---------------------------------------------------------------------------
+# 6. The likelihood is the cross-entropy, and its floor on continuous pixels.
+
+
+def likelihood(out: Path, d: Data, quick: bool = False) -> dict:
+  t0 = time.perf_counter()
+  rng = np.random.default_rng(0)
+  logits = rng.normal(0, 3, (64, 784))
+  xb = (np.asarray(d.x_test[:64]) > 127).astype(np.float64)        # binarised pixels
+  p = 1 / (1 + np.exp(-logits))
+  nll = -np.sum(np.log(np.where(xb == 1, p, 1 - p)), axis=1)        # -log prod p^x (1-p)^(1-x)
+  bce = np.asarray(losses.bernoulli_nll(jnp.asarray(logits, jnp.float32),
+                                        jnp.asarray(xb, jnp.float32)), np.float64)
+  # Continuous x in (0, 1): the BCE is minimised at p = x, where it equals the binary
+  # entropy H(x) = -x log x - (1 - x) log(1 - x) > 0: a floor no decoder can go under.
+  x = np.asarray(d.x_test, np.float64) / 255                       # [M, 784]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    h = -(np.where(x > 0, x * np.log(x), 0) + np.where(x < 1, (1 - x) * np.log1p(-x), 0))
+  floor = h.sum(1)                                                 # [M] nats per image
+  frac_gray = float(np.mean((x > 0) & (x < 1)))
+  xs = np.linspace(0.001, 0.999, 300)
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for xv in (0.0, 0.3, 0.5, 0.9, 1.0):
+    bce_curve = -(xv * np.log(xs) + (1 - xv) * np.log1p(-xs))
+    ax.plot(xs, bce_curve, label=f"x = {xv}")
+  ax.set(xlabel="decoder's p", ylabel="BCE(x, p), nats", ylim=(0, 4),
+         title="one pixel: minimum at p = x, value H(x)")
+  ax.grid(True)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(out / "likelihood.png", dpi=90)
+  plt.close(fig)
+  result = {"binary_max_abs_diff_bce_vs_nll": float(np.max(np.abs(bce - nll))),
+            "binary_max_rel_diff": float(np.max(np.abs(bce - nll) / nll)),
+            "test_floor_mean_nats": float(floor.mean()), "test_floor_std": float(floor.std()),
+            "fraction_of_pixels_strictly_between_0_and_1": frac_gray,
+            "seconds": time.perf_counter() - t0}
+  return _save(out, "likelihood", result)
+
+
+EXPERIMENTS = {"likelihood": likelihood, "stop_gradient": stop_gradient,
+               "scalar_eps": scalar_eps, "parameterisation": parameterisation,
+               "gradient_flow": gradient_flow, "variance": variance}
+
+
+def run(out="results/gradient_flow", only=None, quick: bool = False, d: Data | None = None):
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  d = d or load_data()
+  results = {}
+  for name in only or EXPERIMENTS:
+    if name not in EXPERIMENTS:
+      raise ValueError(f"unknown experiment {name!r}: choose from {list(EXPERIMENTS)}")
+    t0 = time.perf_counter()
+    results[name] = EXPERIMENTS[name](out, d, quick)
+    print(f"{name}: {time.perf_counter() - t0:.1f} s -> {out}/{name}.json")
+  return results

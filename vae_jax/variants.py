@@ -1,0 +1,70 @@
+"""Variants of the blog's loss that answer its open questions (see docs/gradient_flow.md).
+
+`make_loss(sampling, param)` returns a loss with `train.batch_loss`'s signature
+`(params, model, x, eps, weight) -> (loss, Metrics)`, so `train.make_train_epoch`
+trains it unchanged.
+
+sampling (how z is drawn from q(z|x) = N(mu, diag(var))):
+  "reparam"        z = mu + std * eps, eps [B, z]: the blog's trick
+  "stop_gradient"  z = stop_gradient(mu + std * eps): a draw with no path back, like
+                   PyTorch's `normal_(mean, std)` on detached values
+  "scalar_eps"     z = mu + std * eps[:, :1]: ONE eps shared by every latent dimension
+
+param (what the encoder's second head h = fc22(hidden) means):
+  "logvar"         var = exp(h)                 the blog
+  "softplus_var"   var = softplus(h) = log(1 + e^h)
+  "raw_var"        var = h + 1                  (the +1 starts it near var = 1, not at 0)
+  "raw_std"        std = h + 1, var = std^2
+The KL is the analytic one for whatever variance results, -1/2 sum(1 + log var - mu^2 - var);
+a non-positive raw variance makes log var (and sqrt) NaN, and the run is lost.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from vae_jax import losses
+from vae_jax.model import VAE
+from vae_jax.train import Metrics
+
+SAMPLINGS = ("reparam", "stop_gradient", "scalar_eps")
+PARAMS = ("logvar", "softplus_var", "raw_var", "raw_std")
+
+
+def variance_and_std(h: jax.Array, param: str) -> tuple[jax.Array, jax.Array]:
+  """The encoder's second head h [B, z] -> (var, std) under parameterisation `param`."""
+  if param == "logvar":
+    return jnp.exp(h), jnp.exp(0.5 * h)
+  if param == "softplus_var":
+    var = jax.nn.softplus(h)
+    return var, jnp.sqrt(var)
+  if param == "raw_var":
+    var = h + 1.0
+    return var, jnp.sqrt(var)
+  if param == "raw_std":
+    std = h + 1.0
+    return std**2, std
+  raise ValueError(f"param must be one of {PARAMS}, got {param!r}")
+
+
+def make_loss(sampling: str = "reparam", param: str = "logvar"):
+  if sampling not in SAMPLINGS:
+    raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+  variance_and_std(jnp.zeros(1), param)  # validates `param`
+
+  def loss_fn(params, model: VAE, x, eps, weight):
+    mu, h = model.apply({"params": params}, x, method=VAE.encode)  # [B, z] each
+    var, std = variance_and_std(h, param)
+    if sampling == "scalar_eps":
+      eps = eps[:, :1]                                             # [B, 1], broadcast
+    z = mu + std * eps
+    if sampling == "stop_gradient":
+      z = jax.lax.stop_gradient(z)
+    logits = model.apply({"params": params}, z, method=VAE.decode)
+    recon = losses.bernoulli_nll(logits, x)
+    kl = losses.kl_standard_normal(mu, jnp.log(var))
+    sums = Metrics(*(jnp.sum(weight * t) for t in (recon, kl, recon + kl)))
+    return sums.loss, sums
+
+  return loss_fn
