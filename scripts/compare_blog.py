@@ -15,7 +15,12 @@ p.add_argument("--sweep-seeds", type=int, default=2)
 p.add_argument("--sweep-epochs", type=int, default=50)
 p.add_argument("--strategy", choices=["auto", "vmap", "sequential"], default="auto")
 p.add_argument("--bench-epochs", type=int, default=3)
+p.add_argument("--rerender", action="store_true",
+               help="only redraw figures and Markdown from OUT/blog_comparison.json")
 a = p.parse_args()
+if a.rerender:
+  compare.rerender(a.out)
+  raise SystemExit(0)
 if min(a.seeds, a.epochs, a.sweep_seeds, a.sweep_epochs, a.bench_epochs, *a.sweep) < 1:
   p.error("every count must be >= 1")
 compare.compare_blog(a.out, seeds=a.seeds, epochs=a.epochs, sweep=tuple(a.sweep),
