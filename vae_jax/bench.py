@@ -100,8 +100,11 @@ def bench_torch(config: Config, train_u8: np.ndarray, test_u8: np.ndarray, epoch
       return (x for x, _ in torch.utils.data.DataLoader(
           ToTensorMNIST(images), batch_size=config.batch_size, shuffle=True))
   elif loader == "tensor":
-    def batches(images, cache={}):
-      x = cache.setdefault(id(images), torch.from_numpy(images).reshape(-1, 784).float() / 255)
+    converted = {"train": torch.from_numpy(train_u8).reshape(-1, 784).float() / 255,
+                 "test": torch.from_numpy(test_u8).reshape(-1, 784).float() / 255}
+
+    def batches(images):
+      x = converted["train" if images is train_u8 else "test"]
       perm = torch.randperm(len(x))
       return (x[perm[i:i + config.batch_size]] for i in range(0, len(x), config.batch_size))
   else:

@@ -55,9 +55,7 @@ def _init_states(config: Config, members, model, optimizer):
   states, keys = [], []
   for m in map(Member._make, members):
     k = train.run_keys(m.seed)
-    state = train.create_state(model, optimizer, k.init)
-    state.opt_state.hyperparams["learning_rate"] = jnp.asarray(m.learning_rate, jnp.float32)
-    states.append(state)
+    states.append(train.create_state(model, optimizer, k.init, m.learning_rate))
     keys.append(k.train)
   return jax.tree.map(lambda *xs: jnp.stack(xs), *states), jnp.stack(keys)
 
@@ -148,16 +146,10 @@ def train_many(config: Config, members, x_train, x_test, *, strategy: str = "aut
   train_s = time.perf_counter() - t0
   bar.close()
 
-  n_train, n_test = len(x_train), len(x_test)
-  histories = [[] for _ in members]
-  for g, per_epoch in enumerate(metrics):
-    for epoch, (train_m, test_m) in enumerate(per_epoch, start=1):
-      for i in range(len(members)) if strategy == "vmap" else [g]:
-        pick = (lambda v: v[i]) if strategy == "vmap" else (lambda v: v)
-        histories[i].append({
-            "epoch": epoch,
-            **{f"train_{k}": float(pick(v)) / n_train for k, v in train_m._asdict().items()},
-            **{f"test_{k}": float(pick(v)) / n_test for k, v in test_m._asdict().items()}})
+  if strategy == "vmap":  # one group: per epoch, Metrics of [S] -> per member, per epoch
+    metrics = [[jax.tree.map(lambda v: v[i], m) for m in metrics[0]] for i in range(len(members))]
+  histories = [[train.epoch_row(e, tm, em, len(x_train), len(x_test))
+                for e, (tm, em) in enumerate(per_epoch, start=1)] for per_epoch in metrics]
   params = finals[0] if strategy == "vmap" else jax.tree.map(lambda *x: jnp.stack(x), *finals)
   return ManyResult(members, histories, params, strategy, compile_s, train_s, calibration)
 

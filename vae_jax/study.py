@@ -52,22 +52,19 @@ def fit(config: Config, d: Data, loss_fn=train.batch_loss, seed: int | None = No
   """
   model, optimizer = train.make_model(config), train.make_optimizer(config)
   keys = train.run_keys(config.seed if seed is None else seed)
-  state = train.create_state(model, optimizer, keys.init)
-  if learning_rate is not None:
-    state.opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
+  state = train.create_state(model, optimizer, keys.init, learning_rate)
   if epoch_fn is None:
     epoch_fn = jax.jit(train.make_train_epoch(model, optimizer, num_examples=len(d.x_train),
                                               batch_size=config.batch_size, loss_fn=loss_fn))
     evaluate = jax.jit(train.make_evaluate(model, None if loss_fn is train.batch_loss else loss_fn))
-  history = []
+  per_epoch = []  # device arrays: the loop only dispatches, the host reads them at the end
   for epoch in range(1, config.epochs + 1):
     state, tm = epoch_fn(state, d.x_train, train.epoch_key(keys.train, epoch))
-    em = evaluate(state.params, d.x_test)
-    row = {"epoch": epoch, **{f"train_{k}": float(v) / len(d.x_train) for k, v in tm._asdict().items()},
-           **{f"test_{k}": float(v) / len(d.x_test) for k, v in em._asdict().items()}}
-    if on_epoch is not None:
-      row.update(on_epoch(state.params))
-    history.append(row)
+    extra = on_epoch(state.params) if on_epoch is not None else {}
+    per_epoch.append((tm, evaluate(state.params, d.x_test), extra))
+  history = [{**train.epoch_row(e, tm, em, len(d.x_train), len(d.x_test)),
+              **{k: float(v) for k, v in extra.items()}}
+             for e, (tm, em, extra) in enumerate(jax.device_get(per_epoch), start=1)]
   return state.params, history, (epoch_fn, evaluate)
 
 
@@ -410,7 +407,7 @@ def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
       out[f"{which}/logvar"] = jnp.mean(jnp.linalg.norm(ja[i, 1] * b, axis=-1))
     return out
 
-  _, history, _ = fit(config, d, on_epoch=lambda p: {k: float(v) for k, v in norms(p).items()})
+  _, history, _ = fit(config, d, on_epoch=norms)
   fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
   e = [r["epoch"] for r in history]
   for i, layer in enumerate(layers):

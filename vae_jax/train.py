@@ -61,9 +61,23 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
   return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
 
 
-def create_state(model: VAE, optimizer, key: jax.Array) -> TrainState:
+def create_state(model: VAE, optimizer, key: jax.Array,
+                 learning_rate: float | None = None) -> TrainState:
+  """Initial parameters from `key` and the optimiser's state; optionally another rate."""
   params = init_params(model, key)
-  return TrainState(params, optimizer.init(params))
+  opt_state = optimizer.init(params)
+  if learning_rate is not None:  # Adam's rate lives in its state (see make_optimizer)
+    opt_state = opt_state._replace(hyperparams={
+        **opt_state.hyperparams, "learning_rate": jnp.asarray(learning_rate, jnp.float32)})
+  return TrainState(params, opt_state)
+
+
+def epoch_row(epoch: int, train_sums: Metrics, test_sums: Metrics, n_train: int,
+              n_test: int) -> dict:
+  """One line of metrics.jsonl: the blog's losses per image (sums over a split / its size)."""
+  return {"epoch": epoch,
+          **{f"train_{k}": float(v) / n_train for k, v in train_sums._asdict().items()},
+          **{f"test_{k}": float(v) / n_test for k, v in test_sums._asdict().items()}}
 
 
 def batch_loss(params, model: VAE, x, eps, weight):
@@ -227,10 +241,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
     nonlocal t_last
     train_m, test_m, recon = jax.device_get((train_m, test_m, recon))
     now = time.perf_counter()
-    row = {"epoch": epoch,
-           **{f"train_{k}": float(v) / n_train for k, v in train_m._asdict().items()},
-           **{f"test_{k}": float(v) / n_test for k, v in test_m._asdict().items()},
-           "seconds": now - t_last}
+    row = {**epoch_row(epoch, train_m, test_m, n_train, n_test), "seconds": now - t_last}
     t_last = now
     history.append(row)
     if recon is not None:
