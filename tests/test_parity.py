@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from vae_jax import Config, torch_io, train
-from vae_jax.model import init_params, make_model
+from vae_jax.model import make_model
 
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional

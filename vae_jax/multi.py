@@ -50,7 +50,7 @@ class ManyResult(NamedTuple):
   calibration: dict    # seconds per step of each strategy, when "auto" measured them
 
 
-def _init_states(config: Config, members, model, optimizer):
+def _init_states(members, model, optimizer):
   """Stacked TrainStates and train keys: member i's are a single run's with its seed."""
   states, keys = [], []
   for m in map(Member._make, members):
@@ -83,7 +83,7 @@ def calibrate(config: Config, members, x_train, steps: int = 64, repeats: int = 
   model, optimizer = train.make_model(config), train.make_optimizer(config)
   n = min(len(x_train), steps * config.batch_size)
   x = x_train[:n]
-  states, keys = _init_states(config, members, model, optimizer)
+  states, keys = _init_states(members, model, optimizer)
   (one, _), (many, _) = _programs(config, model, optimizer, n)
   one = one.lower(_take(states, 0), x, keys[0]).compile()
   many = many.lower(states, x, keys).compile()
@@ -116,7 +116,7 @@ def train_many(config: Config, members, x_train, x_test, *, strategy: str = "aut
     strategy = min(calibration, key=calibration.get)
 
   model, optimizer = train.make_model(config), train.make_optimizer(config)
-  states, keys = _init_states(config, members, model, optimizer)
+  states, keys = _init_states(members, model, optimizer)
   (one_epoch, one_eval), (many_epoch, many_eval) = _programs(config, model, optimizer,
                                                              len(x_train))
   t0 = time.perf_counter()

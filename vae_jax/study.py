@@ -369,7 +369,7 @@ def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
     axes[2].bar(x + 0.2 * i, np.nan_to_num(vals, nan=0), width=0.2,
                 label=f"{param} (NaN {summary[param]['nan_rate']:.0%})")
   axes[2].set(xticks=x + 0.3, xticklabels=[str(r) for r in rates], xlabel="learning rate",
-              ylabel=f"final test loss, mean of finite runs", ylim=(140, 200),
+              ylabel="final test loss, mean of finite runs", ylim=(140, 200),
               title=f"z = 2, {config.epochs} epochs, {len(seeds)} seeds (no bar: all NaN)")
   axes[2].legend(fontsize=8)
   return _finish(out, "parameterisation", fig, result, t0)
