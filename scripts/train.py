@@ -1,4 +1,4 @@
-"""Trains the blog's VAE: `python scripts/train.py --workdir runs/vae_2` (same flags as `vae-jax train`)."""
+"""Trains the blog's VAE: `python scripts/train.py --workdir runs/vae_2` (also `vae-jax train ...`)."""
 import sys
 
 from vae_jax.cli import main

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import estimators
+from vae_jax.experiments import estimators
 
 MU = jnp.array([0.5, -1.0, 0.0])
 LOGVAR = jnp.array([0.0, -2.0, 0.7])
@@ -53,3 +53,19 @@ def test_baseline_needs_two_samples():
   f, _ = CASES["quadratic"]
   with pytest.raises(ValueError, match="n >= 2"):
     estimators.score_function(f, MU, LOGVAR, jax.random.PRNGKey(0), 1, baseline=True)
+
+
+@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+def test_encoder_weight_gradient_is_the_estimator_through_an_identity_encoder(name):
+  # With one image and encode(theta) = (theta_mu, theta_logvar), the gradient wrt the
+  # "weights" is the estimator's gradient wrt (mu, logvar): same key, same eps, same terms.
+  f, _ = CASES["exponential"]
+  key, n = jax.random.PRNGKey(5), 4096
+  theta = {"mu": MU, "logvar": LOGVAR}
+  encode = lambda t: (t["mu"][None], t["logvar"][None])       # [1, d] each
+  g = estimators.encoder_weight_gradient(name, encode, lambda z: jax.vmap(f)(z), theta, key, n)
+  est = estimators.ESTIMATORS[name](f, MU, LOGVAR, key, n)
+  np.testing.assert_allclose(g["mu"], est.mu, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(g["logvar"], est.logvar, rtol=1e-4, atol=1e-6)
+  with pytest.raises(ValueError, match="kind must be one of"):
+    estimators.encoder_weight_gradient("antithetic", encode, f, theta, key, n)

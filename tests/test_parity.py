@@ -1,4 +1,4 @@
-"""PyTorch parity: the blog's model, written from the post, against the JAX model.
+"""PyTorch parity: the blog's model (`experiments/torch_ref.py`) against the JAX model.
 
 Needs PyTorch (`pip install torch==2.13.0`, a CPU build); CI installs it.
 """
@@ -8,51 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import Config, torch_io, train
+from vae_jax import Config, losses, torch_io, train
 from vae_jax.model import make_model
 
 torch = pytest.importorskip("torch")
-nn, F = torch.nn, torch.nn.functional
-
-
-class BlogVAE(nn.Module):
-  """The post's model. Modernised only where the 2018 API no longer runs: no `Variable`,
-  `reduction="sum"` for `size_average=False`, and eps passed in so both sides share it."""
-
-  def __init__(self, z=2):
-    super().__init__()
-    self.fc1 = nn.Linear(784, 512)
-    self.fc21 = nn.Linear(512, z)  # mu
-    self.fc22 = nn.Linear(512, z)  # logvar
-    self.fc3 = nn.Linear(z, 512)
-    self.fc4 = nn.Linear(512, 784)
-    self.relu = nn.ReLU()
-    self.sigmoid = nn.Sigmoid()
-
-  def encode(self, x):
-    h = self.relu(self.fc1(x))
-    return self.fc21(h), self.fc22(h)
-
-  def reparameterize(self, mu, logvar, eps):
-    if self.training:
-      std = logvar.mul(0.5).exp_()
-      return eps.mul(std).add_(mu)
-    return mu
-
-  def decode(self, z):
-    h = self.relu(self.fc3(z))
-    return self.sigmoid(self.fc4(h))
-
-  def forward(self, x, eps=None):
-    mu, logvar = self.encode(x.view(-1, 784))
-    z = self.reparameterize(mu, logvar, eps)
-    return self.decode(z), mu, logvar
-
-
-def blog_loss(recon_x, x, mu, logvar):
-  recon = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
-  kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-  return recon + kld
+from vae_jax.experiments.torch_ref import BlogVAE, loss_function as blog_loss  # noqa: E402
 
 
 def _digits(n, seed):
@@ -67,7 +27,7 @@ def _digits(n, seed):
 
 def test_state_dict_round_trip_and_errors(tmp_path):
   torch.manual_seed(0)
-  model = BlogVAE(z=3)
+  model = BlogVAE(3)
   torch.save(model.state_dict(), tmp_path / "vae.pth")
   params = torch_io.params_from_state_dict(torch_io.load_state_dict(tmp_path / "vae.pth"))
   np.testing.assert_array_equal(params["fc1"]["kernel"], model.fc1.weight.detach().numpy().T)
@@ -100,7 +60,7 @@ def test_200_adam_steps_match_pytorch(z):
 
   @jax.jit
   def step(state, x, eps):
-    (loss, _), grads = jax.value_and_grad(train.batch_loss, has_aux=True)(
+    (loss, _), grads = jax.value_and_grad(losses.batch_loss, has_aux=True)(
         state.params, model, x, eps, jnp.ones(batch))
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return train.TrainState(jax.tree.map(jnp.add, state.params, updates), opt_state), loss
@@ -124,27 +84,31 @@ def test_200_adam_steps_match_pytorch(z):
   jax_losses, torch_losses = np.array(jax_losses), np.array(torch_losses)
   rel = np.abs(jax_losses - torch_losses) / np.abs(torch_losses)
   print(f"z={z}: per-step loss, max relative difference {rel.max():.2e}")
-  # float32 throughout; the two differ in summation order and in the BCE (logits
-  # vs clamped probabilities): per-step losses agree to about 1e-7.
-  assert rel.max() < 1e-5, (rel.max(), rel.argmax())
+  # Free-running, the two trainings part slowly: each step rounds differently in
+  # float32, and once a hidden unit's pre-activation sits within rounding of ReLU's
+  # kink on some example it is on in one framework and off in the other, after which
+  # the weights into and out of it see different gradients (Adam moves each by up to
+  # lr a step). The exact, per-step comparison is the teacher-forced test below; this
+  # one checks that whole curves and weights stay together. Measured largest loss
+  # difference: 1.3e-6 / 2.5e-6 (z = 2 / 20) on an Intel Xeon, 1.3e-6 / 8.1e-6 on an
+  # AMD EPYC: the bound, 1e-4, leaves room for other CPUs' kernels.
+  assert rel.max() < 1e-4, (rel.max(), rel.argmax())
   assert jax_losses[-1] < 0.7 * jax_losses[0]  # it did learn
   final = torch_io.state_dict_from_params(state.params)
   for k, v in tmodel.state_dict().items():
     v = v.numpy()
     err = np.abs(final[k] - v) / np.abs(v).max()  # relative to the tensor's scale
+    far = np.mean(err > 1e-2)
     print(f"  {k}: median {np.median(err):.1e}, 99th pct {np.quantile(err, 0.99):.1e}, "
-          f"max {err.max():.1e}")
-    # Almost every weight agrees to 1e-5 of its tensor's scale. A few do not: a hidden
-    # unit whose pre-activation sits within rounding of ReLU's kink on some example
-    # is on in one framework and off in the other; from then on the weights into and
-    # out of that unit see different gradients, and Adam moves each by up to lr (1e-3)
-    # a step. Measured on fc1.weight (the worst): median 1.7e-7 / 1.2e-6, 99th
-    # percentile 3.8e-5 / 2.2e-4, max 1.1e-2 / 2.6e-2 for z = 2 / 20 (4 of 512 units
-    # flipped at z = 2); the worst median is fc21.bias at z = 20, 3.9e-5. Bounds:
-    # median 1e-4, 99th percentile 1e-3, max 5e-2.
-    assert np.median(err) < 1e-4, k
-    assert np.quantile(err, 0.99) < 1e-3, k
-    assert err.max() < 0.05, k
+          f"max {err.max():.1e}, share over 1e-2 {far:.1e}")
+    # Almost every weight agrees to float32 rounding; the few that do not belong to
+    # flipped units, whose largest difference has no bound worth stating (it grows
+    # with every step after the flip: measured 1.1e-2 to 9.7e-2 of fc1.weight's scale).
+    # Bounds: the median below 3e-4 of the scale (measured at most 4.1e-5, fc21.bias at
+    # z = 20: 20 entries, each a sum over every example), and under 1% of the weights
+    # further apart than 1e-2 of it (measured at most 0.025%, fc1.weight at z = 20).
+    assert np.median(err) < 3e-4, k
+    assert far < 0.01, k
 
   # Eval mode (z = mu) on the same weights: the blog's test loss.
   tmodel.eval()
@@ -163,3 +127,85 @@ def test_200_adam_steps_match_pytorch(z):
     t_eval_q = blog_loss(recon, xq, mu, logvar).item() / len(test)
   np.testing.assert_allclose(j_eval, t_eval_q, rtol=1e-5)
   assert abs(t_eval - t_eval_q) < 0.01 * t_eval
+
+
+def _grads_of(tmodel):
+  """The torch model's .grad of every parameter, in the blog's state_dict layout, as NumPy."""
+  return {k: p.grad.detach().numpy().copy() for k, p in tmodel.named_parameters()}
+
+
+@pytest.mark.parametrize("z", [2, 20])
+def test_loss_and_gradients_match_pytorch_at_every_step_of_its_trajectory(z):
+  # Teacher forcing: at each of 200 Adam steps of the PyTorch run, the JAX loss and
+  # gradient are computed at PyTorch's current weights, batch and eps, so nothing
+  # accumulates: what is compared is one step's arithmetic, float32 against float32.
+  # Tolerances: the loss is a sum of ~10^5 float32 terms whose order differs, so its
+  # relative rounding is a few 1e-7 (measured at most 1.8e-7 on an AMD EPYC); a
+  # gradient is a sum over the batch that partly cancels, most in the small bias
+  # tensors, and the odd ReLU unit whose pre-activation sits within rounding of zero
+  # on one example is on in one framework and off in the other (measured at most
+  # 5.3e-6 of a tensor's norm, fc21.bias at z = 2). The bounds, 1e-5 for the loss and
+  # 1e-4 for a gradient, are far below any real difference: pixels / 256 instead of
+  # / 255 moves every gradient by ~4e-3, a KL without its 1/2 by far more.
+  steps, batch = 200, 128
+  torch.manual_seed(1)
+  torch.set_num_threads(2)
+  tmodel = BlogVAE(z)
+  toptim = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+  model = make_model(Config(latent_dim=z))
+  grad_fn = jax.jit(jax.value_and_grad(losses.batch_loss, has_aux=True), static_argnums=1)
+  data = _digits(1024, seed=0)
+  rng = np.random.default_rng(1)
+  worst_loss, worst_grad = 0.0, {}
+  for _ in range(steps):
+    x = data[rng.choice(len(data), batch, replace=False)]
+    eps = rng.standard_normal((batch, z)).astype(np.float32)
+    params = torch_io.params_from_state_dict(tmodel.state_dict())
+    (loss, _), grads = grad_fn(params, model, x, eps, jnp.ones(batch))
+    toptim.zero_grad()
+    xt = torch.from_numpy(x)
+    recon, mu, logvar = tmodel(xt, torch.from_numpy(eps))
+    tloss = blog_loss(recon, xt, mu, logvar)
+    tloss.backward()
+    worst_loss = max(worst_loss, abs(float(loss) - tloss.item()) / abs(tloss.item()))
+    jgrads = torch_io.state_dict_from_params(grads)
+    for k, g in _grads_of(tmodel).items():
+      rel = np.linalg.norm(jgrads[k] - g) / np.linalg.norm(g)
+      worst_grad[k] = max(worst_grad.get(k, 0.0), rel)
+    toptim.step()
+  print(f"z={z}: loss {worst_loss:.1e}; gradients " +
+        ", ".join(f"{k} {v:.1e}" for k, v in worst_grad.items()))
+  assert worst_loss < 1e-5
+  assert max(worst_grad.values()) < 1e-4, worst_grad
+
+
+def test_adam_update_matches_pytorch_from_the_same_state():
+  # The same weights and the same gradients into both optimisers, 20 steps: the
+  # weights must agree to float32 rounding, so Adam's constants (betas, eps, bias
+  # correction) are the same on both sides.
+  torch.manual_seed(0)
+  tmodel = BlogVAE(2)
+  toptim = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+  config = Config()
+  optimizer = train.make_optimizer(config)
+  params = torch_io.params_from_state_dict(tmodel.state_dict())
+  opt_state = optimizer.init(params)
+  update = jax.jit(optimizer.update)
+  rng = np.random.default_rng(0)
+  for step in range(1, 21):
+    g = {k: (rng.standard_normal(v.shape) * 10.0 ** rng.integers(-4, 1)).astype(np.float32)
+         for k, v in tmodel.state_dict().items()}  # gradients of mixed scales
+    for k, p in tmodel.named_parameters():
+      p.grad = torch.from_numpy(g[k])
+    toptim.step()
+    updates, opt_state = update(torch_io.params_from_state_dict(g), opt_state, params)
+    params = jax.tree.map(jnp.add, params, updates)
+    ours = torch_io.state_dict_from_params(params)
+    for k, v in tmodel.state_dict().items():
+      # Per step each side rounds the sum weight + update (the two can end one ulp,
+      # 2^-23 relative, apart) and computes the update, at most lr = 1e-3, in another
+      # order (torch folds the bias corrections into the step size, Optax into the
+      # moments): measured up to 3.7e-9 apart, where cancellation in the first moment
+      # makes it small. Bound: 1e-5 of lr a step. A wrong beta or eps misses by 1e-5.
+      np.testing.assert_allclose(ours[k], v.numpy(), rtol=step * 2.0**-23, atol=step * 1e-8,
+                                 err_msg=f"{k} after {step} steps")

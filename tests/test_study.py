@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import Config, study, train, variants
+from vae_jax import Config, data, losses
+from vae_jax.experiments import study, variants
 from vae_jax.model import init_params, make_model
 
 from conftest import synthetic_mnist
@@ -25,7 +26,7 @@ def _batch():
 
 def test_reparam_logvar_variant_is_the_blogs_loss():
   model, params, x, eps, w = _batch()
-  (a, ma), ga = jax.value_and_grad(train.batch_loss, has_aux=True)(params, model, x, eps, w)
+  (a, ma), ga = jax.value_and_grad(losses.batch_loss, has_aux=True)(params, model, x, eps, w)
   (b, mb), gb = jax.value_and_grad(variants.make_loss(), has_aux=True)(params, model, x, eps, w)
   np.testing.assert_allclose(a, b, rtol=1e-6)
   jax.tree.map(lambda u, v: np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6), ga, gb)
@@ -64,7 +65,7 @@ def test_invalid_variant_names_are_refused():
 
 def test_gradient_scale_closed_forms_match_autodiff():
   v = np.logspace(-3, 0, 7)
-  closed = study.gradient_scale(v)
+  closed = variants.gradient_scale(v)
   heads = {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
            "raw_std": np.sqrt(v) - 1.0}
   for param, h in heads.items():
@@ -84,13 +85,13 @@ def test_kl_of_rank_one_posterior_plus_noise_matches_the_matrix_formula():
   for delta in (0.5, 1e-2):
     c = np.outer(s, s) + delta**2 * np.eye(4)
     ref = 0.5 * (np.trace(c) + mu @ mu - 4 - np.linalg.slogdet(c)[1])
-    np.testing.assert_allclose(study.kl_rank_one_plus_noise(mu, s, delta), ref, rtol=1e-10)
+    np.testing.assert_allclose(variants.kl_rank_one_plus_noise(mu, s, delta), ref, rtol=1e-10)
 
 
 def test_smoke_run_writes_json_and_figures(tmp_path):
   a = synthetic_mnist(512, 256)
-  d = study.Data(jax.device_put(train.flatten(a["train_images"])),
-                 jax.device_put(train.flatten(a["test_images"])), a["test_labels"])
+  d = data.device_data(data.Split(a["train_images"], a["train_labels"]),
+                       data.Split(a["test_images"], a["test_labels"]))
   study.run(tmp_path, ["likelihood", "stop_gradient", "gradient_flow"], quick=True, d=d)
   for name in ("likelihood", "stop_gradient", "gradient_flow"):
     assert (tmp_path / f"{name}.png").stat().st_size > 10_000

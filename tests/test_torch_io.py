@@ -41,3 +41,17 @@ def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_d
   assert cli.main(["export", "--weights", str(run / "params.msgpack"),
                    "--out", str(tmp_path / "vae.npz")]) == 2
   assert "exists" in capsys.readouterr().err
+
+
+def test_msgpack_sizes_come_from_its_arrays_and_must_agree_with_config_json(tmp_path):
+  params = init_params(make_model(Config(latent_dim=5, hidden_dim=16)), jax.random.PRNGKey(0))
+  checkpoint.save_params(params, tmp_path / "params.msgpack")
+  back, config = checkpoint.load_weights(tmp_path / "params.msgpack")  # no config.json
+  assert (config.latent_dim, config.hidden_dim) == (5, 16)
+  jax.tree.map(np.testing.assert_array_equal, back, params)
+  (tmp_path / "config.json").write_text(Config(latent_dim=2).to_json())
+  with pytest.raises(ValueError, match="z=5, hidden=16 VAE but .* says z=2, hidden=512"):
+    checkpoint.load_weights(tmp_path / "params.msgpack")
+  (tmp_path / "junk.msgpack").write_bytes(b"\x81\xa3abc\x01")  # a msgpack map, not parameters
+  with pytest.raises(ValueError, match="does not hold the blog VAE's parameters"):
+    checkpoint.load_weights(tmp_path / "junk.msgpack")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import monitoring
 
-from vae_jax import Config, checkpoint, cli, train
+from vae_jax import Config, checkpoint, cli, data, losses, run, train
 from vae_jax.model import make_model
 
 TINY = dict(hidden_dim=32, batch_size=64, epochs=3, recon_every=2)
@@ -26,17 +26,17 @@ def test_compiled_train_step_lowers_the_loss_on_a_fixed_batch():
 
   @jax.jit
   def step(state):
-    (loss, _), grads = jax.value_and_grad(train.batch_loss, has_aux=True)(
+    (loss, _), grads = jax.value_and_grad(losses.batch_loss, has_aux=True)(
         state.params, model, x, eps, weight)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return train.TrainState(jax.tree.map(jnp.add, state.params, updates), opt_state), loss
 
-  losses = []
+  seen = []
   for _ in range(50):
     state, loss = step(state)
-    losses.append(float(loss))
-  assert np.all(np.isfinite(losses))
-  assert losses[-1] < 0.8 * losses[0], losses[::10]
+    seen.append(float(loss))
+  assert np.all(np.isfinite(seen))
+  assert seen[-1] < 0.8 * seen[0], seen[::10]
 
 
 def test_zero_weight_padding_leaves_loss_and_gradient_unchanged():
@@ -47,7 +47,7 @@ def test_zero_weight_padding_leaves_loss_and_gradient_unchanged():
   params = train.create_state(model, train.make_optimizer(config), jax.random.PRNGKey(0)).params
   x = jax.random.uniform(jax.random.PRNGKey(1), (8, 784))
   eps = jax.random.normal(jax.random.PRNGKey(2), (8, 2))
-  grad = jax.grad(train.batch_loss, has_aux=True)
+  grad = jax.grad(losses.batch_loss, has_aux=True)
   padded_w = jnp.array([1, 1, 1, 1, 1, 0, 0, 0], jnp.float32)
   g_pad, m_pad = grad(params, model, x.at[5:].set(0.3), eps, padded_w)
   g_cut, m_cut = grad(params, model, x[:5], eps[:5], jnp.ones(5))
@@ -77,7 +77,7 @@ def test_an_epoch_sums_every_example_exactly_once():
 
 def _run(tmp_path, name, data_dir, **overrides):
   config = Config(data_dir=str(data_dir), **{**TINY, **overrides})
-  return train.train_and_evaluate(config, tmp_path / name, progress=False)
+  return run.train_and_evaluate(config, tmp_path / name, progress=False)
 
 
 def test_same_seed_same_numbers_bit_for_bit(tmp_path, tiny_data_dir):
@@ -140,9 +140,8 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
     assert matplotlib.image.imread(workdir / fig).std() > 0  # not blank
   # The checkpoint loads back and reproduces the final test loss.
   params = checkpoint.load_params(workdir / "params.msgpack", config)
-  from vae_jax import data
   test = data.load_mnist("test", data_dir=tiny_data_dir)
-  m = train.make_evaluate(make_model(config))(params, train.flatten(test.images))
+  m = train.make_evaluate(make_model(config))(params, data.flatten(test.images))
   assert float(m.loss) / len(test.labels) == pytest.approx(rows[-1]["test_loss"], rel=1e-5)
 
   # A second run into the same directory is refused in one line; nothing is lost.

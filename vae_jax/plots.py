@@ -1,7 +1,8 @@
 """The blog's figures: learning curves, reconstructions, latent map, prior samples.
 
-Every function takes NumPy arrays and a path and writes one PNG (Agg backend,
-no display needed).
+Every `save_*` function takes NumPy arrays and a path and writes one PNG (Agg
+backend, no display needed). `latent_scatter` and `save_figure` are the pieces the
+experiments' figures share.
 """
 
 from __future__ import annotations
@@ -28,6 +29,26 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
   return grid
 
 
+def save_figure(fig, path, dpi: int = 100) -> None:
+  """Lays out, writes and closes a Matplotlib figure."""
+  fig.tight_layout()
+  fig.savefig(path, dpi=dpi)
+  plt.close(fig)
+
+
+def latent_scatter(ax, xy: np.ndarray, labels: np.ndarray, *, title: str = "", lim: float = 6.0,
+                   size: float = 3.0) -> None:
+  """2-D latent points [N, 2] coloured by digit (jet, one colour a digit), with a colour bar.
+
+  The blog's latent map; axes span [-lim, lim] (the blog's 6) on both sides.
+  """
+  sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="jet", marker=".", s=size,
+                  vmin=-0.5, vmax=9.5)
+  ax.figure.colorbar(sc, ax=ax, ticks=range(10), label="digit")
+  ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", title=title)
+  ax.grid(True)
+
+
 def save_grid(images: np.ndarray, path, nrow: int = 8) -> None:
   plt.imsave(path, image_grid(images, nrow), cmap="gray", vmin=0.0, vmax=1.0)
 
@@ -51,9 +72,7 @@ def save_learning_curves(history: list[dict], path, title: str = "") -> None:
   ax2.set(xlabel="epoch", ylabel="nats per image", yscale="log", title="test loss, split")
   ax2.grid(True, which="both")
   ax2.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def project_2d(mu: np.ndarray) -> tuple[np.ndarray, str]:
@@ -73,12 +92,6 @@ def save_latent_map(mu: np.ndarray, labels: np.ndarray, path) -> None:
   xy, what = project_2d(mu)
   lim = max(6.0, float(np.ceil(np.abs(xy).max()))) if len(xy) else 6.0
   fig, ax = plt.subplots(figsize=(8, 7))
-  sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="jet", marker=".", s=4, vmin=-0.5, vmax=9.5)
-  fig.colorbar(sc, ax=ax, ticks=range(10), label="digit")
-  ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal",
-         xlabel=f"{what}, axis 1", ylabel=f"{what}, axis 2",
-         title=f"latent map: {what} of {len(xy)} test images")
-  ax.grid(True)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  latent_scatter(ax, xy, labels, lim=lim, size=4, title=f"latent map: {what} of {len(xy)} test images")
+  ax.set(xlabel=f"{what}, axis 1", ylabel=f"{what}, axis 2")
+  save_figure(fig, path)

@@ -53,8 +53,10 @@ def params_from_state_dict(state_dict: Mapping, latent_dim: int | None = None,
     if state_dict[key].shape != shape:
       raise ValueError(f"state dict '{key}' has shape {list(state_dict[key].shape)}, "
                        f"expected {list(shape)}")
-  return {name: {"kernel": jnp.asarray(state_dict[f"{name}.weight"].T, jnp.float32),
-                 "bias": jnp.asarray(state_dict[f"{name}.bias"], jnp.float32)}
+  # jnp.array copies: on the CPU, jnp.asarray may share a tensor's memory, which
+  # PyTorch's in-place optimiser steps would then change under the JAX arrays.
+  return {name: {"kernel": jnp.array(state_dict[f"{name}.weight"].T, jnp.float32),
+                 "bias": jnp.array(state_dict[f"{name}.bias"], jnp.float32)}
           for name in LAYERS}
 
 

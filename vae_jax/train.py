@@ -1,56 +1,38 @@
-"""Training and evaluation, fast by construction.
+"""Training and evaluation, fast by construction: the library every path calls.
 
-* The data goes to the device once, as uint8 [N, 784]; batches are gathered and
-  scaled (`/ 255`) inside the compiled code.
+* The data sit on the device once, as uint8 [N, 784] (`data.load_device_data`);
+  batches are gathered and scaled (`/ 255`) inside the compiled code.
 * One epoch (shuffle + every Adam step) is one compiled call: a `lax.scan` over
   the batches. The last, partial batch of the blog's DataLoader is kept: it is
   padded to full size with zero-weight examples, and because the loss is a
   *sum* over the batch, padding changes neither the loss nor the gradient.
 * Evaluation of a whole split is one compiled call (eval mode: z = mu).
-* Both are compiled ahead of time, once; the epoch loop only dispatches. The
-  host reads an epoch's metrics while the next epoch already runs, so the
-  device never waits for the progress bar.
+* `setup(config, data)` builds a run (model, Adam, keys, initial state) and
+  compiles both programs ahead of time, once; `run_epochs` / `fit` only dispatch
+  them. The single run (`run.py`), the benchmark, stacked runs, the
+  gradient-flow study and the tests all start from `setup`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-import tqdm.auto as tqdm
 
 from vae_jax import losses
 from vae_jax.config import Config
+from vae_jax.data import DeviceData, to_inputs
+from vae_jax.losses import Metrics
 from vae_jax.model import VAE, init_params, make_model
 
 
 class TrainState(NamedTuple):
   params: Any     # {"fc1": {"kernel": [784, 512], "bias": [512]}, ...}
-  opt_state: Any  # Adam's moments and step count
-
-
-class Metrics(NamedTuple):
-  """Sums over a split (divide by its size for the blog's "loss per image")."""
-  recon: jax.Array
-  kl: jax.Array
-  loss: jax.Array
-
-
-def to_inputs(images_u8: jax.Array) -> jax.Array:
-  """uint8 [..., 784] -> float32 in [0, 1]: the blog's `transforms.ToTensor()`."""
-  return images_u8.astype(jnp.float32) / 255.0
-
-
-def flatten(images) -> jax.Array:
-  """[N, 28, 28] -> [N, 784], still uint8."""
-  return jnp.asarray(images).reshape(len(images), -1)
+  opt_state: Any  # Adam's moments, step count and learning rate
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -61,45 +43,20 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
   return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
 
 
-def create_state(model: VAE, optimizer, key: jax.Array,
-                 learning_rate: float | None = None) -> TrainState:
-  """Initial parameters from `key` and the optimiser's state; optionally another rate."""
+def create_state(model: VAE, optimizer, key: jax.Array) -> TrainState:
+  """Initial parameters from `key` and the optimiser's state."""
   params = init_params(model, key)
-  opt_state = optimizer.init(params)
-  if learning_rate is not None:  # Adam's rate lives in its state (see make_optimizer)
-    opt_state = opt_state._replace(hyperparams={
-        **opt_state.hyperparams, "learning_rate": jnp.asarray(learning_rate, jnp.float32)})
-  return TrainState(params, opt_state)
-
-
-def epoch_row(epoch: int, train_sums: Metrics, test_sums: Metrics, n_train: int,
-              n_test: int) -> dict:
-  """One line of metrics.jsonl: the blog's losses per image (sums over a split / its size)."""
-  return {"epoch": epoch,
-          **{f"train_{k}": float(v) / n_train for k, v in train_sums._asdict().items()},
-          **{f"test_{k}": float(v) / n_test for k, v in test_sums._asdict().items()}}
-
-
-def batch_loss(params, model: VAE, x, eps, weight):
-  """Sum over the batch of weight * (recon + kl), like `size_average=False`.
-
-  x: [B, 784] in [0, 1]; eps: [B, z]; weight: [B] (1 real example, 0 padding).
-  Returns (loss, Metrics of the batch sums).
-  """
-  out = model.apply({"params": params}, x, eps)
-  terms = losses.vae_loss(out.logits, x, out.mu, out.logvar)  # each [B]
-  sums = Metrics(*(jnp.sum(weight * t) for t in terms))
-  return sums.loss, sums
+  return TrainState(params, optimizer.init(params))
 
 
 def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
-                     loss_fn=batch_loss):
+                     loss_fn=losses.batch_loss):
   """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
   shuffle and every eps from `key`; Metrics are sums over the epoch of the
   training-mode loss (sampled z), as the blog's `train_loss`. `loss_fn` has
-  `batch_loss`'s signature (the gradient-flow study swaps in variants).
+  `losses.batch_loss`'s signature (the gradient-flow study swaps in variants).
   """
   steps = math.ceil(num_examples / batch_size)
   padded = steps * batch_size
@@ -127,20 +84,17 @@ def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: in
   return train_epoch
 
 
-def make_evaluate(model: VAE, loss_fn=None):
-  """Returns `evaluate(params, images_u8) -> Metrics`: eval mode (z = mu), whole split.
+def make_evaluate(model: VAE, loss_fn=losses.batch_loss):
+  """Returns `evaluate(params, images_u8) -> Metrics`: a whole split in eval mode.
 
-  With a `loss_fn` of `batch_loss`'s signature, evaluates it with eps = 0.
+  Eval mode is `loss_fn` with eps = 0: z = mu + sigma * 0 = mu exactly (the
+  blog's `model.eval()`), for the blog's loss and for every variant alike.
   """
 
   def evaluate(params, images_u8: jax.Array) -> Metrics:
-    x = to_inputs(images_u8)                       # [N, 784]
-    if loss_fn is not None:
-      eps = jnp.zeros((len(x), model.latent_dim))
-      return loss_fn(params, model, x, eps, jnp.ones(len(x)))[1]
-    out = model.apply({"params": params}, x)       # eps=None: z = mu, as model.eval()
-    terms = losses.vae_loss(out.logits, x, out.mu, out.logvar)
-    return Metrics(*(t.sum() for t in terms))
+    x = to_inputs(images_u8)                           # [N, 784]
+    eps = jnp.zeros((len(x), model.latent_dim))        # [N, z]: z = mu
+    return loss_fn(params, model, x, eps, jnp.ones(len(x)))[1]
 
   return evaluate
 
@@ -156,128 +110,96 @@ def run_keys(seed: int) -> RunKeys:
 
 
 def epoch_key(train_key: jax.Array, epoch) -> jax.Array:
-  """The key of epoch `epoch` (1-based): independent of how many epochs run."""
+  """The key of epoch `epoch` (1-based): independent of how many epochs run.
+
+  A stack of train keys [S, 2] (stacked runs) gives the stack of their epoch keys.
+  """
+  if train_key.ndim > 1:
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(train_key, epoch)
   return jax.random.fold_in(train_key, epoch)
 
 
+def epoch_row(epoch: int, train_sums: Metrics, test_sums: Metrics, n_train: int,
+              n_test: int) -> dict:
+  """One line of metrics.jsonl: the blog's losses per image (sums over a split / its size)."""
+  return {"epoch": epoch,
+          **{f"train_{k}": float(v) / n_train for k, v in train_sums._asdict().items()},
+          **{f"test_{k}": float(v) / n_test for k, v in test_sums._asdict().items()}}
+
+
 # --------------------------------------------------------------------------
-# One training run: the blog's experiment and every artifact it writes.
-
-RESULT_FILES = ("config.json", "metrics.jsonl", "loss_list.npy", "test_loss_list.npy",
-                "learning_curves.png", "latent.png", "samples.png", "params.msgpack")
+# Setting up a run, and running its epochs.
 
 
-class RunResult(NamedTuple):
-  params: Any
-  history: list  # one dict per epoch, as written to metrics.jsonl
-  compile_s: float
+class Programs(NamedTuple):
+  """The two compiled programs of a run, for one config's shapes and one data size."""
+  train_epoch: Callable  # (TrainState, x_train u8, key) -> (TrainState, Metrics of sums)
+  evaluate: Callable     # (params, x_test u8) -> Metrics of sums
 
 
-def check_workdir(workdir, overwrite: bool) -> list[Path]:
-  """Refuses (one line, before any work) to write over an earlier run's results.
+class Setup(NamedTuple):
+  model: VAE
+  optimizer: optax.GradientTransformation
+  keys: RunKeys
+  state: TrainState           # the initial state
+  programs: Programs | None   # None when `setup` was given no data
+  compile_s: float            # seconds spent compiling (0 when reused)
 
-  Returns the earlier results that `overwrite` allows replacing; the caller
-  deletes them only once the new run's data have loaded.
+
+def setup(config: Config, data: DeviceData | None = None, *, loss_fn=losses.batch_loss,
+          programs: Programs | None = None) -> Setup:
+  """Everything one run needs, from `config` alone: its seed, learning rate and sizes.
+
+  The model, Adam, the keys `run_keys(config.seed)`, the initial state and, given
+  `data`, the epoch and evaluation programs compiled ahead of time for its shapes.
+  Pass `programs` from an earlier setup to reuse them: a program depends on the
+  shapes only, and Adam's learning rate lives in the state, so runs that differ
+  in seed or learning rate share one compilation.
   """
-  workdir = Path(workdir)
-  if workdir.exists() and not workdir.is_dir():
-    raise FileExistsError(f"--workdir {workdir} is a file: choose a directory")
-  old = sorted(p for p in workdir.glob("*") if p.name in RESULT_FILES
-               or p.name.startswith("reconstruction_")) if workdir.exists() else []
-  if old and not overwrite:
-    raise FileExistsError(f"{workdir} already holds results ({', '.join(p.name for p in old[:3])}"
-                          f", ...): choose another --workdir or pass --overwrite")
-  return old
-
-
-def grid_epochs(config: Config) -> set[int]:
-  """Epochs that get a reconstruction grid: 1, every `recon_every`-th, and the last."""
-  return {1, config.epochs} | set(range(config.recon_every, config.epochs + 1, config.recon_every))
-
-
-def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
-                       progress: bool = True) -> RunResult:
-  """Trains the VAE of `config` and writes every artifact into `workdir`."""
-  old_results = check_workdir(workdir, overwrite)  # before loading data or compiling
-  from vae_jax import checkpoint, data, plots  # plots pulls in matplotlib: import late
-
-  train_split = data.load_mnist("train", source=config.data_source, data_dir=config.data_dir)
-  test_split = data.load_mnist("test", source=config.data_source, data_dir=config.data_dir)
-  train_split = data.Split(*(a[:config.train_limit] for a in train_split))
-  test_split = data.Split(*(a[:config.test_limit] for a in test_split))
-  n_train, n_test = len(train_split.labels), len(test_split.labels)
-  for path in old_results:  # --overwrite, and the data are good: now replace them
-    path.unlink()
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json() + "\n")
-
-  # Data to the device, once, as uint8.
-  x_train = jax.device_put(flatten(train_split.images))  # uint8 [60000, 784]
-  x_test = jax.device_put(flatten(test_split.images))    # uint8 [10000, 784]
-  x_show = to_inputs(x_test[:8])                         # the 8 images of every grid
-
   model, optimizer = make_model(config), make_optimizer(config)
   keys = run_keys(config.seed)
   state = create_state(model, optimizer, keys.init)
-
-  # Compile once, ahead of time: the loop below can only call these.
   t0 = time.perf_counter()
-  train_epoch = jax.jit(make_train_epoch(model, optimizer, num_examples=n_train,
-                                         batch_size=config.batch_size)
-                        ).lower(state, x_train, keys.train).compile()
-  evaluate = jax.jit(make_evaluate(model)).lower(state.params, x_test).compile()
-  reconstruct = jax.jit(lambda p, x: jax.nn.sigmoid(model.apply({"params": p}, x).logits)
-                        ).lower(state.params, x_show).compile()
-  compile_s = time.perf_counter() - t0
+  if programs is None and data is not None:
+    epoch = make_train_epoch(model, optimizer, num_examples=len(data.x_train),
+                             batch_size=config.batch_size, loss_fn=loss_fn)
+    programs = Programs(
+        jax.jit(epoch).lower(state, data.x_train, keys.train).compile(),
+        jax.jit(make_evaluate(model, loss_fn)).lower(state.params, data.x_test).compile())
+  return Setup(model, optimizer, keys, state, programs, time.perf_counter() - t0)
 
-  history, pending, grids = [], [], grid_epochs(config)
-  bar = tqdm.tqdm(total=config.epochs, desc=f"z={config.latent_dim}", unit="epoch",
-                  disable=not progress)
-  t_last = time.perf_counter()
 
-  def record(epoch, train_m, test_m, recon):
-    """Reads one finished epoch (a host sync on *that* epoch only) and writes its grid."""
-    nonlocal t_last
-    train_m, test_m, recon = jax.device_get((train_m, test_m, recon))
-    now = time.perf_counter()
-    row = {**epoch_row(epoch, train_m, test_m, n_train, n_test), "seconds": now - t_last}
-    t_last = now
-    history.append(row)
-    if recon is not None:
-      plots.save_reconstructions(np.asarray(x_show), recon, workdir / f"reconstruction_{epoch}.png")
-    bar.set_postfix(loss=f"{row['train_loss']:.2f}", test=f"{row['test_loss']:.2f}", refresh=False)
-    bar.update(1)
+def run_epochs(run: Setup, data: DeviceData, epochs: int,
+               state: TrainState | None = None) -> Iterator[tuple]:
+  """Yields `(epoch, state, train_sums, test_sums)` for epochs 1..`epochs`.
 
-  for epoch in range(1, config.epochs + 1):
-    state, train_m = train_epoch(state, x_train, epoch_key(keys.train, epoch))  # dispatch only
-    test_m = evaluate(state.params, x_test)
-    recon = reconstruct(state.params, x_show) if epoch in grids else None
-    pending.append((epoch, train_m, test_m, recon))
-    if len(pending) == 2:  # read the previous epoch while this one runs
-      record(*pending.pop(0))
-  for item in pending:
-    record(*item)
-  bar.close()
+  Dispatch only: the values are device arrays still being computed, so the
+  caller decides when the host waits (read epoch e while e + 1 runs).
+  """
+  state = run.state if state is None else state
+  for epoch in range(1, epochs + 1):
+    state, train_sums = run.programs.train_epoch(state, data.x_train,
+                                                 epoch_key(run.keys.train, epoch))
+    yield epoch, state, train_sums, run.programs.evaluate(state.params, data.x_test)
 
-  # Artifacts, as the blog's plus ours.
-  with open(workdir / "metrics.jsonl", "w") as f:
-    f.writelines(json.dumps(row) + "\n" for row in history)
-  np.save(workdir / "loss_list.npy", np.array([h["train_loss"] for h in history]))
-  np.save(workdir / "test_loss_list.npy", np.array([h["test_loss"] for h in history]))
-  plots.save_learning_curves(history, workdir / "learning_curves.png",
-                             title=f"z = {config.latent_dim}: negative ELBO per image")
-  mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, to_inputs(x), method=VAE.encode)
-                  )(state.params, x_test)
-  plots.save_latent_map(np.asarray(mu), test_split.labels, workdir / "latent.png")
-  z = jax.random.normal(keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
-  samples = jax.nn.sigmoid(model.apply({"params": state.params}, z, method=VAE.decode))
-  plots.save_grid(np.asarray(samples), workdir / "samples.png", nrow=8)
-  checkpoint.save_params(state.params, workdir / "params.msgpack")
 
-  last = history[-1]
-  print(f"z={config.latent_dim}: {config.epochs} epochs, train loss {last['train_loss']:.2f}, "
-        f"test loss {last['test_loss']:.2f} (recon {last['test_recon']:.2f} + KL "
-        f"{last['test_kl']:.2f}), {sum(h['seconds'] for h in history):.1f} s "
-        f"+ {compile_s:.1f} s compile -> {workdir}")
-  return RunResult(state.params, history, compile_s)
+class Fit(NamedTuple):
+  params: Any
+  history: list  # one dict per epoch: epoch_row plus the on_epoch values
+
+
+def fit(run: Setup, data: DeviceData, epochs: int, on_epoch=None) -> Fit:
+  """Trains `epochs` epochs; the host reads every metric once, at the end.
+
+  `on_epoch(params) -> {name: scalar}` (jitted by the caller) adds values to each
+  epoch's row, e.g. gradient norms.
+  """
+  per_epoch, params = [], run.state.params
+  for epoch, state, train_sums, test_sums in run_epochs(run, data, epochs):
+    extra = on_epoch(state.params) if on_epoch is not None else {}
+    per_epoch.append((train_sums, test_sums, extra))
+    params = state.params
+  n_train, n_test = len(data.x_train), len(data.x_test)
+  history = [{**epoch_row(e, tm, em, n_train, n_test), **{k: float(v) for k, v in extra.items()}}
+             for e, (tm, em, extra) in enumerate(jax.device_get(per_epoch), start=1)]
+  return Fit(params, history)

@@ -76,6 +76,37 @@ def stop_gradient_sampling(f: Callable, mu, logvar, key, n: int) -> Estimate:
   return _estimate(g_mu, g_lv)
 
 
+def encoder_weight_gradient(kind: str, encode: Callable, f: Callable, enc_params, key,
+                            n: int):
+  """The estimator `kind` of  d/dtheta sum_b E_{z ~ q_theta(z|x_b)} f_b(z)  for encoder weights.
+
+  encode(theta) -> (mu, logvar), each [B, z]; f(z) -> [B] for z [B, z] (image b's
+  integrand at its own z_b). Each estimator is the gradient of a surrogate loss:
+    pathwise:        mean_i sum_b f_b(mu_b + sigma_b eps_ib)
+    score function:  mean_i sum_b (f_b(z_ib) - baseline) log q_theta(z_ib | x_b), z held fixed
+  (with "+ baseline", the leave-one-out mean of the other samples' f_b). Returns a
+  pytree shaped like enc_params; with B = 1 and encode the identity it is
+  `ESTIMATORS[kind](...)`'s estimate, wrt mu and logvar.
+  """
+  if kind not in ESTIMATORS:
+    raise ValueError(f"kind must be one of {list(ESTIMATORS)}, got {kind!r}")
+
+  def surrogate(theta):
+    m, lv = encode(theta)                                # [B, z] each
+    eps = jax.random.normal(key, (n,) + m.shape)         # [n, B, z]
+    z = reparameterize(m, lv, eps)                       # [n, B, z]
+    if kind == "pathwise":
+      return jnp.mean(jax.vmap(f)(z).sum(-1))
+    zc = jax.lax.stop_gradient(z)
+    fz = jax.lax.stop_gradient(jax.vmap(f)(zc))          # [n, B]
+    if kind == "score function + baseline":
+      fz = fz - (fz.sum(0) - fz) / (n - 1)
+    logq = jnp.sum(-0.5 * (zc - m) ** 2 / jnp.exp(lv) - 0.5 * lv, -1)  # [n, B], up to a constant
+    return jnp.mean(jnp.sum(fz * logq, -1))
+
+  return jax.grad(surrogate)(enc_params)
+
+
 ESTIMATORS = {
     "pathwise": pathwise,
     "score function": score_function,

@@ -1,11 +1,15 @@
-"""The gradient-flow study: six experiments, each writing figures and a JSON of numbers.
+"""The gradient-flow study: six experiments, each computing numbers, then a figure from them.
 
-  python scripts/gradient_study.py --out results/gradient_flow     # all six
-  python scripts/gradient_study.py --only variance stop_gradient   # some
+  vae-jax study --out results/gradient_flow                 # all six, about 11 minutes
+  vae-jax study --out results/gradient_flow --only variance stop_gradient
+  vae-jax study --out results/gradient_flow --redraw        # every figure again, in seconds
 
-Each experiment is a function `name(out_dir, data, quick) -> dict` that writes
-`<name>.json` and its figures into out_dir; `quick` shrinks it for the tests.
-docs/gradient_flow.md discusses the results.
+Each experiment is a pair: `compute_<name>(d, quick) -> (result, arrays)` trains and
+measures (`quick` shrinks it for the tests), and `draw_<name>(result, arrays)`
+returns its figure. `run` writes `<name>.json` (the numbers), `<name>.npz` (the
+arrays a figure plots, when it needs more than the JSON holds) and `<name>.png`;
+`redraw` reads the first two back and draws again. docs/gradient_flow.md
+discusses the results.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,64 +27,28 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import estimators, losses, plots, train, variants  # noqa: E402
+from vae_jax import data, losses, plots, train  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
+from vae_jax.data import DeviceData  # noqa: E402
+from vae_jax.experiments import STUDY_EXPERIMENTS, estimators, variants  # noqa: E402
 from vae_jax.model import VAE  # noqa: E402
 
 
-class Data(NamedTuple):
-  x_train: jax.Array   # uint8 [N, 784] on the device
-  x_test: jax.Array    # uint8 [M, 784]
-  y_test: np.ndarray   # int [M]
+def fit(config: Config, d: DeviceData, loss_fn=losses.batch_loss, programs=None, on_epoch=None):
+  """Trains `config.epochs` epochs with `loss_fn` (`train.setup` + `train.fit`).
 
-
-def load_data(config: Config = Config()) -> Data:
-  from vae_jax import data
-  tr = data.load_mnist("train", source=config.data_source, data_dir=config.data_dir)
-  te = data.load_mnist("test", source=config.data_source, data_dir=config.data_dir)
-  return Data(jax.device_put(train.flatten(tr.images)), jax.device_put(train.flatten(te.images)),
-              te.labels)
-
-
-def fit(config: Config, d: Data, loss_fn=train.batch_loss, seed: int | None = None,
-        learning_rate: float | None = None, epoch_fn=None, evaluate=None, on_epoch=None):
-  """Trains `config.epochs` epochs with `loss_fn`; returns (params, history, programs).
-
-  Pass `epoch_fn`/`evaluate` from an earlier call (the third output) to reuse the
-  compiled programs across seeds and learning rates (the rate is optimiser state).
+  Returns (params, history, programs); pass the programs to a later call with the
+  same shapes to reuse them across seeds and learning rates.
   """
-  model, optimizer = train.make_model(config), train.make_optimizer(config)
-  keys = train.run_keys(config.seed if seed is None else seed)
-  state = train.create_state(model, optimizer, keys.init, learning_rate)
-  if epoch_fn is None:
-    epoch_fn = jax.jit(train.make_train_epoch(model, optimizer, num_examples=len(d.x_train),
-                                              batch_size=config.batch_size, loss_fn=loss_fn))
-    evaluate = jax.jit(train.make_evaluate(model, None if loss_fn is train.batch_loss else loss_fn))
-  per_epoch = []  # device arrays: the loop only dispatches, the host reads them at the end
-  for epoch in range(1, config.epochs + 1):
-    state, tm = epoch_fn(state, d.x_train, train.epoch_key(keys.train, epoch))
-    extra = on_epoch(state.params) if on_epoch is not None else {}
-    per_epoch.append((tm, evaluate(state.params, d.x_test), extra))
-  history = [{**train.epoch_row(e, tm, em, len(d.x_train), len(d.x_test)),
-              **{k: float(v) for k, v in extra.items()}}
-             for e, (tm, em, extra) in enumerate(jax.device_get(per_epoch), start=1)]
-  return state.params, history, (epoch_fn, evaluate)
+  run = train.setup(config, d, loss_fn=loss_fn, programs=programs)
+  result = train.fit(run, d, config.epochs, on_epoch)
+  return result.params, result.history, run.programs
 
 
 def _encode(config, params, x_u8):
-  mu, h = train.make_model(config).apply({"params": params}, train.to_inputs(x_u8),
+  mu, h = train.make_model(config).apply({"params": params}, data.to_inputs(x_u8),
                                          method=VAE.encode)
   return np.asarray(mu), np.asarray(h)
-
-
-def _finish(out: Path, name: str, fig, result: dict, t0: float) -> dict:
-  """Writes `name`.png and `name`.json (with the seconds it took) into out."""
-  fig.tight_layout()
-  fig.savefig(out / f"{name}.png", dpi=90)
-  plt.close(fig)
-  result["seconds"] = time.perf_counter() - t0
-  (out / f"{name}.json").write_text(json.dumps(result, indent=1))
-  return result
 
 
 # ---------------------------------------------------------------------------
@@ -98,8 +65,7 @@ def _variance_curve(estimate, ns, repeats, key):
   return out
 
 
-def variance(out: Path, d: Data, quick: bool = False) -> dict:
-  t0 = time.perf_counter()
+def compute_variance(d: DeviceData, quick: bool = False):
   ns = [2, 8, 32] if quick else [2, 8, 32, 128, 512]  # >= 2: the baseline leaves one out
   repeats = 20 if quick else 200
   key = jax.random.PRNGKey(0)
@@ -121,9 +87,9 @@ def variance(out: Path, d: Data, quick: bool = False) -> dict:
   # encoder's output (mu, logvar) and wrt the encoder's weights, at init and trained.
   config = Config(epochs=1 if quick else 10)
   model = train.make_model(config)
-  init = train.init_params(model, train.run_keys(config.seed).init)
+  init = train.setup(config).state.params
   trained, _, _ = fit(config, d)
-  x = train.to_inputs(d.x_test[:8])                         # [8, 784]
+  x = data.to_inputs(d.x_test[:8])                          # [8, 784]
   for stage, params in (("init", init), ("trained", trained)):
     mu_x, lv_x = model.apply({"params": params}, x, method=VAE.encode)  # [8, 2]
     def recon(z, xi):
@@ -140,32 +106,25 @@ def variance(out: Path, d: Data, quick: bool = False) -> dict:
       curves[name] = _variance_curve(jax.jit(one, static_argnums=1), ns, out_repeats, key)
     result["vae_output"][stage] = {"repeats": out_repeats, **curves}
 
-    # Encoder weights: surrogate losses whose gradients are the estimators.
-    enc_names = ("fc1", "fc21", "fc22")
-    def surrogate_grad(k, n, kind):
-      def loss(enc):
-        p = {**params, **enc}
-        m, lv = model.apply({"params": p}, x, method=VAE.encode)          # [8, z]
-        eps = jax.random.normal(k, (n,) + m.shape)                         # [n, 8, z]
-        z = m + jnp.exp(0.5 * lv) * eps
-        if kind == "pathwise":
-          return jnp.mean(jax.vmap(lambda zz: jax.vmap(recon)(zz, x).sum())(z))
-        zc = jax.lax.stop_gradient(z)
-        fz = jax.lax.stop_gradient(jax.vmap(lambda zz: jax.vmap(recon)(zz, x))(zc))  # [n, 8]
-        if kind == "score function + baseline":
-          fz = fz - (fz.sum(0) - fz) / (n - 1)
-        logq = jnp.sum(-0.5 * (zc - m) ** 2 / jnp.exp(lv) - 0.5 * lv, -1)    # [n, 8]
-        return jnp.mean(jnp.sum(fz * logq, -1))
-      g = jax.grad(loss)({k_: params[k_] for k_ in enc_names})
+    # Encoder weights: the estimators' surrogate losses, differentiated wrt fc1, fc21, fc22.
+    enc = {k_: params[k_] for k_ in ("fc1", "fc21", "fc22")}
+    encode = lambda e: model.apply({"params": {**params, **e}}, x, method=VAE.encode)
+    per_image = lambda z: jax.vmap(recon)(z, x)             # z [8, z] -> [8]
+    def weight_grad(k, n, kind):
+      g = estimators.encoder_weight_gradient(kind, encode, per_image, enc, k, n)
       return jnp.concatenate([v.ravel() for v in jax.tree.leaves(g)])
     wcurves = {}
     w_ns = ns[:4]
     w_repeats = min(repeats, 10 if quick else 30)
     for name in estimators.ESTIMATORS:
-      fn = jax.jit(lambda k, n, kind=name: surrogate_grad(k, n, kind), static_argnums=1)
+      fn = jax.jit(lambda k, n, kind=name: weight_grad(k, n, kind), static_argnums=1)
       wcurves[name] = _variance_curve(fn, w_ns, w_repeats, key)
     result["vae_weights"][stage] = {"ns": w_ns, "repeats": w_repeats, **wcurves}
+  return result, {}
 
+
+def draw_variance(result: dict, arrays: dict):
+  ns = result["ns"]
   fig, axes = plt.subplots(1, 4, figsize=(18, 4))
   panels = [("quadratic f(z) = |z - a|^2", result["closed_form"]["quadratic"], ns),
             ("exponential f(z) = exp(c.z)", result["closed_form"]["exponential"], ns),
@@ -186,25 +145,25 @@ def variance(out: Path, d: Data, quick: bool = False) -> dict:
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
-  return _finish(out, "variance", fig, result, t0)
+  return fig
 
 
 # ---------------------------------------------------------------------------
 # 2. Why the trick is needed: sampling that stops the gradient.
 
+SAMPLINGS_COMPARED = ("reparam", "stop_gradient")
 
-def stop_gradient(out: Path, d: Data, quick: bool = False) -> dict:
-  t0 = time.perf_counter()
+
+def compute_stop_gradient(d: DeviceData, quick: bool = False):
   config = Config(epochs=2 if quick else 10)
   model = train.make_model(config)
-  result = {"epochs": config.epochs}
-  fig, axes = plt.subplots(1, 3, figsize=(17, 5))
-  for i, sampling in enumerate(("reparam", "stop_gradient")):
+  result, arrays = {"epochs": config.epochs}, {"y_test": np.asarray(d.y_test)}
+  for sampling in SAMPLINGS_COMPARED:
     loss_fn = variants.make_loss(sampling)
     params, history, _ = fit(config, d, loss_fn)
     mu, h = _encode(config, params, d.x_test)
     # What flows into the encoder from each term, on 512 training images.
-    x = train.to_inputs(d.x_train[:512])
+    x = data.to_inputs(d.x_train[:512])
     eps = jax.random.normal(jax.random.PRNGKey(0), (512, config.latent_dim))
     def term(p, which):
       return loss_fn(p, model, x, eps, jnp.ones(512))[1]._asdict()[which]
@@ -216,43 +175,32 @@ def stop_gradient(out: Path, d: Data, quick: bool = False) -> dict:
     result[sampling] = {"history": history, "grad_norm_at_end": norms,
                         "test_mu_std": mu.std(0).tolist(), "test_mu_mean": mu.mean(0).tolist(),
                         "test_var_mean": np.exp(h).mean(0).tolist()}
+    arrays[f"mu_{sampling}"] = mu.astype(np.float32)  # [M, 2], the latent map
+  return result, arrays
+
+
+def draw_stop_gradient(result: dict, arrays: dict):
+  fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+  for i, sampling in enumerate(SAMPLINGS_COMPARED):
+    history = result[sampling]["history"]
     axes[0].plot([r["epoch"] for r in history], [r["test_loss"] for r in history], label=sampling)
-    ax = axes[1 + i]
-    sc = ax.scatter(mu[:, 0], mu[:, 1], c=d.y_test, cmap="jet", s=3, vmin=-0.5, vmax=9.5)
-    fig.colorbar(sc, ax=ax, ticks=range(10))
-    ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal", title=f"test mu, {sampling}")
-    ax.grid(True)
+    plots.latent_scatter(axes[1 + i], arrays[f"mu_{sampling}"], arrays["y_test"],
+                         title=f"test mu, {sampling}")
   axes[0].set(xlabel="epoch", ylabel="test loss per image", title="z = 2", yscale="log")
   axes[0].grid(True, which="both")
   axes[0].legend()
-  return _finish(out, "stop_gradient", fig, result, t0)
+  return fig
 
 
 # ---------------------------------------------------------------------------
 # 3. One scalar eps for every latent dimension.
 
 
-def kl_rank_one_plus_noise(mu, std, delta):
-  """KL(N(mu, s s^T + delta^2 I) || N(0, I)) for one image: s = std [z].
-
-  = 1/2 (tr C + mu.mu - z - log det C), C = s s^T + delta^2 I,
-  det C = delta^(2(z-1)) (delta^2 + |s|^2). As delta -> 0 this grows like
-  -(z - 1) log delta^2: the KL of the scalar-eps posterior itself (delta = 0) is +inf.
-  """
-  z = len(mu)
-  trace = np.sum(std**2) + z * delta**2
-  logdet = 2 * (z - 1) * np.log(delta) + np.log(delta**2 + np.sum(std**2))
-  return 0.5 * (trace + mu @ mu - z - logdet)
-
-
-def scalar_eps(out: Path, d: Data, quick: bool = False) -> dict:
-  t0 = time.perf_counter()
-  result = {}
-  fig, axes = plt.subplots(1, 4, figsize=(22, 5))
-  col = 0
+def compute_scalar_eps(d: DeviceData, quick: bool = False):
+  result, arrays = {}, {"y_test": np.asarray(d.y_test)}
   for z in (2, 20):
     config = Config(latent_dim=z, epochs=2 if quick else 20)
-    result[z] = {"epochs": config.epochs}
+    result[str(z)] = {"epochs": config.epochs}
     for sampling in ("reparam", "scalar_eps"):
       params, history, _ = fit(config, d, variants.make_loss(sampling))
       mu, h = _encode(config, params, d.x_test)                 # [M, z] each
@@ -264,9 +212,9 @@ def scalar_eps(out: Path, d: Data, quick: bool = False) -> dict:
       off = corr[~np.eye(z, dtype=bool)]
       analytic = np.asarray(losses.kl_standard_normal(mu, h))   # what the loss charges
       scalar = sampling == "scalar_eps"
-      noisy = {str(dl): float(np.mean([kl_rank_one_plus_noise(mu[i], std[i], dl)
+      noisy = {str(dl): float(np.mean([variants.kl_rank_one_plus_noise(mu[i], std[i], dl)
                                         for i in range(200)])) for dl in (1e-1, 1e-2, 1e-3)}
-      result[z][sampling] = {
+      result[str(z)][sampling] = {
           "history": history, "final_test_loss": history[-1]["test_loss"],
           "posterior_corr_abs_offdiag_mean": float(np.mean(np.abs(off))),
           "analytic_kl_mean": float(analytic.mean()),
@@ -274,52 +222,47 @@ def scalar_eps(out: Path, d: Data, quick: bool = False) -> dict:
           "kl_with_isotropic_noise_delta": noisy if scalar else None}
       if scalar or z == 2:  # latent maps: z = 2 both ways, z = 20 scalar eps (PCA)
         xy, what = plots.project_2d(mu)
-        ax = axes[col]
-        col += 1
-        sc = ax.scatter(xy[:, 0], xy[:, 1], c=d.y_test, cmap="jet", s=3, vmin=-0.5, vmax=9.5)
-        fig.colorbar(sc, ax=ax, ticks=range(10))
-        ax.set(xlim=(-6, 6), ylim=(-6, 6), aspect="equal",
-               title=f"z = {z}, {sampling}: {what}\ntest loss {history[-1]['test_loss']:.1f}")
-        ax.grid(True)
-      if z == 2:  # the last panel: image 0's posterior as each model samples it
-        axes[3].scatter(draws[:2000, 0], draws[:2000, 1], s=2, alpha=0.4, label=sampling)
+        arrays[f"xy_{z}_{sampling}"] = xy.astype(np.float32)
+        result[str(z)][sampling]["latent_map_axes"] = what
+      if z == 2:  # image 0's posterior as each model samples it
+        arrays[f"draws_{sampling}"] = draws[:2000].astype(np.float32)
+  return result, arrays
+
+
+def draw_scalar_eps(result: dict, arrays: dict):
+  fig, axes = plt.subplots(1, 4, figsize=(22, 5))
+  panels = [("2", "reparam"), ("2", "scalar_eps"), ("20", "scalar_eps")]
+  for ax, (z, sampling) in zip(axes, panels):
+    r = result[z][sampling]
+    plots.latent_scatter(ax, arrays[f"xy_{z}_{sampling}"], arrays["y_test"],
+                         title=f"z = {z}, {sampling}: {r['latent_map_axes']}\n"
+                               f"test loss {r['final_test_loss']:.1f}")
+  for sampling in ("reparam", "scalar_eps"):
+    draws = arrays[f"draws_{sampling}"]
+    axes[3].scatter(draws[:, 0], draws[:, 1], s=2, alpha=0.4, label=sampling)
   axes[3].set(aspect="equal", title="z = 2: 2,000 draws of z for test image 0")
   axes[3].legend(markerscale=5)
   axes[3].grid(True)
-  return _finish(out, "scalar_eps", fig, result, t0)
+  return fig
 
 
 # ---------------------------------------------------------------------------
 # 4. logvar vs softplus variance vs raw variance vs raw std.
 
 
-def gradient_scale(v: np.ndarray) -> dict:
-  """For each parameterisation: (dKL/dh, d std/dh) at variance v, one dimension, mu = 0.
-
-  dv/dh: logvar e^h = v; softplus sigmoid(h) = 1 - e^-v; raw_var 1; raw_std 2 std.
-  """
-  dk_dv = 0.5 * (1 - 1 / v)
-  std = np.sqrt(v)
-  dv_dh = {"logvar": v, "softplus_var": -np.expm1(-v), "raw_var": np.ones_like(v),
-           "raw_std": 2 * std}
-  return {p: (dk_dv * dv, dv / (2 * std)) for p, dv in dv_dh.items()}  # d std = dv / (2 std)
-
-
-def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
-  t0 = time.perf_counter()
+def compute_parameterisation(d: DeviceData, quick: bool = False):
   seeds = [1, 2] if quick else [1, 2, 3]
   rates = [1e-3, 1e-2] if quick else [1e-3, 3e-3, 1e-2]
   config = Config(epochs=1 if quick else 3)
   result = {"seeds": seeds, "learning_rates": rates, "epochs": config.epochs, "runs": {}}
   for param in variants.PARAMS:
-    programs = {}
+    programs = None
     result["runs"][param] = {}
     for lr in rates:
       finals = []
       for seed in seeds:
-        _, history, progs = fit(config, d, variants.make_loss("reparam", param), seed=seed,
-                                learning_rate=lr, **programs)
-        programs = dict(zip(("epoch_fn", "evaluate"), progs))
+        _, history, programs = fit(config.replace(seed=seed, learning_rate=lr), d,
+                                   variants.make_loss("reparam", param), programs=programs)
         finals.append(history[-1]["test_loss"])
       result["runs"][param][str(lr)] = finals
   # Divergence: NaN, or a final test loss over 1.5x the logvar median at that rate.
@@ -335,13 +278,12 @@ def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
     summary[param] = {"nan_rate": nan / total, "diverged_rate": div / total}
   result["summary"] = summary
 
-  # Gradient scale near small variances: for a head value h giving variance v, the
-  # KL of one dimension (mu = 0), k(v) = -(1 + log v - v) / 2, has dk/dv = (1 - 1/v) / 2,
-  # and dk/dh = dk/dv * dv/dh. Exact closed forms in float64 (float32 cannot even hold
-  # h = v - 1 for v below ~6e-8), checked against autodiff in tests/test_study.py.
+  # Gradient scale near small variances (variants.gradient_scale): closed forms in
+  # float64 (float32 cannot even hold h = v - 1 for v below ~6e-8), checked against
+  # autodiff in tests/test_study.py.
   v = np.logspace(-8, 0, 50)
   scale = {param: {"dkl_dh": np.abs(g[0]).tolist(), "dstd_dh": np.abs(g[1]).tolist()}
-           for param, g in gradient_scale(v).items()}
+           for param, g in variants.gradient_scale(v).items()}
   result["gradient_scale"] = {"variance": v.tolist(), **scale}
   # What variances a trained blog model actually uses (z = 2 and 20, short runs).
   used = {}
@@ -349,9 +291,14 @@ def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
     cz = Config(latent_dim=z, epochs=1 if quick else 10)
     params, _, _ = fit(cz, d)
     _, h = _encode(cz, params, d.x_test)
-    used[z] = {q: float(np.exp(np.quantile(h, q))) for q in (0.001, 0.01, 0.5)}
+    used[str(z)] = {str(q): float(np.exp(np.quantile(h, q))) for q in (0.001, 0.01, 0.5)}
   result["variances_used"] = used
+  return result, {}
 
+
+def draw_parameterisation(result: dict, arrays: dict):
+  scale, rates, summary = result["gradient_scale"], result["learning_rates"], result["summary"]
+  v = scale["variance"]
   fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
   for param in variants.PARAMS:
     axes[0].loglog(v, scale[param]["dkl_dh"], label=param)
@@ -360,33 +307,34 @@ def parameterisation(out: Path, d: Data, quick: bool = False) -> dict:
     ax.set(xlabel="variance", title=t)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-  for z, q in used.items():
-    axes[0].axvline(q[0.01], ls=":", color="k" if z == 2 else "grey")
+  for z, q in result["variances_used"].items():
+    axes[0].axvline(q["0.01"], ls=":", color="k" if z == "2" else "grey")
   x = np.arange(len(rates))
   for i, param in enumerate(variants.PARAMS):
-    vals = [np.nanmean(np.where(np.isfinite(result["runs"][param][str(lr)]),
-                                result["runs"][param][str(lr)], np.nan)) for lr in rates]
+    finite = [[v for v in result["runs"][param][str(lr)] if np.isfinite(v)] for lr in rates]
+    vals = [np.mean(f) if f else np.nan for f in finite]  # NaN: every run of that rate NaN
     axes[2].bar(x + 0.2 * i, np.nan_to_num(vals, nan=0), width=0.2,
                 label=f"{param} (NaN {summary[param]['nan_rate']:.0%})")
   axes[2].set(xticks=x + 0.3, xticklabels=[str(r) for r in rates], xlabel="learning rate",
               ylabel="final test loss, mean of finite runs", ylim=(140, 200),
-              title=f"z = 2, {config.epochs} epochs, {len(seeds)} seeds (no bar: all NaN)")
+              title=f"z = 2, {result['epochs']} epochs, {len(result['seeds'])} seeds "
+                    "(no bar: all NaN)")
   axes[2].legend(fontsize=8)
-  return _finish(out, "parameterisation", fig, result, t0)
+  return fig
 
 
 # ---------------------------------------------------------------------------
 # 5. Gradient norms per layer during training, reconstruction vs KL.
 
+LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
 
-def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
-  t0 = time.perf_counter()
+
+def compute_gradient_flow(d: DeviceData, quick: bool = False):
   config = Config(epochs=2 if quick else 30)
   model = train.make_model(config)
   b = min(1024, len(d.x_train))
-  x = train.to_inputs(d.x_train[:b])                        # a fixed batch, [b, 784]
+  x = data.to_inputs(d.x_train[:b])                         # a fixed batch, [b, 784]
   eps = jax.random.normal(jax.random.PRNGKey(0), (b, config.latent_dim))  # and fixed eps
-  layers = ("fc1", "fc21", "fc22", "fc3", "fc4")
 
   @jax.jit
   def norms(params):
@@ -400,7 +348,7 @@ def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
     jp, ja = jax.jacrev(terms, argnums=(0, 1))(params, zeros)  # leading axis: recon, KL
     out = {}
     for i, which in enumerate(("recon", "kl")):
-      for layer in layers:
+      for layer in LAYERS:
         out[f"{which}/{layer}"] = jnp.sqrt(sum(jnp.sum(v[i] ** 2) for v in jax.tree.leaves(jp[layer])))
       # per image: the norm of d(its loss)/dmu and /dlogvar (x b undoes the batch mean)
       out[f"{which}/mu"] = jnp.mean(jnp.linalg.norm(ja[i, 0] * b, axis=-1))
@@ -408,9 +356,14 @@ def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
     return out
 
   _, history, _ = fit(config, d, on_epoch=norms)
+  return {"epochs": config.epochs, "batch": b, "history": history}, {}
+
+
+def draw_gradient_flow(result: dict, arrays: dict):
+  history = result["history"]
   fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
   e = [r["epoch"] for r in history]
-  for i, layer in enumerate(layers):
+  for i, layer in enumerate(LAYERS):
     c = f"C{i}"
     axes[0].plot(e, [r[f"recon/{layer}"] for r in history], color=c, label=f"{layer}, recon")
     if layer in ("fc1", "fc21", "fc22"):
@@ -425,16 +378,14 @@ def gradient_flow(out: Path, d: Data, quick: bool = False) -> dict:
   for ax in axes:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-  return _finish(out, "gradient_flow", fig, {"epochs": config.epochs, "batch": b,
-                                             "history": history}, t0)
+  return fig
 
 
 # ---------------------------------------------------------------------------
 # 6. The likelihood is the cross-entropy, and its floor on continuous pixels.
 
 
-def likelihood(out: Path, d: Data, quick: bool = False) -> dict:
-  t0 = time.perf_counter()
+def compute_likelihood(d: DeviceData, quick: bool = False):
   rng = np.random.default_rng(0)
   logits = rng.normal(0, 3, (64, 784))
   xb = (np.asarray(d.x_test[:64]) > 127).astype(np.float64)        # binarised pixels
@@ -449,6 +400,14 @@ def likelihood(out: Path, d: Data, quick: bool = False) -> dict:
     h = -(np.where(x > 0, x * np.log(x), 0) + np.where(x < 1, (1 - x) * np.log1p(-x), 0))
   floor = h.sum(1)                                                 # [M] nats per image
   frac_gray = float(np.mean((x > 0) & (x < 1)))
+  result = {"binary_max_abs_diff_bce_vs_nll": float(np.max(np.abs(bce - nll))),
+            "binary_max_rel_diff": float(np.max(np.abs(bce - nll) / nll)),
+            "test_floor_mean_nats": float(floor.mean()), "test_floor_std": float(floor.std()),
+            "fraction_of_pixels_strictly_between_0_and_1": frac_gray}
+  return result, {}
+
+
+def draw_likelihood(result: dict, arrays: dict):
   xs = np.linspace(0.001, 0.999, 300)
   fig, ax = plt.subplots(figsize=(6, 4))
   for xv in (0.0, 0.3, 0.5, 0.9, 1.0):
@@ -458,27 +417,72 @@ def likelihood(out: Path, d: Data, quick: bool = False) -> dict:
          title="one pixel: minimum at p = x, value H(x)")
   ax.grid(True)
   ax.legend()
-  result = {"binary_max_abs_diff_bce_vs_nll": float(np.max(np.abs(bce - nll))),
-            "binary_max_rel_diff": float(np.max(np.abs(bce - nll) / nll)),
-            "test_floor_mean_nats": float(floor.mean()), "test_floor_std": float(floor.std()),
-            "fraction_of_pixels_strictly_between_0_and_1": frac_gray}
-  return _finish(out, "likelihood", fig, result, t0)
+  return fig
 
 
-EXPERIMENTS = {"likelihood": likelihood, "stop_gradient": stop_gradient,
-               "scalar_eps": scalar_eps, "parameterisation": parameterisation,
-               "gradient_flow": gradient_flow, "variance": variance}
+# ---------------------------------------------------------------------------
+# Running, writing and redrawing.
+
+EXPERIMENTS = {name: (globals()[f"compute_{name}"], globals()[f"draw_{name}"])
+               for name in STUDY_EXPERIMENTS}
 
 
-def run(out="results/gradient_flow", only=None, quick: bool = False, d: Data | None = None):
+def _check_names(names) -> list[str]:
+  names = list(names or EXPERIMENTS)
+  unknown = [n for n in names if n not in EXPERIMENTS]
+  if unknown:
+    raise ValueError(f"unknown experiment {unknown[0]!r}: choose from {list(EXPERIMENTS)}")
+  return names
+
+
+def _draw(out: Path, name: str, result: dict, arrays: dict) -> None:
+  plots.save_figure(EXPERIMENTS[name][1](result, arrays), out / f"{name}.png", dpi=90)
+
+
+def run(out="results/gradient_flow", only=None, quick: bool = False, d: DeviceData | None = None,
+        config: Config = Config()):
+  """Runs the experiments `only` (default: all) and writes each one's files into `out`.
+
+  `config` says where the data come from (source, cache, limits); each experiment
+  sets its own model and training settings.
+  """
+  names = _check_names(only)
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  d = d or load_data()
+  d = d or data.load_device_data(config)
   results = {}
-  for name in only or EXPERIMENTS:
-    if name not in EXPERIMENTS:
-      raise ValueError(f"unknown experiment {name!r}: choose from {list(EXPERIMENTS)}")
+  for name in names:
     t0 = time.perf_counter()
-    results[name] = EXPERIMENTS[name](out, d, quick)
-    print(f"{name}: {time.perf_counter() - t0:.1f} s -> {out}/{name}.json")
+    result, arrays = EXPERIMENTS[name][0](d, quick)
+    result["seconds"] = time.perf_counter() - t0
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    if arrays:
+      np.savez_compressed(out / f"{name}.npz", **arrays)
+    _draw(out, name, result, arrays)
+    results[name] = result
+    print(f"{name}: {result['seconds']:.1f} s -> {out}/{name}.json")
   return results
+
+
+def redraw(out="results/gradient_flow", only=None) -> list[str]:
+  """Draws every figure (or those of `only`) again from the JSON and arrays in `out`."""
+  out = Path(out)
+  drawn = []
+  for name in _check_names(only):
+    path = out / f"{name}.json"
+    if not path.exists():
+      if only:
+        raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --only {name}` first")
+      continue
+    result = json.loads(path.read_text())
+    arrays_path = out / f"{name}.npz"
+    arrays = dict(np.load(arrays_path)) if arrays_path.exists() else {}
+    try:
+      _draw(out, name, result, arrays)
+    except KeyError as e:
+      raise ValueError(f"{path} (or {arrays_path.name}) lacks {e} for its figure: it was "
+                       f"written by an older version; run `vae-jax study --only {name}`") from None
+    drawn.append(name)
+  if not drawn:
+    raise FileNotFoundError(f"{out} holds no study results: run `vae-jax study --out {out}` first")
+  return drawn

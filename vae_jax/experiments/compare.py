@@ -1,7 +1,8 @@
 """The blog's table, reproduced with error bars: z = 2 and z = 20 over several seeds,
 a latent-size sweep, the PyTorch timing, written as JSON + Markdown + figures.
 
-  python scripts/compare_blog.py --out results     # about 45 minutes on 2 CPU cores
+  vae-jax compare --out results     # about 45 minutes on 2 CPU cores
+  vae-jax compare --out results --redraw   # figures and Markdown again, from the JSON
 
 Every run is the blog's setting (784-512-z, Adam 1e-3, batch 128, continuous MNIST)
 trained by `multi.train_many`, which stacks the seeds and picks vmap or one after
@@ -14,7 +15,6 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -22,12 +22,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import bench, data, multi, train  # noqa: E402
+from vae_jax import data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
+from vae_jax.experiments import bench, multi  # noqa: E402
 
 # What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
 BLOG_SAYS = {2: "test loss converges around 150", 20: "test loss falls into the 90s"}
 BLOG_RANGE = {2: (145.0, 155.0), 20: (90.0, 100.0)}  # our reading of those words
+
+
+def settle_epoch(losses, tol: float = 0.01) -> int:
+  """The first epoch (1-based) from which the loss stays within `tol` of its final value."""
+  losses = np.asarray(losses, np.float64)
+  inside = np.abs(losses - losses[-1]) <= tol * abs(losses[-1])
+  outside = np.flatnonzero(~inside)
+  return int(outside[-1] + 2) if len(outside) else 1
 
 
 def summarise(histories, epoch: int | None = None) -> dict:
@@ -41,16 +50,16 @@ def summarise(histories, epoch: int | None = None) -> dict:
   return out
 
 
-def run_group(config: Config, seeds, x_train, x_test, strategy: str) -> dict:
+def run_group(config: Config, seeds, d: data.DeviceData, strategy: str) -> dict:
   t0 = time.perf_counter()
-  result = multi.train_many(config, [(s, config.learning_rate) for s in seeds], x_train, x_test,
+  result = multi.train_many(config, [(s, config.learning_rate) for s in seeds], d,
                             strategy=strategy)
   wall = time.perf_counter() - t0
   return {"latent_dim": config.latent_dim, "epochs": config.epochs, "seeds": list(seeds),
           "strategy": result.strategy, "calibration_s_per_step": result.calibration,
           "compile_s": result.compile_s, "train_s": result.train_s, "wall_s": wall,
           "histories": result.histories,
-          "settle_epoch": [multi.settle_epoch([r["test_loss"] for r in h])
+          "settle_epoch": [settle_epoch([r["test_loss"] for r in h])
                            for h in result.histories],
           "final": summarise(result.histories)}
 
@@ -61,17 +70,14 @@ def compare_blog(out: str | Path = "results", *, seeds: int = 5, epochs: int = 1
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
-  tr = data.load_mnist("train", source=base.data_source, data_dir=base.data_dir)
-  te = data.load_mnist("test", source=base.data_source, data_dir=base.data_dir)
-  x_train, x_test = jax.device_put(train.flatten(tr.images)), jax.device_put(train.flatten(te.images))
+  d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
 
-  report = {"machine": bench.describe_machine(), "setting": "784-512-z, Adam 1e-3, batch 128, "
-            "continuous MNIST (uint8/255), PyTorch nn.Linear init", "blog_says": BLOG_SAYS,
-            "main": {}, "sweep": {}, "timing": {}}
+  report = {"machine": bench.describe_machine(), "setting": setting(base, d),
+            "blog_says": BLOG_SAYS, "main": {}, "sweep": {}, "timing": {}}
   for z in (2, 20):
-    report["main"][z] = run_group(base.replace(latent_dim=z, epochs=epochs), seed_list,
-                                  x_train, x_test, strategy)
+    report["main"][z] = run_group(base.replace(latent_dim=z, epochs=epochs), seed_list, d,
+                                  strategy)
 
   # The sweep: `sweep_seeds` seeds, `sweep_epochs` epochs. For z already in the main
   # runs, their first `sweep_epochs` epochs are exactly a shorter run (an epoch's keys
@@ -82,30 +88,36 @@ def compare_blog(out: str | Path = "results", *, seeds: int = 5, epochs: int = 1
       report["sweep"][z] = {"final": summarise(hist), "reused_from_main": True}
     else:
       g = run_group(base.replace(latent_dim=z, epochs=sweep_epochs), seed_list[:sweep_seeds],
-                    x_train, x_test, strategy)
+                    d, strategy)
       report["sweep"][z] = {"final": g["final"], "reused_from_main": False, "wall_s": g["wall_s"]}
     report["sweep"][z].update(seeds=seed_list[:sweep_seeds], epochs=sweep_epochs)
 
   # Timing: one full epoch of the 5-seed group both ways, then JAX vs PyTorch.
   members = [(s, base.learning_rate) for s in seed_list]
-  per_step = multi.calibrate(base, members, x_train, steps=-(-len(x_train) // base.batch_size))
-  report["timing"]["seeds_one_epoch_s"] = {k: v * -(-len(x_train) // base.batch_size)
-                                           for k, v in per_step.items()}
-  report["timing"]["single_seed_epoch_s"] = bench.bench_jax(base, tr.images, te.images, 2)["train_s"]
+  steps = -(-len(d.x_train) // base.batch_size)
+  per_step = multi.calibrate(base, members, d, steps=steps)
+  report["timing"]["seeds_one_epoch_s"] = {k: v * steps for k, v in per_step.items()}
+  report["timing"]["single_seed_epoch_s"] = bench.bench_jax(base, d, 2)["train_s"]
+  report["timing"]["bench"] = [bench.bench_jax(base, d, bench_epochs)]
   try:
     import torch  # noqa: F401
-    report["timing"]["bench"] = [bench.bench_jax(base, tr.images, te.images, bench_epochs),
-                                 bench.bench_torch(base, tr.images, te.images, bench_epochs, "blog"),
-                                 bench.bench_torch(base, tr.images, te.images, bench_epochs, "tensor")]
   except ImportError:
-    report["timing"]["bench"] = [bench.bench_jax(base, tr.images, te.images, bench_epochs)]
+    pass
+  else:
+    report["timing"]["bench"] += [bench.bench_torch(base, d, bench_epochs, loop)
+                                  for loop in bench.TORCH_LOOPS]
   report["wall_s"] = time.perf_counter() - t_start
 
   (out / "blog_comparison.json").write_text(json.dumps(report, indent=1))
-  plot_curves(report, out / "blog_comparison_curves.png")
-  plot_sweep(report, out / "blog_comparison_sweep.png")
-  (out / "blog_comparison.md").write_text(markdown(report))
+  redraw(out)
   return report
+
+
+def setting(config: Config, d: data.DeviceData) -> str:
+  """The setting every run of the comparison shares, in words."""
+  return (f"784-{config.hidden_dim}-z, Adam {config.learning_rate:g}, batch {config.batch_size}, "
+          f"continuous MNIST (uint8/255, {len(d.x_train)} train / {len(d.x_test)} test images), "
+          f"{'PyTorch nn.Linear' if config.init == 'torch' else 'Flax default'} init")
 
 
 def plot_curves(report: dict, path) -> None:
@@ -119,12 +131,10 @@ def plot_curves(report: dict, path) -> None:
     lo, hi = BLOG_RANGE[int(z)]
     ax.axhspan(lo, hi, color="grey", alpha=0.12, label=f"blog: {BLOG_SAYS[int(z)]}")
     ax.set(xlabel="epoch", ylabel="loss per image (nats)", title=f"z = {z}",
-           ylim=(lo - 10, v.mean(0)[1] + 10))
+           ylim=(lo - 10, v.mean(0)[min(1, v.shape[1] - 1)] + 10))  # from epoch 2 down
     ax.grid(True)
     ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def plot_sweep(report: dict, path) -> None:
@@ -142,9 +152,7 @@ def plot_sweep(report: dict, path) -> None:
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.grid(True)
   ax.legend()
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.save_figure(fig, path)
 
 
 def _ms(d, key):
@@ -177,7 +185,7 @@ def markdown(report: dict) -> str:
   first = next(iter(report["main"].values()))
   lines = ["# The blog's numbers, reproduced", "",
            f"Machine: {report['machine']}. Whole run: {report['wall_s'] / 60:.1f} minutes "
-           "(`python scripts/compare_blog.py --out results`).", "",
+           "(`vae-jax compare --out results`).", "",
            f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
            "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
            "Mean ± standard deviation over seeds.", "",
@@ -216,15 +224,11 @@ def markdown(report: dict) -> str:
             + ", ".join(f"z = {z}: {g['strategy']} ({g['train_s']:.0f} s for "
                         f"{len(g['seeds'])} x {g['epochs']} epochs)"
                         for z, g in report["main"].items()) + ".", "",
-            "| loop | compile s | train s/epoch | test s/epoch | epoch s |", "|---|---|---|---|---|"]
-  for r in t["bench"]:
-    comp = "-" if r["compile_s"] != r["compile_s"] else f"{r['compile_s']:.2f}"
-    lines.append(f"| {r['name']} | {comp} | {r['train_s']:.3f} | {r['test_s']:.3f} | "
-                 f"{r['epoch_s']:.3f} |")
+            bench.format_table(t["bench"])]
   return "\n".join(lines) + "\n"
 
 
-def rerender(out: str | Path = "results") -> None:
+def redraw(out: str | Path = "results") -> None:
   """Redraws the figures and the Markdown from an existing blog_comparison.json."""
   out = Path(out)
   report = json.loads((out / "blog_comparison.json").read_text())

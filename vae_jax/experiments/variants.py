@@ -1,6 +1,6 @@
 """Variants of the blog's loss that answer its open questions (see docs/gradient_flow.md).
 
-`make_loss(sampling, param)` returns a loss with `train.batch_loss`'s signature
+`make_loss(sampling, param)` returns a loss with `losses.batch_loss`'s signature
 `(params, model, x, eps, weight) -> (loss, Metrics)`, so `train.make_train_epoch`
 trains it unchanged.
 
@@ -17,16 +17,21 @@ param (what the encoder's second head h = fc22(hidden) means):
   "raw_std"        std = h + 1, var = std^2
 The KL is the analytic one for whatever variance results, -1/2 sum(1 + log var - mu^2 - var);
 a non-positive raw variance makes log var (and sqrt) NaN, and the run is lost.
+
+Closed forms the study compares these against: `gradient_scale` (how the KL's and
+std's gradients scale with the variance under each parameterisation) and
+`kl_rank_one_plus_noise` (the KL of the scalar-eps posterior, regularised).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vae_jax import losses
+from vae_jax.losses import Metrics
 from vae_jax.model import VAE
-from vae_jax.train import Metrics
 
 SAMPLINGS = ("reparam", "stop_gradient", "scalar_eps")
 PARAMS = ("logvar", "softplus_var", "raw_var", "raw_std")
@@ -68,3 +73,33 @@ def make_loss(sampling: str = "reparam", param: str = "logvar"):
     return sums.loss, sums
 
   return loss_fn
+
+
+# Closed forms, in float64 NumPy.
+
+
+def gradient_scale(v: np.ndarray) -> dict:
+  """For each parameterisation: (dKL/dh, d std/dh) at variance v, one dimension, mu = 0.
+
+  The KL of one dimension, k(v) = -(1 + log v - v) / 2, has dk/dv = (1 - 1/v) / 2, and
+  dk/dh = dk/dv * dv/dh with dv/dh: logvar e^h = v; softplus sigmoid(h) = 1 - e^-v;
+  raw_var 1; raw_std 2 std. And d std/dh = dv/dh / (2 std).
+  """
+  dk_dv = 0.5 * (1 - 1 / v)
+  std = np.sqrt(v)
+  dv_dh = {"logvar": v, "softplus_var": -np.expm1(-v), "raw_var": np.ones_like(v),
+           "raw_std": 2 * std}
+  return {p: (dk_dv * dv, dv / (2 * std)) for p, dv in dv_dh.items()}
+
+
+def kl_rank_one_plus_noise(mu, std, delta):
+  """KL(N(mu, s s^T + delta^2 I) || N(0, I)) for one image: s = std [z].
+
+  = 1/2 (tr C + mu.mu - z - log det C), C = s s^T + delta^2 I,
+  det C = delta^(2(z-1)) (delta^2 + |s|^2). As delta -> 0 this grows like
+  -(z - 1) log delta^2: the KL of the scalar-eps posterior itself (delta = 0) is +inf.
+  """
+  z = len(mu)
+  trace = np.sum(std**2) + z * delta**2
+  logdet = 2 * (z - 1) * np.log(delta) + np.log(delta**2 + np.sum(std**2))
+  return 0.5 * (trace + mu @ mu - z - logdet)

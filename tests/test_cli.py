@@ -1,0 +1,193 @@
+"""The command line: each subcommand takes only the flags it reads, the limits reach every
+command that trains or evaluates, and every command the README and docstrings show parses
+(the cheap ones also run, on the tiny fixture)."""
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vae_jax import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# What each subcommand offers, besides -h. A new flag must be added here on purpose.
+CONFIG_FLAGS = {"--latent-dim", "--hidden-dim", "--batch-size", "--epochs", "--learning-rate",
+                "--seed", "--init", "--data-source", "--data-dir", "--train-limit",
+                "--test-limit", "--recon-every"}
+DATA = {"--data-source", "--data-dir"}
+LIMITS = {"--train-limit", "--test-limit"}
+EXPECTED_FLAGS = {
+    "train": CONFIG_FLAGS | {"--workdir", "--overwrite", "--no-progress"},
+    "evaluate": DATA | {"--test-limit", "--weights"},
+    "export": {"--weights", "--out"},
+    "data": DATA,
+    "bench": DATA | LIMITS | {"--latent-dim", "--hidden-dim", "--init", "--batch-size",
+                              "--learning-rate", "--seed", "--bench-epochs", "--no-torch"},
+    "compare": DATA | LIMITS | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
+                                "--sweep-epochs", "--strategy", "--bench-epochs", "--redraw"},
+    "study": DATA | LIMITS | {"--out", "--only", "--quick", "--redraw"},
+}
+
+
+def _subparsers():
+  parser = cli.build_parser()
+  return next(a for a in parser._actions if a.dest == "command").choices
+
+
+def test_each_subcommand_offers_exactly_its_flags():
+  subs = _subparsers()
+  assert set(subs) == set(EXPECTED_FLAGS)
+  for name, sub in subs.items():
+    flags = {o for a in sub._actions for o in a.option_strings} - {"-h", "--help"}
+    assert flags == EXPECTED_FLAGS[name], name
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "--epochs", "3"],
+    ["evaluate", "--weights", "W", "--epochs", "5"],
+    ["data", "--learning-rate", "1"],
+    ["evaluate", "--weights", "W", "--train-limit", "5"],
+    ["export", "--weights", "W", "--out", "o.npz", "--latent-dim", "3"],
+    ["study", "--latent-dim", "5"],
+    ["compare", "--recon-every", "5"],
+])
+def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert f"vae-jax {argv[0]}: error: unrecognized arguments" in err and argv[-2] in err
+
+
+@pytest.mark.parametrize("argv", [["study", "--redraw", "--quick"],
+                                  ["compare", "--redraw", "--seeds", "2"],
+                                  ["study", "--redraw", "--test-limit", "5"]])
+def test_redraw_refuses_the_flags_of_a_computation(argv, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(argv)
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--redraw" in err and argv[-1].split()[0] in err \
+      or argv[-2] in err
+
+
+@pytest.mark.parametrize("command", list(EXPECTED_FLAGS))
+def test_help_works_for_every_subcommand(command, capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main([command, "--help"])
+  assert exit_.value.code == 0
+  assert f"usage: vae-jax {command}" in capsys.readouterr().out
+
+
+def test_limits_reach_bench_and_study_and_evaluate(tiny_data_dir, tmp_path, capsys):
+  common = ["--data-dir", str(tiny_data_dir)]
+  assert cli.main(["bench", "--bench-epochs", "1", "--no-torch", "--hidden-dim", "16",
+                   "--train-limit", "100", "--test-limit", "40", *common]) == 0
+  assert "100 train + 40 test images" in capsys.readouterr().out
+  out = tmp_path / "study"
+  assert cli.main(["study", "--out", str(out), "--only", "gradient_flow", "--quick",
+                   "--train-limit", "100", *common]) == 0
+  assert json.loads((out / "gradient_flow.json").read_text())["batch"] == 100  # min(1024, N)
+  run = tmp_path / "run"
+  assert cli.main(["train", "--workdir", str(run), "--epochs", "1", "--hidden-dim", "16",
+                   "--no-progress", "--train-limit", "64", *common]) == 0
+  capsys.readouterr()
+  assert cli.main(["evaluate", "--weights", str(run / "params.msgpack"), "--test-limit", "30",
+                   *common]) == 0
+  assert "over 30 test images" in capsys.readouterr().out
+
+
+def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys):
+  out = tmp_path / "cmp"
+  argv = ["compare", "--out", str(out), "--seeds", "2", "--epochs", "1", "--sweep", "2", "3",
+          "--sweep-seeds", "1", "--sweep-epochs", "1", "--strategy", "sequential",
+          "--bench-epochs", "1", "--data-dir", str(tiny_data_dir), "--train-limit", "128"]
+  assert cli.main(argv) == 0
+  report = json.loads((out / "blog_comparison.json").read_text())
+  assert "128 train / 100 test images" in report["setting"]
+  assert len(report["main"]["2"]["histories"]) == 2 and set(report["sweep"]) == {"2", "3"}
+  (out / "blog_comparison.md").unlink()
+  assert cli.main(["compare", "--out", str(out), "--redraw"]) == 0
+  assert "128 train / 100 test images" in (out / "blog_comparison.md").read_text()
+
+
+# --------------------------------------------------------------------------
+# Every command the documentation shows.
+
+SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare",
+           "gradient_study.py": "study"}
+COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
+                     r"((?: [^\s`#|)]+)*)")
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+  """(where, argv) of each command in README.md, docs/*.md and the docstrings of the code."""
+  sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
+             *sorted((ROOT / "vae_jax").rglob("*.py")), *sorted((ROOT / "scripts").glob("*.py"))]
+  found = []
+  for path in sources:
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+      for m in COMMAND.finditer(line):
+        script, make, rest = m.groups()
+        try:
+          words = shlex.split(rest)
+        except ValueError:  # an unbalanced quote: the command sits inside a string
+          words = shlex.split(rest.replace('"', " ").replace("'", " "))
+        if make:  # make train WORKDIR=... ARGS="...": the Makefile's own expansion
+          workdir = next((w.split("=", 1)[1] for w in words if w.startswith("WORKDIR=")),
+                         "runs/vae_2")
+          args = [a for w in words if w.startswith("ARGS=") for a in shlex.split(w[5:])]
+          words = [make] + (["--workdir", workdir] if make == "train" else []) + args
+        elif script:
+          words = [SCRIPTS[script]] + words
+        if (not words or any(c in w for w in words for c in ("<", "...", "{"))
+            or line[m.end():m.end() + 2] == " |"):
+          continue  # a placeholder (`vae-jax <command>`, `train ...`, `{name}`) or a list of names
+        found.append((f"{path.relative_to(ROOT)}:{lineno}", words))
+  return found
+
+
+def test_the_documentation_shows_commands():
+  found = {argv[0] for _, argv in documented_commands()}
+  assert {"train", "evaluate", "export", "data", "bench", "compare", "study"} <= found
+
+
+@pytest.mark.parametrize("where, argv", documented_commands(), ids=lambda v: str(v))
+def test_documented_command_parses(where, argv):
+  parser = cli.build_parser()
+  try:
+    args, extra = parser.parse_known_args(argv)
+  except SystemExit as e:  # --help exits 0; anything else is a broken example
+    assert e.code == 0, f"{where}: {' '.join(argv)}"
+    return
+  assert not extra, f"{where}: {' '.join(argv)}: unrecognized {extra}"
+  cli.config_from_args(args)  # and its values make a valid Config
+
+
+CHEAP = ("train", "export", "evaluate", "data", "bench")  # in an order that feeds each the next
+
+
+def test_cheap_documented_commands_run_on_the_tiny_fixture(tiny_data_dir, tmp_path, monkeypatch,
+                                                           capsys):
+  """Each command as written (a train shortened to 2 epochs), in a scratch directory."""
+  monkeypatch.setenv("VAE_JAX_DATA_DIR", str(tiny_data_dir))
+  monkeypatch.chdir(tmp_path)
+  shutil.copytree(ROOT / "results" / "gradient_flow", tmp_path / "results" / "gradient_flow")
+  runs = sorted({tuple(argv) for _, argv in documented_commands()
+                 if argv[0] in CHEAP and "--help" not in argv},
+                key=lambda argv: (CHEAP.index(argv[0]), argv))
+  runs.append(("study", "--out", "results/gradient_flow", "--redraw"))  # from the stored JSON
+  assert any(a[0] == "evaluate" for a in runs) and any(a[0] == "export" for a in runs)
+  for argv in runs:
+    argv = list(argv) + (["--epochs", "2", "--hidden-dim", "32", "--no-progress"]
+                         if argv[0] == "train" else [])
+    if argv[0] == "export" and Path(argv[argv.index("--out") + 1]).exists():
+      continue  # the same export shown twice
+    assert cli.main(argv) == 0, " ".join(argv)
+  out = capsys.readouterr().out
+  assert "train pixel mean" in out and "test loss" in out and "redrew" in out

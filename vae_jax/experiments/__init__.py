@@ -1,0 +1,14 @@
+"""What this project builds on the blog's VAE; the lesson itself is in the package above.
+
+  bench.py       seconds per epoch: this JAX trainer against the blog's PyTorch loop
+  torch_ref.py   the blog's PyTorch model, loss and loop (benchmark and parity tests)
+  multi.py       many seeds / learning rates at once (vmap, or one after another)
+  compare.py     the blog's numbers with error bars (`vae-jax compare`)
+  estimators.py  pathwise, score-function and stop-gradient gradient estimators
+  variants.py    the loss with other samplers and variance parameterisations
+  study.py       the gradient-flow experiments (`vae-jax study`)
+"""
+
+# The gradient-flow study's experiments, in the order `vae-jax study` runs them.
+STUDY_EXPERIMENTS = ("likelihood", "stop_gradient", "scalar_eps", "parameterisation",
+                     "gradient_flow", "variance")

@@ -1,0 +1,134 @@
+"""Seconds per epoch: this JAX trainer vs the blog's PyTorch loop, same machine, same run.
+
+  vae-jax bench --bench-epochs 3            # or: python scripts/bench.py --bench-epochs 3
+
+An epoch is the blog's: 60k training images in shuffled batches of 128 (Adam
+steps, sampled z) then the 10k test images (eval mode). Compile time is shown
+apart. The PyTorch rows need the `torch` extra (`pip install torch==2.13.0`,
+a CPU build); they are skipped when it is missing.
+
+PyTorch rows (`torch_ref.py` holds the blog's code they run):
+* ``blog``: the post's loop: a `DataLoader(batch_size=128, shuffle=True)` over a
+  dataset that converts each image like `ToTensor()` (uint8 -> float / 255),
+  forward, `binary_cross_entropy(..., reduction="sum")` + KLD, backward, Adam,
+  `loss.item()` each step.
+* ``tensor``: the same model and loss fed by slicing one pre-converted tensor
+  with `randperm`: the fastest plain PyTorch loop, to show where time goes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+
+import jax
+import numpy as np
+
+from vae_jax import data, train
+from vae_jax.config import Config
+from vae_jax.data import DeviceData
+
+TORCH_LOOPS = ("blog", "tensor")
+
+
+def bench_jax(config: Config, d: DeviceData, epochs: int) -> dict:
+  """Times `epochs` epochs of the compiled trainer: train and test apart, compile apart."""
+  run = train.setup(config, d)
+  state, train_s, test_s = run.state, [], []
+  for epoch in range(1, epochs + 1):
+    t0 = time.perf_counter()
+    state, _ = jax.block_until_ready(
+        run.programs.train_epoch(state, d.x_train, train.epoch_key(run.keys.train, epoch)))
+    t1 = time.perf_counter()
+    jax.block_until_ready(run.programs.evaluate(state.params, d.x_test))
+    t2 = time.perf_counter()
+    train_s.append(t1 - t0)
+    test_s.append(t2 - t1)
+  return _row("jax (this project)", run.compile_s, train_s, test_s)
+
+
+def _row(name, compile_s, train_s, test_s) -> dict:
+  # The median of the epochs: robust to one slow epoch on a shared machine.
+  tr, te = float(np.median(train_s)), float(np.median(test_s))
+  return {"name": name, "compile_s": compile_s, "train_s": tr, "test_s": te, "epoch_s": tr + te}
+
+
+def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog") -> dict:
+  """Times the blog's PyTorch loop (`loader="blog"`) or a tensor-slicing one (`"tensor"`)."""
+  import torch
+
+  from vae_jax.experiments import torch_ref
+
+  if loader not in TORCH_LOOPS:
+    raise ValueError(f"loader must be one of {TORCH_LOOPS}, got {loader!r}")
+  torch.manual_seed(config.seed)
+  train_u8, test_u8 = np.array(d.x_train), np.array(d.x_test)  # writable host copies
+  if loader == "blog":
+    batches = {"train": lambda: torch_ref.blog_batches(train_u8, config.batch_size),
+               "test": lambda: torch_ref.blog_batches(test_u8, config.batch_size)}
+  else:
+    converted = {"train": torch.from_numpy(train_u8).float() / 255,
+                 "test": torch.from_numpy(test_u8).float() / 255}
+    batches = {k: (lambda k=k: torch_ref.tensor_batches(converted[k], config.batch_size))
+               for k in converted}
+  model = torch_ref.BlogVAE(config.latent_dim, config.hidden_dim)
+  optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+  train_s, test_s = [], []
+  for _ in range(epochs):
+    t0 = time.perf_counter()
+    torch_ref.train_epoch(model, optimizer, batches["train"]())
+    t1 = time.perf_counter()
+    torch_ref.test_epoch(model, batches["test"]())
+    t2 = time.perf_counter()
+    train_s.append(t1 - t0)
+    test_s.append(t2 - t1)
+  return _row(f"pytorch {torch.__version__}, {loader} loop", math.nan, train_s, test_s)
+
+
+def run(config: Config, epochs: int, torch_loops=TORCH_LOOPS) -> list[dict]:
+  """Benchmarks JAX and (if installed) PyTorch on MNIST as `config` loads it; prints the rows."""
+  d = data.load_device_data(config)
+  rows = [bench_jax(config, d, epochs)]
+  if torch_loops:
+    try:
+      import torch  # noqa: F401
+    except ImportError:
+      print("PyTorch is not installed: skipping its rows (pip install torch==2.13.0)")
+    else:
+      rows += [bench_torch(config, d, epochs, loop) for loop in torch_loops]
+  print(format_table(rows, config, epochs, len(d.x_train), len(d.x_test)))
+  return rows
+
+
+def describe_machine() -> str:
+  """The device JAX runs on, the CPU model and core count, and the library versions."""
+  dev = jax.devices()[0]
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+  except (OSError, StopIteration):
+    pass
+  return (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); "
+          f"CPU: {cpu}, {os.cpu_count()} cores, {platform.machine()}")
+
+
+def format_table(rows: list[dict], config: Config | None = None, epochs: int | None = None,
+                 n_train: int = 60_000, n_test: int = 10_000) -> str:
+  """The rows as a Markdown table; with `config`, headed by the machine and the setting."""
+  base = next((r for r in rows if "blog" in r["name"]), None)
+  lines = []
+  if config is not None:
+    lines += [f"machine: {describe_machine()}",
+              f"z = {config.latent_dim}, batch {config.batch_size}, {n_train} train + {n_test} "
+              f"test images, median of {epochs} epochs"]
+  lines += ["| loop | compile s | train s/epoch | test s/epoch | epoch s | vs blog loop |",
+            "|---|---|---|---|---|---|"]
+  for r in rows:
+    ratio = f"{r['epoch_s'] / base['epoch_s']:.2f}x" if base else "n/a"
+    comp = "-" if math.isnan(r["compile_s"]) else f"{r['compile_s']:.2f}"
+    lines.append(f"| {r['name']} | {comp} | {r['train_s']:.3f} | {r['test_s']:.3f} "
+                 f"| {r['epoch_s']:.3f} | {ratio} |")
+  return "\n".join(lines)
