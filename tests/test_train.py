@@ -139,7 +139,8 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   for fig in ("learning_curves.png", "latent.png"):
     assert matplotlib.image.imread(workdir / fig).std() > 0  # not blank
   # The checkpoint loads back and reproduces the final test loss.
-  params = checkpoint.load_params(workdir / "params.msgpack", config)
+  params, loaded = checkpoint.load_weights(workdir / "params.msgpack")
+  assert loaded == config  # the sizes off the arrays, the rest from config.json beside them
   test = data.load_mnist("test", data_dir=tiny_data_dir)
   m = train.make_evaluate(make_model(config))(params, data.flatten(test.images))
   assert float(m.loss) / len(test.labels) == pytest.approx(rows[-1]["test_loss"], rel=1e-5)

@@ -114,7 +114,7 @@ def cmd_evaluate(args, config, parser):
   from vae_jax import checkpoint, data, train
   from vae_jax.model import make_model
   params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
-  d = data.load_device_data(config)
+  d = data.load_device_data(config, with_train=False)
   m = train.make_evaluate(make_model(wconfig))(params, d.x_test)
   n = len(d.x_test)
   print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
@@ -145,7 +145,7 @@ def cmd_bench(args, config, parser):
 
 
 COMPARE_COUNTS = ("seeds", "epochs", "sweep", "sweep_seeds", "sweep_epochs", "strategy",
-                  "bench_epochs")
+                  "bench_epochs")  # what --redraw refuses
 
 
 def cmd_compare(args, config, parser):
@@ -208,23 +208,26 @@ def build_parser() -> argparse.ArgumentParser:
                  help="epochs timed per loop (median); default: 3")
   b.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
 
+  from vae_jax.experiments import COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS  # no jax
   c = command("compare", cmd_compare,
               "the blog's numbers with error bars: z = 2 and 20 over seeds, a sweep over z, "
               "timings; JSON, Markdown and figures into --out")
-  c.add_argument("--out", default="results", help="output directory; default: results")
-  c.add_argument("--seeds", type=_positive, default=5, help="seeds of the z = 2 and 20 runs")
-  c.add_argument("--epochs", type=_positive, default=100, help="epochs of the z = 2 and 20 runs")
-  c.add_argument("--sweep", type=_positive, nargs="+", default=[2, 5, 10, 20, 50],
-                 help="latent sizes of the sweep")
-  c.add_argument("--sweep-seeds", type=_positive, default=2, help="seeds per sweep point")
-  c.add_argument("--sweep-epochs", type=_positive, default=50, help="epochs per sweep point")
-  c.add_argument("--strategy", choices=["auto", "vmap", "sequential"], default="auto",
-                 help="how the seeds of a group train (see experiments/multi.py)")
-  c.add_argument("--bench-epochs", type=_positive, default=3, help="epochs of the timing rows")
+  defaults = COMPARE_DEFAULTS
+  c.add_argument("--out", default=defaults["out"], help="output directory; default: results")
+  for flag, help_ in (("seeds", "seeds of the z = 2 and 20 runs"),
+                      ("epochs", "epochs of the z = 2 and 20 runs"),
+                      ("sweep-seeds", "seeds per sweep point"),
+                      ("sweep-epochs", "epochs per sweep point"),
+                      ("bench-epochs", "epochs of the timing rows")):
+    default = defaults[flag.replace("-", "_")]
+    c.add_argument(f"--{flag}", type=_positive, default=default, help=f"{help_}; default: {default}")
+  c.add_argument("--sweep", type=_positive, nargs="+", default=list(defaults["sweep"]),
+                 help="latent sizes of the sweep; default: 2 5 10 20 50")
+  c.add_argument("--strategy", choices=STRATEGIES, default=defaults["strategy"],
+                 help="how the seeds of a group train (experiments/multi.py); default: auto")
   c.add_argument("--redraw", action="store_true",
                  help="only redraw the figures and Markdown from OUT/blog_comparison.json")
 
-  from vae_jax.experiments import STUDY_EXPERIMENTS  # names only: imports nothing heavy
   s = command("study", cmd_study, "the gradient-flow study: six experiments, JSON and figures "
               "into --out (docs/gradient_flow.md)")
   s.add_argument("--out", default="results/gradient_flow",

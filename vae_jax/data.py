@@ -31,6 +31,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import math
 import os
 import pickle
 import subprocess
@@ -110,8 +111,9 @@ class DeviceData(NamedTuple):
 
 
 def flatten(images) -> jax.Array:
-  """[N, 28, 28] -> [N, 784], still uint8."""
-  return jnp.asarray(images).reshape(len(images), -1)
+  """[N, 28, 28] -> [N, 784], still uint8 (N may be 0)."""
+  images = jnp.asarray(images)
+  return images.reshape(images.shape[0], math.prod(images.shape[1:]))
 
 
 def to_inputs(images_u8: jax.Array) -> jax.Array:
@@ -128,11 +130,15 @@ def device_data(train: Split, test: Split, train_limit: int | None = None,
                     train.labels, test.labels)
 
 
-def load_device_data(config: "Config") -> DeviceData:
-  """MNIST as `config` asks for it (source, cache, limits), ready for the compiled code."""
+def load_device_data(config: "Config", *, with_train: bool = True) -> DeviceData:
+  """MNIST as `config` asks for it (source, cache, limits), ready for the compiled code.
+
+  `with_train=False` (evaluation alone) leaves the training split out: [0, 784].
+  """
   arrays = load_cached(config.data_source, config.data_dir)
   split = lambda name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"])
-  return device_data(split("train"), split("test"), config.train_limit, config.test_limit)
+  return device_data(split("train"), split("test"),
+                     config.train_limit if with_train else 0, config.test_limit)
 
 
 # --------------------------------------------------------------------------

@@ -9,6 +9,11 @@
   study.py       the gradient-flow experiments (`vae-jax study`)
 """
 
+# Names and defaults the command line shows; here so that parsing imports nothing heavy.
+STRATEGIES = ("auto", "vmap", "sequential")  # how stacked runs train (multi.py)
+COMPARE_DEFAULTS = {"out": "results", "seeds": 5, "epochs": 100, "sweep": (2, 5, 10, 20, 50),
+                    "sweep_seeds": 2, "sweep_epochs": 50, "strategy": "auto", "bench_epochs": 3}
+
 # The gradient-flow study's experiments, in the order `vae-jax study` runs them.
 STUDY_EXPERIMENTS = ("likelihood", "stop_gradient", "scalar_eps", "parameterisation",
                      "gradient_flow", "variance")

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from vae_jax import data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
+from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
 from vae_jax.experiments import bench, multi  # noqa: E402
 
 # What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
@@ -64,16 +65,24 @@ def run_group(config: Config, seeds, d: data.DeviceData, strategy: str) -> dict:
           "final": summarise(result.histories)}
 
 
-def compare_blog(out: str | Path = "results", *, seeds: int = 5, epochs: int = 100,
-                 sweep: tuple = (2, 5, 10, 20, 50), sweep_seeds: int = 2, sweep_epochs: int = 50,
-                 strategy: str = "auto", bench_epochs: int = 3, base: Config = Config()) -> dict:
+def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["seeds"],
+                 epochs: int = DEFAULTS["epochs"], sweep: tuple = DEFAULTS["sweep"],
+                 sweep_seeds: int = DEFAULTS["sweep_seeds"],
+                 sweep_epochs: int = DEFAULTS["sweep_epochs"], strategy: str = DEFAULTS["strategy"],
+                 bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config()) -> dict:
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
   d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
+  sweep_list = list(range(1, sweep_seeds + 1))
+  limits = "".join(f" --{k.replace('_', '-')} {v}" for k, v in
+                   (("train_limit", base.train_limit), ("test_limit", base.test_limit)) if v)
+  command = (f"vae-jax compare --out {out} --seeds {seeds} --epochs {epochs} --sweep "
+             f"{' '.join(map(str, sweep))} --sweep-seeds {sweep_seeds} --sweep-epochs "
+             f"{sweep_epochs} --strategy {strategy} --bench-epochs {bench_epochs}{limits}")
 
-  report = {"machine": bench.describe_machine(), "setting": setting(base, d),
+  report = {"machine": bench.describe_machine(), "setting": setting(base, d), "command": command,
             "blog_says": BLOG_SAYS, "main": {}, "sweep": {}, "timing": {}}
   for z in (2, 20):
     report["main"][z] = run_group(base.replace(latent_dim=z, epochs=epochs), seed_list, d,
@@ -87,12 +96,11 @@ def compare_blog(out: str | Path = "results", *, seeds: int = 5, epochs: int = 1
       hist = [h[:sweep_epochs] for h in report["main"][z]["histories"][:sweep_seeds]]
       report["sweep"][z] = {"final": summarise(hist), "reused_from_main": True}
     else:
-      g = run_group(base.replace(latent_dim=z, epochs=sweep_epochs), seed_list[:sweep_seeds],
-                    d, strategy)
+      g = run_group(base.replace(latent_dim=z, epochs=sweep_epochs), sweep_list, d, strategy)
       report["sweep"][z] = {"final": g["final"], "reused_from_main": False, "wall_s": g["wall_s"]}
-    report["sweep"][z].update(seeds=seed_list[:sweep_seeds], epochs=sweep_epochs)
+    report["sweep"][z].update(seeds=sweep_list, epochs=sweep_epochs)
 
-  # Timing: one full epoch of the 5-seed group both ways, then JAX vs PyTorch.
+  # Timing: one full epoch of the main runs' seeds both ways, then JAX vs PyTorch.
   members = [(s, base.learning_rate) for s in seed_list]
   steps = -(-len(d.x_train) // base.batch_size)
   per_step = multi.calibrate(base, members, d, steps=steps)
@@ -185,7 +193,7 @@ def markdown(report: dict) -> str:
   first = next(iter(report["main"].values()))
   lines = ["# The blog's numbers, reproduced", "",
            f"Machine: {report['machine']}. Whole run: {report['wall_s'] / 60:.1f} minutes "
-           "(`vae-jax compare --out results`).", "",
+           f"(`{report.get('command', 'vae-jax compare --out results')}`).", "",
            f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
            "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
            "Mean ± standard deviation over seeds.", "",

@@ -90,6 +90,8 @@ def encoder_weight_gradient(kind: str, encode: Callable, f: Callable, enc_params
   """
   if kind not in ESTIMATORS:
     raise ValueError(f"kind must be one of {list(ESTIMATORS)}, got {kind!r}")
+  if kind == "score function + baseline" and n < 2:
+    raise ValueError("a leave-one-out baseline needs n >= 2 samples")
 
   def surrogate(theta):
     m, lv = encode(theta)                                # [B, z] each

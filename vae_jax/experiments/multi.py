@@ -32,8 +32,7 @@ import tqdm.auto as tqdm
 from vae_jax import train
 from vae_jax.config import Config
 from vae_jax.data import DeviceData
-
-STRATEGIES = ("auto", "vmap", "sequential")
+from vae_jax.experiments import STRATEGIES
 
 
 class Member(NamedTuple):

@@ -31,7 +31,7 @@ from vae_jax import data, losses, plots, train  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.data import DeviceData  # noqa: E402
 from vae_jax.experiments import STUDY_EXPERIMENTS, estimators, variants  # noqa: E402
-from vae_jax.model import VAE  # noqa: E402
+from vae_jax.model import VAE, make_model  # noqa: E402
 
 
 def fit(config: Config, d: DeviceData, loss_fn=losses.batch_loss, programs=None, on_epoch=None):
@@ -46,7 +46,7 @@ def fit(config: Config, d: DeviceData, loss_fn=losses.batch_loss, programs=None,
 
 
 def _encode(config, params, x_u8):
-  mu, h = train.make_model(config).apply({"params": params}, data.to_inputs(x_u8),
+  mu, h = make_model(config).apply({"params": params}, data.to_inputs(x_u8),
                                          method=VAE.encode)
   return np.asarray(mu), np.asarray(h)
 
@@ -66,7 +66,7 @@ def _variance_curve(estimate, ns, repeats, key):
 
 
 def compute_variance(d: DeviceData, quick: bool = False):
-  ns = [2, 8, 32] if quick else [2, 8, 32, 128, 512]  # >= 2: the baseline leaves one out
+  ns = [2, 8] if quick else [2, 8, 32, 128, 512]  # >= 2: the baseline leaves one out
   repeats = 20 if quick else 200
   key = jax.random.PRNGKey(0)
   mu, logvar = jnp.array([0.5, -1.0]), jnp.array([0.0, -2.0])
@@ -86,7 +86,7 @@ def compute_variance(d: DeviceData, quick: bool = False):
   # The real VAE: f_x(z) = -log p(x | z) for a few test images; the gradient wrt the
   # encoder's output (mu, logvar) and wrt the encoder's weights, at init and trained.
   config = Config(epochs=1 if quick else 10)
-  model = train.make_model(config)
+  model = make_model(config)
   init = train.setup(config).state.params
   trained, _, _ = fit(config, d)
   x = data.to_inputs(d.x_test[:8])                          # [8, 784]
@@ -156,17 +156,18 @@ SAMPLINGS_COMPARED = ("reparam", "stop_gradient")
 
 def compute_stop_gradient(d: DeviceData, quick: bool = False):
   config = Config(epochs=2 if quick else 10)
-  model = train.make_model(config)
+  model = make_model(config)
   result, arrays = {"epochs": config.epochs}, {"y_test": np.asarray(d.y_test)}
   for sampling in SAMPLINGS_COMPARED:
     loss_fn = variants.make_loss(sampling)
     params, history, _ = fit(config, d, loss_fn)
     mu, h = _encode(config, params, d.x_test)
     # What flows into the encoder from each term, on 512 training images.
-    x = data.to_inputs(d.x_train[:512])
-    eps = jax.random.normal(jax.random.PRNGKey(0), (512, config.latent_dim))
+    b = min(512, len(d.x_train))
+    x = data.to_inputs(d.x_train[:b])
+    eps = jax.random.normal(jax.random.PRNGKey(0), (b, config.latent_dim))
     def term(p, which):
-      return loss_fn(p, model, x, eps, jnp.ones(512))[1]._asdict()[which]
+      return loss_fn(p, model, x, eps, jnp.ones(b))[1]._asdict()[which]
     norms = {}
     for which in ("recon", "kl"):
       g = jax.grad(term)(params, which)
@@ -213,7 +214,8 @@ def compute_scalar_eps(d: DeviceData, quick: bool = False):
       analytic = np.asarray(losses.kl_standard_normal(mu, h))   # what the loss charges
       scalar = sampling == "scalar_eps"
       noisy = {str(dl): float(np.mean([variants.kl_rank_one_plus_noise(mu[i], std[i], dl)
-                                        for i in range(200)])) for dl in (1e-1, 1e-2, 1e-3)}
+                                        for i in range(min(200, len(mu)))]))
+               for dl in (1e-1, 1e-2, 1e-3)}
       result[str(z)][sampling] = {
           "history": history, "final_test_loss": history[-1]["test_loss"],
           "posterior_corr_abs_offdiag_mean": float(np.mean(np.abs(off))),
@@ -331,7 +333,7 @@ LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
 
 def compute_gradient_flow(d: DeviceData, quick: bool = False):
   config = Config(epochs=2 if quick else 30)
-  model = train.make_model(config)
+  model = make_model(config)
   b = min(1024, len(d.x_train))
   x = data.to_inputs(d.x_train[:b])                         # a fixed batch, [b, 784]
   eps = jax.random.normal(jax.random.PRNGKey(0), (b, config.latent_dim))  # and fixed eps
@@ -387,8 +389,9 @@ def draw_gradient_flow(result: dict, arrays: dict):
 
 def compute_likelihood(d: DeviceData, quick: bool = False):
   rng = np.random.default_rng(0)
-  logits = rng.normal(0, 3, (64, 784))
-  xb = (np.asarray(d.x_test[:64]) > 127).astype(np.float64)        # binarised pixels
+  n = min(64, len(d.x_test))
+  logits = rng.normal(0, 3, (n, 784))
+  xb = (np.asarray(d.x_test[:n]) > 127).astype(np.float64)         # binarised pixels
   p = 1 / (1 + np.exp(-logits))
   nll = -np.sum(np.log(np.where(xb == 1, p, 1 - p)), axis=1)        # -log prod p^x (1-p)^(1-x)
   bce = np.asarray(losses.bernoulli_nll(jnp.asarray(logits, jnp.float32),
@@ -472,7 +475,7 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
     path = out / f"{name}.json"
     if not path.exists():
       if only:
-        raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --only {name}` first")
+        raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --out {out} --only {name}` first")
       continue
     result = json.loads(path.read_text())
     arrays_path = out / f"{name}.npz"
@@ -481,7 +484,7 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
       _draw(out, name, result, arrays)
     except KeyError as e:
       raise ValueError(f"{path} (or {arrays_path.name}) lacks {e} for its figure: it was "
-                       f"written by an older version; run `vae-jax study --only {name}`") from None
+                       f"written by an older version; run `vae-jax study --out {out} --only {name}`") from None
     drawn.append(name)
   if not drawn:
     raise FileNotFoundError(f"{out} holds no study results: run `vae-jax study --out {out}` first")

@@ -6,8 +6,8 @@ runs: no `Variable`, `reduction="sum"` for `size_average=False`, `loss.item()` f
 `loss.data[0]`. One addition: `forward(x, eps)` takes the noise from the caller
 when given, so a test can feed both frameworks the same eps.
 
-Needs PyTorch (`pip install torch==2.13.0`, a CPU build); nothing else in the
-package imports this module.
+Needs PyTorch (`pip install torch==2.13.0`, a CPU build); only the benchmark (when
+it times PyTorch) and the parity tests import this module.
 """
 
 from __future__ import annotations
