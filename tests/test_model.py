@@ -20,21 +20,25 @@ def test_parameters_map_one_to_one_onto_the_blogs_state_dict():
     assert params[name]["bias"].shape == (out,)
 
 
-@pytest.mark.parametrize("name", ["fc1", "fc4"])
+@pytest.mark.parametrize("name", ["fc1", "fc21", "fc22", "fc3", "fc4"])
 def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in(name):
   params = init_params(make_model(Config()), jax.random.PRNGKey(0))
   fan_in = TORCH_SHAPES[name][1]
   bound = 1 / np.sqrt(fan_in)
   w = np.asarray(params[name]["kernel"], np.float64).ravel()
   b = np.asarray(params[name]["bias"], np.float64)
-  assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
-  # U(-a, a): mean 0, variance a^2/3, fourth central moment a^4/5.
+  # U(-a, a): mean 0, variance a^2/3, fourth central moment a^4/5; weights and biases
+  # alike. The moments are checked within 5 standard errors where there are enough
+  # draws for them to say something (fc21's and fc22's biases have z = 2 entries).
   var = bound**2 / 3
-  se_mean, se_var = np.sqrt(var / w.size), np.sqrt((bound**4 / 5 - var**2) / w.size)
-  assert abs(w.mean()) < 5 * se_mean
-  assert abs(w.var() - var) < 5 * se_var
-  # The biases span the same interval (not zeros, as Flax's default would).
-  assert b.std() > 0.5 * np.sqrt(var)
+  for values in (w, b):
+    assert np.abs(values).max() <= bound
+    if values.size >= 100:
+      se_mean = np.sqrt(var / values.size)
+      se_var = np.sqrt((bound**4 / 5 - var**2) / values.size)
+      assert abs(values.mean()) < 5 * se_mean
+      assert abs(values.var() - var) < 5 * se_var
+  assert np.all(b != 0)  # not zeros, as Flax's default would be
 
 
 def test_flax_init_option_uses_zero_biases():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from vae_jax import Config, data, train
-from vae_jax.experiments import compare, multi
+from vae_jax.experiments import multi
 
 TINY = Config(hidden_dim=32, batch_size=64, epochs=2)
 
@@ -63,9 +63,3 @@ def test_auto_picks_the_faster_strategy_it_measured(tiny_data_dir):
 def test_invalid_strategy_is_refused():
   with pytest.raises(ValueError, match="strategy must be one of"):
     multi.train_many(TINY, [(1, 1e-3)], None, strategy="pmap")
-
-
-def test_settle_epoch():
-  assert compare.settle_epoch([200, 150, 120, 101, 100.5, 100]) == 4  # 101 is within 1% of 100
-  assert compare.settle_epoch([100, 100]) == 1
-  assert compare.settle_epoch([100, 90, 100]) == 3  # left the band at epoch 2, back at 3
