@@ -45,14 +45,38 @@ def test_state_dict_round_trip_and_errors(tmp_path):
     torch_io.params_from_state_dict({**state, "fc1.weight": state["fc1.weight"].T})
 
 
-@pytest.mark.parametrize("z", [2, 20])
-def test_200_adam_steps_match_pytorch(z):
-  steps, batch = 200, 128
+def _blog_run(z):
+  """The blog's PyTorch model (seed 1) and its Adam, as both trajectory tests start."""
   torch.manual_seed(1)
   torch.set_num_threads(2)
   tmodel = BlogVAE(z)
+  return tmodel, torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+
+
+def _batches(z, steps, batch=128):
+  """The (x, eps) of every step, the same for both frameworks, from fixed seeds."""
+  data = _digits(1024, seed=0)
+  rng = np.random.default_rng(1)
+  for _ in range(steps):
+    x = data[rng.choice(len(data), batch, replace=False)]
+    yield x, rng.standard_normal((batch, z)).astype(np.float32)
+
+
+def _torch_backward(tmodel, toptim, x, eps):
+  """The blog's loss on (x, eps) and its gradient in .grad (no optimiser step yet)."""
+  toptim.zero_grad()
+  xt = torch.from_numpy(x)
+  recon, mu, logvar = tmodel(xt, torch.from_numpy(eps))
+  tloss = blog_loss(recon, xt, mu, logvar)
+  tloss.backward()
+  return tloss.item()
+
+
+@pytest.mark.parametrize("z", [2, 20])
+def test_200_adam_steps_match_pytorch(z):
+  steps, batch = 200, 128
+  tmodel, toptim = _blog_run(z)
   params = torch_io.params_from_state_dict(tmodel.state_dict())  # the same initial weights
-  toptim = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
 
   config = Config(latent_dim=z)
   model, optimizer = make_model(config), train.make_optimizer(config)
@@ -65,21 +89,12 @@ def test_200_adam_steps_match_pytorch(z):
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     return train.TrainState(jax.tree.map(jnp.add, state.params, updates), opt_state), loss
 
-  data = _digits(1024, seed=0)
-  rng = np.random.default_rng(1)
   jax_losses, torch_losses = [], []
-  for _ in range(steps):
-    x = data[rng.choice(len(data), batch, replace=False)]  # the same batch for both
-    eps = rng.standard_normal((batch, z)).astype(np.float32)  # and the same eps
+  for x, eps in _batches(z, steps, batch):  # the same batch and eps for both
     state, loss = step(state, x, eps)
     jax_losses.append(float(loss))
-    toptim.zero_grad()
-    xt = torch.from_numpy(x)
-    recon, mu, logvar = tmodel(xt, torch.from_numpy(eps))
-    tloss = blog_loss(recon, xt, mu, logvar)
-    tloss.backward()
+    torch_losses.append(_torch_backward(tmodel, toptim, x, eps))
     toptim.step()
-    torch_losses.append(tloss.item())
 
   jax_losses, torch_losses = np.array(jax_losses), np.array(torch_losses)
   rel = np.abs(jax_losses - torch_losses) / np.abs(torch_losses)
@@ -148,26 +163,15 @@ def test_loss_and_gradients_match_pytorch_at_every_step_of_its_trajectory(z):
   # 1e-4 for a gradient, are far below any real difference: pixels / 256 instead of
   # / 255 moves every gradient by ~4e-3, a KL without its 1/2 by far more.
   steps, batch = 200, 128
-  torch.manual_seed(1)
-  torch.set_num_threads(2)
-  tmodel = BlogVAE(z)
-  toptim = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+  tmodel, toptim = _blog_run(z)
   model = make_model(Config(latent_dim=z))
   grad_fn = jax.jit(jax.value_and_grad(losses.batch_loss, has_aux=True), static_argnums=1)
-  data = _digits(1024, seed=0)
-  rng = np.random.default_rng(1)
   worst_loss, worst_grad = 0.0, {}
-  for _ in range(steps):
-    x = data[rng.choice(len(data), batch, replace=False)]
-    eps = rng.standard_normal((batch, z)).astype(np.float32)
+  for x, eps in _batches(z, steps, batch):
     params = torch_io.params_from_state_dict(tmodel.state_dict())
     (loss, _), grads = grad_fn(params, model, x, eps, jnp.ones(batch))
-    toptim.zero_grad()
-    xt = torch.from_numpy(x)
-    recon, mu, logvar = tmodel(xt, torch.from_numpy(eps))
-    tloss = blog_loss(recon, xt, mu, logvar)
-    tloss.backward()
-    worst_loss = max(worst_loss, abs(float(loss) - tloss.item()) / abs(tloss.item()))
+    tloss = _torch_backward(tmodel, toptim, x, eps)
+    worst_loss = max(worst_loss, abs(float(loss) - tloss) / abs(tloss))
     jgrads = torch_io.state_dict_from_params(grads)
     for k, g in _grads_of(tmodel).items():
       rel = np.linalg.norm(jgrads[k] - g) / np.linalg.norm(g)
