@@ -213,3 +213,25 @@ def test_the_compiled_epoch_keeps_its_contract_over_two_epochs():
     np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5)
   jax.tree.map(lambda a, c: np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-7),
                compiled.params, reference.params)
+
+
+def test_the_epoch_plan_is_the_documented_permutation_and_noise_exactly():
+  # `epoch_plan` is what the compiled epoch and the PyTorch parity test share, so its
+  # contract is checked bit for bit: the order is jax.random.permutation of the first
+  # half of the key (each example once), the last batch is padded with weight-0 rows,
+  # and step s's eps is N(0, I) from the s-th key split from the second half.
+  n, b, z = 300, 64, 3
+  key = train.epoch_key(train.run_keys(0).train, 1)
+  plan = train.epoch_plan(key, num_examples=n, batch_size=b, latent_dim=z)
+  perm_key, eps_key = jax.random.split(key)
+  assert plan.idx.shape == plan.weight.shape == (5, b) and plan.eps.shape == (5, b, z)
+  flat_idx, flat_w = np.asarray(plan.idx).ravel(), np.asarray(plan.weight).ravel()
+  np.testing.assert_array_equal(flat_idx[:n], jax.random.permutation(perm_key, n))
+  np.testing.assert_array_equal(np.sort(flat_idx[flat_w > 0]), np.arange(n))
+  np.testing.assert_array_equal(flat_w, np.arange(5 * b) < n)
+  for s, step_key in enumerate(jax.random.split(eps_key, 5)):
+    np.testing.assert_array_equal(plan.eps[s], jax.random.normal(step_key, (b, z)))
+  assert len({float(e[0, 0]) for e in plan.eps}) == 5  # every step its own noise
+  other = train.epoch_plan(train.epoch_key(train.run_keys(0).train, 2), num_examples=n,
+                           batch_size=b, latent_dim=z)
+  assert not np.array_equal(plan.idx, other.idx)  # a new order each epoch

@@ -49,36 +49,73 @@ def create_state(model: VAE, optimizer, key: jax.Array) -> TrainState:
   return TrainState(params, optimizer.init(params))
 
 
+class EpochPlan(NamedTuple):
+  """Everything random in one epoch: which examples each step sees, and its noise."""
+  idx: jax.Array     # int32 [steps, B]: example indices (padding rows point at example 0)
+  weight: jax.Array  # float32 [steps, B]: 1 for a real example, 0 for padding
+  eps: jax.Array     # float32 [steps, B, z]: the N(0, I) noise of every step
+
+
+def epoch_plan(key: jax.Array, *, num_examples: int, batch_size: int,
+               latent_dim: int) -> EpochPlan:
+  """The blog's DataLoader(shuffle=True) order and every step's eps, from one key.
+
+  The examples are taken in the order of `jax.random.permutation` of the first
+  half of `key`, `batch_size` at a time; the last, partial batch is padded with
+  weight-0 rows. Step s draws its eps from the s-th of `steps` keys split from
+  the second half.
+  """
+  steps = math.ceil(num_examples / batch_size)
+  padded = steps * batch_size
+  perm_key, eps_key = jax.random.split(key)
+  perm = jax.random.permutation(perm_key, num_examples)              # [N]
+  idx = jnp.zeros(padded, perm.dtype).at[:num_examples].set(perm)    # [steps * B]
+  weight = (jnp.arange(padded) < num_examples).astype(jnp.float32)   # [steps * B]
+  eps = jax.vmap(lambda k: jax.random.normal(k, (batch_size, latent_dim)))(
+      jax.random.split(eps_key, steps))                               # [steps, B, z]
+  return EpochPlan(idx.reshape(steps, batch_size), weight.reshape(steps, batch_size), eps)
+
+
+def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
+  """Returns `train_steps(state, images_u8, plan) -> (state, Metrics of [steps])`.
+
+  The Adam steps of one epoch, in the order `plan` gives: step s trains on
+  `images_u8[plan.idx[s]] / 255` with noise `plan.eps[s]` and weights
+  `plan.weight[s]`, and returns that step's sums. This is the seam the PyTorch
+  parity test drives with a plan of its own; `make_train_epoch` calls it with
+  `epoch_plan(key)`.
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def train_steps(state: TrainState, images_u8: jax.Array, plan: EpochPlan):
+    def train_step(state: TrainState, batch):
+      idx, weight, eps = batch                                    # [B], [B], [B, z]
+      x = to_inputs(images_u8[idx])                               # [B, 784]
+      (_, sums), grads = grad_fn(state.params, model, x, eps, weight)
+      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+      return TrainState(optax.apply_updates(state.params, updates), opt_state), sums
+
+    return jax.lax.scan(train_step, state, tuple(plan))
+
+  return train_steps
+
+
 def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
                      loss_fn=losses.batch_loss):
   """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
-  shuffle and every eps from `key`; Metrics are sums over the epoch of the
-  training-mode loss (sampled z), as the blog's `train_loss`. `loss_fn` has
+  shuffle and every eps from `key` (`epoch_plan`) and runs its steps
+  (`make_train_steps`); Metrics are sums over the epoch of the training-mode
+  loss (sampled z), as the blog's `train_loss`. `loss_fn` has
   `losses.batch_loss`'s signature (the gradient-flow study swaps in variants).
   """
-  steps = math.ceil(num_examples / batch_size)
-  padded = steps * batch_size
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  train_steps = make_train_steps(model, optimizer, loss_fn)
 
   def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array):
-    perm_key, eps_key = jax.random.split(key)
-    perm = jax.random.permutation(perm_key, num_examples)              # [N]
-    idx = jnp.zeros(padded, perm.dtype).at[:num_examples].set(perm)    # [steps * B]
-    weight = (jnp.arange(padded) < num_examples).astype(jnp.float32)   # [steps * B]
-
-    def train_step(state: TrainState, batch):
-      idx, weight, key = batch                                      # [B], [B], key
-      x = to_inputs(images_u8[idx])                                 # [B, 784]
-      eps = jax.random.normal(key, (batch_size, model.latent_dim))  # [B, z]
-      (_, sums), grads = grad_fn(state.params, model, x, eps, weight)
-      updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-      return TrainState(optax.apply_updates(state.params, updates), opt_state), sums
-
-    batches = (idx.reshape(steps, batch_size), weight.reshape(steps, batch_size),
-               jax.random.split(eps_key, steps))
-    state, sums = jax.lax.scan(train_step, state, batches)  # sums: Metrics of [steps]
+    plan = epoch_plan(key, num_examples=num_examples, batch_size=batch_size,
+                      latent_dim=model.latent_dim)
+    state, sums = train_steps(state, images_u8, plan)  # sums: Metrics of [steps]
     return state, Metrics(*(s.sum() for s in sums))
 
   return train_epoch
