@@ -112,6 +112,29 @@ def test_study_experiments_run_under_small_limits_and_redraw(tiny_data_dir, tmp_
   for name in names:
     assert (out / f"{name}.png").stat().st_size > 10_000
     (out / f"{name}.png").unlink()
+  # Each finding's direction, even this small (synthetic images, a step or two).
+  result = {name: json.loads((out / f"{name}.json").read_text()) for name in names}
+  for z, runs in ((k, v) for k, v in result["scalar_eps"].items() if k != "seconds"):
+    # One shared eps puts z on a line: latent dimensions perfectly correlated, and the
+    # smoothed KL grows without bound as the smoothing shrinks.
+    assert runs["scalar_eps"]["posterior_corr_abs_offdiag_mean"] > 0.999, z
+    assert runs["reparam"]["posterior_corr_abs_offdiag_mean"] < 0.5, z
+    assert runs["scalar_eps"]["true_kl"] == "inf"
+    kl = list(runs["scalar_eps"]["kl_with_isotropic_noise_delta"].values())  # delta falling
+    assert kl == sorted(kl) and kl[-1] > kl[0] + 1, (z, kl)
+  param = result["parameterisation"]
+  assert param["summary"]["logvar"]["nan_rate"] == 0  # every logvar run stays finite
+  # Near v = 0 the raw variance's KL gradient dwarfs logvar's, which stays below 1/2.
+  scale = param["gradient_scale"]
+  assert max(scale["logvar"]["dkl_dh"]) <= 0.5 < 1e3 < max(scale["raw_var"]["dkl_dh"])
+  for stage in ("init", "trained"):
+    # Score function > with a baseline > pathwise at every n, on the VAE's outputs
+    # and on its weights.
+    for curves in (result["variance"]["vae_output"][stage],
+                   result["variance"]["vae_weights"][stage]):
+      for sf, base, path in zip(curves["score function"], curves["score function + baseline"],
+                                curves["pathwise"]):
+        assert sf > base > path, (stage, sf, base, path)
   assert cli.main(["study", "--redraw", "--out", str(out)]) == 0
   assert sorted(p.stem for p in out.glob("*.png")) == sorted(names)
 
@@ -137,6 +160,7 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
 
 SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare",
            "gradient_study.py": "study"}
+OWN_PARSER = {"mutation_check.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 
@@ -160,7 +184,7 @@ def documented_commands() -> list[tuple[str, list[str]]]:
           args = [a for w in words if w.startswith("ARGS=") for a in shlex.split(w[5:])]
           words = [make] + (["--workdir", workdir] if make == "train" else []) + args
         elif script:
-          words = [SCRIPTS[script]] + words
+          words = [SCRIPTS.get(script, script)] + words
         if (not words or any(c in w for w in words for c in ("<", "...", "{"))
             or line[m.end():m.end() + 2] == " |"):
           continue  # a placeholder (`vae-jax <command>`, `train ...`, `{name}`) or a list of names
@@ -175,6 +199,10 @@ def test_the_documentation_shows_commands():
 
 @pytest.mark.parametrize("where, argv", documented_commands(), ids=lambda v: str(v))
 def test_documented_command_parses(where, argv):
+  if argv[0] in OWN_PARSER:
+    module = _script_module(argv[0])
+    module.parse_args(argv[1:])  # exits 2 on a broken example
+    return
   parser = cli.build_parser()
   try:
     args, extra = parser.parse_known_args(argv)
@@ -183,6 +211,18 @@ def test_documented_command_parses(where, argv):
     return
   assert not extra, f"{where}: {' '.join(argv)}: unrecognized {extra}"
   cli.config_from_args(args)  # and its values make a valid Config
+
+
+def _script_module(name):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(name[:-3], ROOT / "scripts" / name)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_scripts_are_either_subcommands_or_have_their_own_parser():
+  assert {p.name for p in (ROOT / "scripts").glob("*.py")} == set(SCRIPTS) | OWN_PARSER
 
 
 CHEAP = ("train", "export", "evaluate", "data", "bench")  # in an order that feeds each the next

@@ -102,3 +102,52 @@ def test_smoke_run_writes_json_and_figures(tmp_path):
   assert flow["history"][0]["kl/fc4"] == 0.0 and flow["history"][0]["recon/fc4"] > 0
   with pytest.raises(ValueError, match="unknown experiment"):
     study.run(tmp_path, ["nope"], d=d)
+
+
+# The report's gradient-scale table (variants.gradient_scale_at) and the variance split.
+
+
+def test_gradient_scale_table_matches_float64_autodiff_and_the_hand_values():
+  # Hand values at v = 1e-4 (std = 0.01, dKL/dv = (1 - 1/v)/2 = -4999.5):
+  hand = {"logvar": (-0.49995, 0.005),                   # (v - 1)/2, std/2
+          "softplus_var": (-4999.5 * -np.expm1(-1e-4),   # dv/dh = 1 - e^-v
+                           -np.expm1(-1e-4) / 0.02),
+          "raw_std": (-99.99, 1.0),                       # dKL/dv 2 std, 1
+          "raw_var": (-4999.5, 50.0)}                     # dKL/dv, 1/(2 std)
+  table = variants.gradient_scale_at(1e-4)
+  for param, (dkl, dstd) in hand.items():
+    np.testing.assert_allclose(table[param]["dkl_dh"], dkl, rtol=1e-12)
+    np.testing.assert_allclose(table[param]["dstd_dh"], dstd, rtol=1e-12)
+  np.testing.assert_allclose(table["softplus_var"]["dkl_dh"], -0.499925, rtol=1e-8)
+
+  with jax.enable_x64(True):  # float64: float32 cannot hold h = v - 1 near v = 0
+    for v in (1e-6, 1e-4, 1e-2, 0.5, 3.0):
+      heads = {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
+               "raw_std": np.sqrt(v) - 1.0}
+      table = variants.gradient_scale_at(v)
+      for param, h in heads.items():
+        def kl(hh, param=param):
+          var, _ = variants.variance_and_std(hh, param)
+          return -0.5 * (1 + jnp.log(var) - var)
+        def std(hh, param=param):
+          return variants.variance_and_std(hh, param)[1]
+        h = jnp.asarray(h, jnp.float64)
+        np.testing.assert_allclose(float(jax.grad(kl)(h)), table[param]["dkl_dh"], rtol=1e-8)
+        np.testing.assert_allclose(float(jax.grad(std)(h)), table[param]["dstd_dh"], rtol=1e-8)
+        np.testing.assert_allclose(float(jax.grad(lambda hh, p=param:
+                                                  variants.variance_and_std(hh, p)[0])(h)),
+                                   table[param]["dv_dh"], rtol=1e-8)
+
+
+def test_variance_curve_splits_the_average_by_group():
+  scale = jnp.array([1.0, 2.0, 3.0, 4.0])
+  def estimate(k, n):
+    return jax.random.normal(k, (4,)) * scale / jnp.sqrt(n)
+  key, ns = jax.random.PRNGKey(0), [2, 8]
+  groups = {"a": np.array([True, True, False, False]), "b": np.array([False, False, True, True])}
+  plain = study._variance_curve(estimate, ns, 50, key)
+  total, split = study._variance_curve(estimate, ns, 50, key, groups)
+  assert total == plain  # the overall average is unchanged by asking for groups
+  np.testing.assert_allclose(total, [(u + v) / 2 for u, v in zip(split["a"], split["b"])],
+                             rtol=1e-6)
+  assert all(u < v for u, v in zip(split["a"], split["b"]))

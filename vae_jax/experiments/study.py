@@ -55,14 +55,21 @@ def _encode(config, params, x_u8):
 # 1. Estimator variance versus number of samples.
 
 
-def _variance_curve(estimate, ns, repeats, key):
-  """Per-parameter variance (averaged over parameters) of estimate(key, n) over repeats."""
-  out = []
+def _variance_curve(estimate, ns, repeats, key, groups=None):
+  """Per-parameter variance (averaged over parameters) of estimate(key, n) over repeats.
+
+  With `groups` ({name: boolean mask [P]}) also returns {name: the same averaged over
+  that group's parameters only}.
+  """
+  out, by_group = [], {name: [] for name in groups or {}}
   for n in ns:
     keys = jax.random.split(jax.random.fold_in(key, n), repeats)
     g = jax.vmap(lambda k: estimate(k, n))(keys)          # [repeats, P]
-    out.append(float(jnp.mean(jnp.var(g, axis=0))))
-  return out
+    var = jnp.var(g, axis=0)                              # [P]
+    out.append(float(jnp.mean(var)))
+    for name, mask in (groups or {}).items():
+      by_group[name].append(float(jnp.mean(var[mask])))
+  return (out, by_group) if groups is not None else out
 
 
 def compute_variance(d: DeviceData, quick: bool = False):
@@ -92,10 +99,14 @@ def compute_variance(d: DeviceData, quick: bool = False):
   x = data.to_inputs(d.x_test[:8])                          # [8, 784]
   for stage, params in (("init", init), ("trained", trained)):
     mu_x, lv_x = model.apply({"params": params}, x, method=VAE.encode)  # [8, 2]
+    z_dim = mu_x.shape[1]
+    # Each image's estimate is [mu (z), logvar (z)]: the two kinds of component apart.
+    is_mu = np.tile(np.arange(2 * z_dim) < z_dim, len(x))
+    components = {"mu": is_mu, "logvar": ~is_mu}
     def recon(z, xi):
       return losses.bernoulli_nll(model.apply({"params": params}, z[None], method=VAE.decode),
                                   xi[None])[0]
-    curves = {}
+    curves, by_component = {}, {c: {} for c in components}
     out_repeats = max(2, repeats // 2)  # each repeat decodes 8 x n latent codes
     for name, est in estimators.ESTIMATORS.items():
       def one(k, n, est=est):
@@ -103,8 +114,14 @@ def compute_variance(d: DeviceData, quick: bool = False):
         es = jax.vmap(lambda m, lv, xi, kk: flat(est(lambda z: recon(z, xi), m, lv, kk, n)))(
             mu_x, lv_x, x, ks)
         return es.ravel()
-      curves[name] = _variance_curve(jax.jit(one, static_argnums=1), ns, out_repeats, key)
-    result["vae_output"][stage] = {"repeats": out_repeats, **curves}
+      curves[name], split = _variance_curve(jax.jit(one, static_argnums=1), ns, out_repeats,
+                                            key, components)
+      for c in components:
+        by_component[c][name] = split[c]
+    result["vae_output"][stage] = {
+        "repeats": out_repeats, **curves, "by_component": by_component,
+        "posterior_var": {"mean": float(jnp.mean(jnp.exp(lv_x))),
+                          "median": float(jnp.median(jnp.exp(lv_x)))}}
 
     # Encoder weights: the estimators' surrogate losses, differentiated wrt fc1, fc21, fc22.
     enc = {k_: params[k_] for k_ in ("fc1", "fc21", "fc22")}
@@ -113,13 +130,21 @@ def compute_variance(d: DeviceData, quick: bool = False):
     def weight_grad(k, n, kind):
       g = estimators.encoder_weight_gradient(kind, encode, per_image, enc, k, n)
       return jnp.concatenate([v.ravel() for v in jax.tree.leaves(g)])
-    wcurves = {}
+    # Each flat gradient entry's layer, in the flat gradient's (jax.tree.leaves') order.
+    layer_of = np.concatenate(jax.tree.leaves(
+        {layer: jax.tree.map(lambda v, i=i: np.full(v.size, i), enc[layer])
+         for i, layer in enumerate(enc)}))
+    layers = {layer: layer_of == i for i, layer in enumerate(enc)}
+    wcurves, by_layer = {}, {layer: {} for layer in enc}
     w_ns = ns[:4]
     w_repeats = min(repeats, 10 if quick else 30)
     for name in estimators.ESTIMATORS:
       fn = jax.jit(lambda k, n, kind=name: weight_grad(k, n, kind), static_argnums=1)
-      wcurves[name] = _variance_curve(fn, w_ns, w_repeats, key)
-    result["vae_weights"][stage] = {"ns": w_ns, "repeats": w_repeats, **wcurves}
+      wcurves[name], split = _variance_curve(fn, w_ns, w_repeats, key, layers)
+      for layer in enc:
+        by_layer[layer][name] = split[layer]
+    result["vae_weights"][stage] = {"ns": w_ns, "repeats": w_repeats, **wcurves,
+                                    "by_layer": by_layer}
   return result, {}
 
 
@@ -287,6 +312,8 @@ def compute_parameterisation(d: DeviceData, quick: bool = False):
   scale = {param: {"dkl_dh": np.abs(g[0]).tolist(), "dstd_dh": np.abs(g[1]).tolist()}
            for param, g in variants.gradient_scale(v).items()}
   result["gradient_scale"] = {"variance": v.tolist(), **scale}
+  # The report's table: the same closed forms, signed, at exactly v = 1e-4.
+  result["gradient_scale_table"] = {"variance": 1e-4, **variants.gradient_scale_at(1e-4)}
   # What variances a trained blog model actually uses (z = 2 and 20, short runs).
   used = {}
   for z in (2, 20):

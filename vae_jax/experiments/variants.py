@@ -19,7 +19,8 @@ The KL is the analytic one for whatever variance results, -1/2 sum(1 + log var -
 a non-positive raw variance makes log var (and sqrt) NaN, and the run is lost.
 
 Closed forms the study compares these against: `gradient_scale` (how the KL's and
-std's gradients scale with the variance under each parameterisation) and
+std's gradients scale with the variance under each parameterisation; `gradient_scale_at`
+gives them at one variance, as the report's table does) and
 `kl_rank_one_plus_noise` (the KL of the scalar-eps posterior, regularised).
 """
 
@@ -87,9 +88,26 @@ def gradient_scale(v: np.ndarray) -> dict:
   """
   dk_dv = 0.5 * (1 - 1 / v)
   std = np.sqrt(v)
-  dv_dh = {"logvar": v, "softplus_var": -np.expm1(-v), "raw_var": np.ones_like(v),
-           "raw_std": 2 * std}
-  return {p: (dk_dv * dv, dv / (2 * std)) for p, dv in dv_dh.items()}
+  return {p: (dk_dv * dv, dv / (2 * std)) for p, dv in _dv_dh(v).items()}
+
+
+def _dv_dh(v: np.ndarray) -> dict:
+  return {"logvar": v, "softplus_var": -np.expm1(-v), "raw_var": np.ones_like(v),
+          "raw_std": 2 * np.sqrt(v)}
+
+
+def gradient_scale_at(v: float) -> dict:
+  """The table of docs/gradient_flow.md at one variance v: for each parameterisation,
+  {"dv_dh", "dkl_dh", "dstd_dh"} as signed floats (`gradient_scale`'s closed forms).
+
+  At v = 1e-4: dKL/dh = (v - 1)/2 = -0.49995 for logvar, -4999.5 * (1 - e^-v) for
+  softplus, (1 - 1/v) std = -99.99 for raw std, (1 - 1/v)/2 = -4999.5 for raw variance;
+  d std/dh = std/2 = 0.005, (1 - e^-v)/(2 std), 1 and 1/(2 std) = 50.
+  """
+  va = np.array([float(v)])
+  dv_dh = _dv_dh(va)
+  return {p: {"dv_dh": float(dv_dh[p][0]), "dkl_dh": float(g[0][0]), "dstd_dh": float(g[1][0])}
+          for p, g in gradient_scale(va).items()}
 
 
 def kl_rank_one_plus_noise(mu, std, delta):

@@ -1,0 +1,191 @@
+"""Mutation check: small bugs put into a copy of the package; the tests must fail on each.
+
+  python scripts/mutation_check.py                 # every mutant (about 30 min on 2 cores)
+  python scripts/mutation_check.py --only kl_half  # one, by name
+  python scripts/mutation_check.py --list          # the mutants and what each breaks
+
+A test suite earns trust by failing. Each mutant below is one plausible bug in the
+lesson's code (the model, the losses, the training loop, the data scaling, the
+optimiser and its set-up). For each, the repository is copied to a temporary
+directory, the one edit is made there, and the tests that cover that code run
+against the copy (`pytest -x`: the first failure kills the mutant). A mutant that
+no test kills "survives"; each survivor is either killed by a new test or shown to
+be equivalent (the same numbers for every input), and the list says which.
+Prints one line per mutant and the score: killed / (all - equivalent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_train.py",
+         "tests/test_parity.py", "tests/test_bench.py", "tests/test_multi.py",
+         "tests/test_learning.py"]
+
+
+class Mutant(NamedTuple):
+  name: str
+  path: str         # file in the repository
+  old: str          # text that occurs exactly once in it
+  new: str
+  bug: str          # what it breaks, in words
+  equivalent: str = ""  # why it cannot change any number, if it cannot
+
+
+MUTANTS = [
+    # The model.
+    Mutant("init_bound_fan", "vae_jax/model.py", "bound = 1.0 / jnp.sqrt(fan_in)",
+           "bound = 1.0 / fan_in", "init bound 1/fan_in instead of 1/sqrt(fan_in)"),
+    Mutant("init_one_sided", "vae_jax/model.py", "uniform(key, shape, dtype, -bound, bound)",
+           "uniform(key, shape, dtype, 0.0, bound)", "init U(0, b) instead of U(-b, b)"),
+    Mutant("bias_zero", "vae_jax/model.py", "kernel_init=i, bias_init=i,", "kernel_init=i,",
+           "biases start at zero (Flax's default), not PyTorch's U(-b, b)"),
+    Mutant("fc3_fan_in", "vae_jax/model.py",
+           'self._dense(self.hidden_dim, self.latent_dim, "fc3")',
+           'self._dense(self.hidden_dim, self.hidden_dim, "fc3")', "fc3's init uses fan-in 512"),
+    Mutant("fc4_fan_in", "vae_jax/model.py", 'self._dense(self.data_dim, self.hidden_dim, "fc4")',
+           'self._dense(self.data_dim, self.data_dim, "fc4")', "fc4's init uses fan-in 784"),
+    Mutant("reparam_std", "vae_jax/model.py", "mu + jnp.exp(0.5 * logvar) * eps",
+           "mu + jnp.exp(logvar) * eps", "z = mu + sigma^2 eps (no square root)"),
+    Mutant("reparam_sign", "vae_jax/model.py", "mu + jnp.exp(0.5 * logvar) * eps",
+           "mu - jnp.exp(0.5 * logvar) * eps", "z = mu - sigma eps (same law, other eps)"),
+    Mutant("encoder_no_relu", "vae_jax/model.py", "h = nn.relu(self.fc1(x))", "h = self.fc1(x)",
+           "encoder without its ReLU"),
+    Mutant("decoder_no_relu", "vae_jax/model.py", "h = nn.relu(self.fc3(z))", "h = self.fc3(z)",
+           "decoder without its ReLU"),
+    Mutant("heads_swapped", "vae_jax/model.py", "return self.fc21(h), self.fc22(h)",
+           "return self.fc22(h), self.fc21(h)", "fc21 read as logvar, fc22 as mu"),
+    Mutant("eval_samples", "vae_jax/model.py", "z = mu if eps is None else",
+           "z = mu + jnp.exp(0.5 * logvar) if eps is None else",
+           "eval mode decodes mu + sigma, not mu"),
+    # The losses.
+    Mutant("kl_half", "vae_jax/losses.py", "return -0.5 * jnp.sum(1.0 + logvar",
+           "return -1.0 * jnp.sum(1.0 + logvar", "KL without its 1/2"),
+    Mutant("kl_mu_square", "vae_jax/losses.py", "logvar - mu**2 -", "logvar - mu -",
+           "KL with mu instead of mu^2"),
+    Mutant("kl_exp", "vae_jax/losses.py", "- jnp.exp(logvar), axis=-1)",
+           "- jnp.exp(0.5 * logvar), axis=-1)", "KL with sigma instead of sigma^2"),
+    Mutant("kl_constant", "vae_jax/losses.py", "-0.5 * jnp.sum(1.0 + logvar",
+           "-0.5 * jnp.sum(0.0 + logvar", "KL without its constant 1 (gradients unchanged)"),
+    Mutant("kl_mean", "vae_jax/losses.py", "- jnp.exp(logvar), axis=-1)",
+           "- jnp.exp(logvar), axis=-1) / mu.shape[-1]", "KL averaged over z, not summed"),
+    Mutant("bce_mean", "vae_jax/losses.py", "sigmoid_binary_cross_entropy(logits, x).sum(axis=-1)",
+           "sigmoid_binary_cross_entropy(logits, x).mean(axis=-1)", "BCE averaged over pixels"),
+    Mutant("bce_swapped", "vae_jax/losses.py", "sigmoid_binary_cross_entropy(logits, x)",
+           "sigmoid_binary_cross_entropy(x, logits)", "BCE with logits and targets swapped"),
+    Mutant("elbo_sign", "vae_jax/losses.py", "LossTerms(recon, kl, recon + kl)",
+           "LossTerms(recon, kl, recon - kl)", "loss = recon - KL"),
+    Mutant("padding_weight", "vae_jax/losses.py", "jnp.sum(weight * t)", "jnp.sum(t)",
+           "padding rows counted"),
+    Mutant("batch_mean", "vae_jax/losses.py", "jnp.sum(weight * t)", "jnp.mean(weight * t)",
+           "batch loss averaged, not summed (Adam sees a scaled gradient)"),
+    # The data and the training loop.
+    Mutant("pixels_256", "vae_jax/data.py", "astype(jnp.float32) / 255.0",
+           "astype(jnp.float32) / 256.0", "pixels / 256"),
+    Mutant("no_shuffle", "vae_jax/train.py", "perm = jax.random.permutation(perm_key, num_examples)",
+           "perm = jnp.arange(num_examples)", "the epoch never shuffles"),
+    Mutant("one_eps_key", "vae_jax/train.py", "jax.random.split(eps_key, steps))",
+           "jnp.stack([eps_key] * steps))", "every step draws the same eps"),
+    Mutant("padding_mask", "vae_jax/train.py", "(jnp.arange(padded) < num_examples)",
+           "(jnp.arange(padded) <= num_examples)", "one padding row gets weight 1"),
+    Mutant("same_epoch_key", "vae_jax/train.py", "return jax.random.fold_in(train_key, epoch)",
+           "return jax.random.fold_in(train_key, 0)", "every epoch the same shuffle and eps"),
+    Mutant("shared_keys", "vae_jax/train.py",
+           "return RunKeys(*jax.random.split(jax.random.PRNGKey(seed), 3))",
+           "return RunKeys(*[jax.random.PRNGKey(seed)] * 3)", "init, train and sample share a key"),
+    Mutant("seed_ignored", "vae_jax/train.py", "params = init_params(model, key)",
+           "params = init_params(model, jax.random.PRNGKey(0))", "the seed does not reach the init"),
+    Mutant("eval_noise", "vae_jax/train.py", "eps = jnp.zeros((len(x), model.latent_dim))",
+           "eps = jnp.ones((len(x), model.latent_dim))", "evaluation with z = mu + sigma"),
+    Mutant("ascent", "vae_jax/train.py", "optax.apply_updates(state.params, updates)",
+           "jax.tree.map(jnp.subtract, state.params, updates)", "the step climbs the loss"),
+    Mutant("row_divisor", "vae_jax/train.py", "float(v) / n_train for k, v in train_sums",
+           "float(v) / n_test for k, v in train_sums", "train loss per image uses the test size"),
+    # The optimiser and the set-up.
+    Mutant("adam_b2", "vae_jax/train.py", "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)",
+           "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate, b2=0.99)",
+           "Adam's beta2 0.99"),
+    Mutant("adam_b1", "vae_jax/train.py", "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)",
+           "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate, b1=0.8)",
+           "Adam's beta1 0.8"),
+    Mutant("adam_eps", "vae_jax/train.py", "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)",
+           "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate, eps=1e-6)",
+           "Adam's eps 1e-6"),
+    Mutant("adamw", "vae_jax/train.py", "optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)",
+           "optax.inject_hyperparams(optax.adamw)(learning_rate=config.learning_rate)",
+           "AdamW (weight decay 1e-4), not Adam"),
+    Mutant("lr_default", "vae_jax/config.py", "learning_rate: float = 1e-3",
+           "learning_rate: float = 2e-3", "default learning rate 2e-3"),
+    Mutant("batch_default", "vae_jax/config.py", "batch_size: int = 128", "batch_size: int = 100",
+           "default batch size 100"),
+]
+
+
+def run_one(m: Mutant, tests: list[str], python: str) -> tuple[bool, str, float]:
+  """(killed, the first failing test or "", seconds) for mutant `m`."""
+  with tempfile.TemporaryDirectory(prefix=f"mutant_{m.name}_") as tmp:
+    copy = Path(tmp) / "repo"
+    shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "runs", "results", ".cache", "__pycache__", "*.egg-info"))
+    target = copy / m.path
+    text = target.read_text()
+    if text.count(m.old) != 1:
+      raise SystemExit(f"mutant {m.name}: {m.old!r} occurs {text.count(m.old)} times in {m.path}")
+    target.write_text(text.replace(m.old, m.new))
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    t0 = time.perf_counter()
+    proc = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                          cwd=copy, env=env, capture_output=True, text=True)
+    failed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    if proc.returncode not in (0, 1):
+      raise SystemExit(f"mutant {m.name}: pytest exited {proc.returncode}\n{proc.stdout[-2000:]}")
+    return proc.returncode == 1, (failed[0] if failed else ""), time.perf_counter() - t0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
+  parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+  args = parser.parse_args(argv)
+  unknown = sorted(set(args.only or ()) - {m.name for m in MUTANTS})
+  if unknown:
+    parser.error(f"unknown mutant(s) {unknown}; --list shows them")
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  if args.list:
+    for m in MUTANTS:
+      print(f"{m.name:16s} {m.path:18s} {m.bug}")
+    return 0
+  chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+  killed = equivalent = 0
+  survivors = []
+  for m in chosen:
+    if m.equivalent:
+      equivalent += 1
+      print(f"{m.name:16s} equivalent: {m.equivalent}", flush=True)
+      continue
+    dead, by, seconds = run_one(m, TESTS, sys.executable)
+    killed += dead
+    if not dead:
+      survivors.append(m.name)
+    print(f"{m.name:16s} {'killed by ' + by if dead else 'SURVIVED'} ({seconds:.0f} s)", flush=True)
+  scored = len(chosen) - equivalent
+  print(f"\nscore: {killed} / {scored} killed ({equivalent} equivalent, not scored)"
+        + (f"; survivors: {', '.join(survivors)}" if survivors else ""))
+  return 0 if not survivors else 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())
