@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_train.py",
-         "tests/test_parity.py", "tests/test_bench.py", "tests/test_multi.py",
+# The tests that cover the mutated code, quick and strict ones first (-x stops at the
+# first failure).
+TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_parity.py",
+         "tests/test_train.py", "tests/test_bench.py", "tests/test_multi.py",
          "tests/test_learning.py"]
 
 
@@ -130,6 +132,9 @@ MUTANTS = [
 ]
 
 
+UNMUTATED = Mutant("unmutated", "vae_jax/model.py", '"""', '"""', "nothing: the copy as it is")
+
+
 def run_one(m: Mutant, tests: list[str], python: str) -> tuple[bool, str, float]:
   """(killed, the first failing test or "", seconds) for mutant `m`."""
   with tempfile.TemporaryDirectory(prefix=f"mutant_{m.name}_") as tmp:
@@ -138,7 +143,7 @@ def run_one(m: Mutant, tests: list[str], python: str) -> tuple[bool, str, float]
         ".venv", ".git", "runs", "results", ".cache", "__pycache__", "*.egg-info"))
     target = copy / m.path
     text = target.read_text()
-    if text.count(m.old) != 1:
+    if m is not UNMUTATED and text.count(m.old) != 1:
       raise SystemExit(f"mutant {m.name}: {m.old!r} occurs {text.count(m.old)} times in {m.path}")
     target.write_text(text.replace(m.old, m.new))
     env = {**os.environ, "PYTHONPATH": str(copy)}
@@ -155,6 +160,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--only", nargs="+", metavar="NAME", help="run these mutants only")
   parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+  parser.add_argument("--skip-unmutated", action="store_true",
+                      help="skip the first run, of the copy with no mutation (it must pass)")
   args = parser.parse_args(argv)
   unknown = sorted(set(args.only or ()) - {m.name for m in MUTANTS})
   if unknown:
@@ -169,6 +176,12 @@ def main(argv=None) -> int:
       print(f"{m.name:16s} {m.path:18s} {m.bug}")
     return 0
   chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+  if not args.skip_unmutated:  # a failure here would make every kill meaningless
+    failed, by, seconds = run_one(UNMUTATED, TESTS, sys.executable)
+    if failed:
+      print(f"the unmutated copy fails {by}: fix that first")
+      return 2
+    print(f"{'unmutated':16s} passes ({seconds:.0f} s)", flush=True)
   killed = equivalent = 0
   survivors = []
   for m in chosen:

@@ -64,19 +64,25 @@ def test_invalid_variant_names_are_refused():
 
 
 def test_gradient_scale_closed_forms_match_autodiff():
+  # In float64: both sides are a few operations on the same v, so they agree to a few
+  # ulp (measured at most 5e-15 relative); rtol 1e-12. (In float32 the head h = v - 1
+  # or sqrt(v) - 1 near v = 1e-3 keeps only ~1e-4 of v's digits, which is why the
+  # bound used to be 2e-3.) A wrong factor of 2 or a missing chain-rule term misses
+  # by far more.
   v = np.logspace(-3, 0, 7)
   closed = variants.gradient_scale(v)
   heads = {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
            "raw_std": np.sqrt(v) - 1.0}
-  for param, h in heads.items():
-    def kl(hh):
-      var, _ = variants.variance_and_std(hh, param)
-      return -0.5 * (1 + jnp.log(var) - var)
-    def std(hh):
-      return variants.variance_and_std(hh, param)[1]
-    h = jnp.asarray(h, jnp.float32)
-    np.testing.assert_allclose(jax.vmap(jax.grad(kl))(h), closed[param][0], rtol=2e-3)
-    np.testing.assert_allclose(jax.vmap(jax.grad(std))(h), closed[param][1], rtol=2e-3)
+  with jax.enable_x64(True):
+    for param, h in heads.items():
+      def kl(hh, param=param):
+        var, _ = variants.variance_and_std(hh, param)
+        return -0.5 * (1 + jnp.log(var) - var)
+      def std(hh, param=param):
+        return variants.variance_and_std(hh, param)[1]
+      h = jnp.asarray(h, jnp.float64)
+      np.testing.assert_allclose(jax.vmap(jax.grad(kl))(h), closed[param][0], rtol=1e-12)
+      np.testing.assert_allclose(jax.vmap(jax.grad(std))(h), closed[param][1], rtol=1e-12)
 
 
 def test_kl_of_rank_one_posterior_plus_noise_matches_the_matrix_formula():
