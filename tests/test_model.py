@@ -102,3 +102,13 @@ def test_reparameterize_is_finite_for_extreme_logvar(logvar):
   g = jax.grad(lambda l: reparameterize(jnp.array([1.0]), l, jnp.array([0.5])).sum())(
       jnp.array([logvar]))
   assert np.all(np.isfinite(g))
+
+
+def test_the_defaults_are_the_blogs_run():
+  # The post: batch_size = 128, num_epochs = 100, seed = 1, Adam(lr=1e-3), 784-512-z with
+  # z = 2 for its main run (`vae_2`), reconstructions at epochs 10 and 100, ToTensor inputs.
+  c = Config()
+  assert (c.latent_dim, c.hidden_dim, c.batch_size, c.epochs, c.learning_rate, c.seed) == (
+      2, 512, 128, 100, 1e-3, 1)
+  assert c.init == "torch" and c.train_limit is None and c.test_limit is None
+  assert make_model(c).data_dim == 784

@@ -273,3 +273,36 @@ def test_evaluation_decodes_the_mean_and_sums_the_blogs_loss():
   # mu + sigma instead of mu moves the loss by several nats a image.
   np.testing.assert_allclose([got.recon, got.kl, got.loss],
                              [want.recon.sum(), want.kl.sum(), want.loss.sum()], rtol=1e-6)
+
+
+def test_a_run_has_three_independent_keys_from_its_seed():
+  # Init, training and the prior samples each get their own key, split from the seed
+  # (a key used twice correlates two streams that should be independent), and the
+  # seed really reaches the initial weights.
+  keys = train.run_keys(1)
+  np.testing.assert_array_equal(np.stack(keys), jax.random.split(jax.random.PRNGKey(1), 3))
+  assert len({tuple(np.asarray(k).tolist()) for k in keys}) == 3
+  config = Config(hidden_dim=16)
+  first = train.setup(config).state.params["fc1"]["kernel"]
+  again = train.setup(config).state.params["fc1"]["kernel"]
+  other = train.setup(config.replace(seed=2)).state.params["fc1"]["kernel"]
+  np.testing.assert_array_equal(first, again)
+  assert not np.array_equal(first, other)
+
+
+def test_the_history_gives_each_loss_per_image_of_its_own_split():
+  # 300 training and 100 test images: the train loss is the epoch's sum / 300 (the
+  # plain loop above gives the sum), the test loss the evaluation's sum / 100.
+  n, b = 300, 64
+  images = jax.random.randint(jax.random.PRNGKey(3), (n + 100, 784), 0, 256).astype(jnp.uint8)
+  labels = jnp.zeros(n + 100, jnp.int32)
+  d = data.DeviceData(images[:n], images[n:], labels[:n], labels[n:])
+  run = train.setup(Config(hidden_dim=16, batch_size=b), d)
+  result = train.fit(run, d, 1)
+  row = result.history[0]
+  _, want = _reference_epoch(run.model, run.optimizer, run.state, d.x_train,
+                             train.epoch_key(run.keys.train, 1), b)
+  np.testing.assert_allclose(row["train_loss"], want.loss / n, rtol=1e-5)  # as the contract test
+  test = train.make_evaluate(run.model)(result.params, d.x_test)
+  np.testing.assert_allclose(row["test_loss"], float(test.loss) / 100, rtol=1e-6)
+  assert row["train_loss"] == pytest.approx(row["train_recon"] + row["train_kl"], rel=1e-6)
