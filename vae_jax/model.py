@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.config import INITS
+from vae_jax.config import INITS, PRECISIONS
 
 
 class VAEOutput(NamedTuple):
@@ -68,16 +68,24 @@ class VAE(nn.Module):
   hidden_dim: int = 512
   data_dim: int = 784       # pixels per image, as torch_io's data_dim
   init_scheme: str = "torch"  # "torch" (nn.Linear's default) or "flax" (lecun_normal, zero bias)
+  precision: str = "highest"  # of every matrix product, forward and backward (PRECISIONS)
 
   def _dense(self, features: int, fan_in: int, name: str) -> nn.Dense:
+    # The one place the precision is set: every program the package compiles runs the
+    # model, and autodiff gives the backward products the forward ones' precision.
+    # "highest" is float32 as PyTorch computes it; a GPU's "default" may round the
+    # inputs of a product to ~10 bits (TF32-like). On a CPU all three are the same.
+    p = jax.lax.Precision(self.precision)
     if self.init_scheme == "torch":
       i = torch_linear_init(fan_in)
-      return nn.Dense(features, kernel_init=i, bias_init=i, name=name)
-    return nn.Dense(features, name=name)
+      return nn.Dense(features, kernel_init=i, bias_init=i, precision=p, name=name)
+    return nn.Dense(features, precision=p, name=name)
 
   def setup(self):
     if self.init_scheme not in INITS:
       raise ValueError(f"init_scheme must be one of {INITS}, got {self.init_scheme!r}")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
     self.fc1 = self._dense(self.hidden_dim, self.data_dim, "fc1")
     self.fc21 = self._dense(self.latent_dim, self.hidden_dim, "fc21")
     self.fc22 = self._dense(self.latent_dim, self.hidden_dim, "fc22")
@@ -102,7 +110,8 @@ class VAE(nn.Module):
 
 
 def make_model(config) -> VAE:
-  return VAE(latent_dim=config.latent_dim, hidden_dim=config.hidden_dim, init_scheme=config.init)
+  return VAE(latent_dim=config.latent_dim, hidden_dim=config.hidden_dim, init_scheme=config.init,
+             precision=config.matmul_precision)
 
 
 def init_params(model: VAE, key: jax.Array):

@@ -46,7 +46,8 @@ def bench_jax(config: Config, d: DeviceData, epochs: int) -> dict:
     t2 = time.perf_counter()
     train_s.append(t1 - t0)
     test_s.append(t2 - t1)
-  return _row("jax (this project)", run.compile_s, train_s, test_s)
+  return _row(f"jax (this project), matmul {config.matmul_precision}", run.compile_s, train_s,
+              test_s)
 
 
 def _row(name, compile_s, train_s, test_s) -> dict:
@@ -90,7 +91,8 @@ def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog"
 def run(config: Config, epochs: int, torch_loops=TORCH_LOOPS) -> list[dict]:
   """Benchmarks JAX and (if installed) PyTorch on MNIST as `config` loads it; prints the rows."""
   d = data.load_device_data(config)
-  rows = [bench_jax(config, d, epochs)]
+  # Both precisions: the same on a CPU; on a GPU "default" may be TF32-like and faster.
+  rows = [bench_jax(config.replace(matmul_precision=p), d, epochs) for p in ("highest", "default")]
   if torch_loops:
     try:
       import torch  # noqa: F401
