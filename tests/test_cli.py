@@ -27,7 +27,8 @@ EXPECTED_FLAGS = {
     "export": {"--weights", "--out"},
     "data": DATA,
     "bench": DATA | LIMITS | CACHE | {"--latent-dim", "--hidden-dim", "--init", "--batch-size",
-                                      "--learning-rate", "--seed", "--bench-epochs", "--no-torch"},
+                                      "--learning-rate", "--seed", "--bench-epochs", "--no-torch",
+                                      "--torch-loops"},
     "compare": DATA | LIMITS | CACHE | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
                                 "--sweep-epochs", "--strategy", "--bench-epochs", "--redraw"},
     "study": DATA | LIMITS | CACHE | {"--out", "--only", "--quick", "--redraw"},
@@ -247,8 +248,18 @@ def test_cheap_documented_commands_run_on_the_tiny_fixture(tiny_data_dir, tmp_pa
   for argv in runs:
     argv = list(argv) + (["--epochs", "2", "--hidden-dim", "32", "--no-progress"]
                          if argv[0] == "train" else [])
+    if argv[0] == "bench" and "--no-torch" not in argv and "--torch-loops" not in argv:
+      argv += ["--torch-loops", "blog", "tensor"]  # the compiled loop: tests/test_bench.py
     if argv[0] == "export" and Path(argv[argv.index("--out") + 1]).exists():
       continue  # the same export shown twice
     assert cli.main(argv) == 0, " ".join(argv)
   out = capsys.readouterr().out
   assert "train pixel mean" in out and "test loss" in out and "redrew" in out
+
+
+def test_bench_refuses_torch_loops_it_would_not_run(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["bench", "--no-torch", "--torch-loops", "blog"])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--no-torch runs no PyTorch loop" in err

@@ -144,7 +144,10 @@ def cmd_data(args, config, parser):
 
 def cmd_bench(args, config, parser):
   from vae_jax.experiments import bench
-  bench.run(config, args.bench_epochs, torch_loops=() if args.no_torch else bench.TORCH_LOOPS)
+  if args.no_torch and args.torch_loops is not None:
+    parser.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
+  loops = () if args.no_torch else tuple(args.torch_loops or bench.TORCH_LOOPS)
+  bench.run(config, args.bench_epochs, torch_loops=loops)
 
 
 COMPARE_COUNTS = ("seeds", "epochs", "sweep", "sweep_seeds", "sweep_epochs", "strategy",
@@ -206,12 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
 
   command("data", cmd_data, "fetch, convert and cache MNIST; print its checks")
 
+  from vae_jax.experiments import (COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS,  # no jax
+                                   TORCH_LOOPS)
   b = command("bench", cmd_bench, "seconds per epoch: this JAX trainer vs the blog's PyTorch loop")
   b.add_argument("--bench-epochs", type=_positive, default=3,
                  help="epochs timed per loop (median); default: 3")
   b.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+  b.add_argument("--torch-loops", nargs="+", choices=TORCH_LOOPS, default=None,
+                 help="which PyTorch loops to time; default: all (compiled takes about a "
+                      "minute to compile on a small CPU)")
 
-  from vae_jax.experiments import COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS  # no jax
   c = command("compare", cmd_compare,
               "the blog's numbers with error bars: z = 2 and 20 over seeds, a sweep over z, "
               "timings; JSON, Markdown and figures into --out")

@@ -13,7 +13,10 @@ PyTorch rows (`torch_ref.py` holds the blog's code they run):
   forward, `binary_cross_entropy(..., reduction="sum")` + KLD, backward, Adam,
   `loss.item()` each step.
 * ``tensor``: the same model and loss fed by slicing one pre-converted tensor
-  with `randperm`: the fastest plain PyTorch loop, to show where time goes.
+  with `randperm`, to show where time goes.
+* ``compiled``: the tensor loop's step under `torch.compile` (forward, loss,
+  backward and Adam; the loss read once an epoch): what a user after speed would
+  write. Its first epoch compiles; that epoch is run untimed and shown as compile s.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ import numpy as np
 from vae_jax import data, train
 from vae_jax.config import Config
 from vae_jax.data import DeviceData
+from vae_jax.experiments import TORCH_LOOPS
 
-TORCH_LOOPS = ("blog", "tensor")
 
 
 def bench_jax(config: Config, d: DeviceData, epochs: int) -> dict:
@@ -69,23 +72,32 @@ def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog"
   if loader == "blog":
     batches = {"train": lambda: torch_ref.blog_batches(train_u8, config.batch_size),
                "test": lambda: torch_ref.blog_batches(test_u8, config.batch_size)}
-  else:
+  else:  # "tensor" and "compiled": one pre-converted tensor, sliced
     converted = {"train": torch.from_numpy(train_u8).float() / 255,
                  "test": torch.from_numpy(test_u8).float() / 255}
     batches = {k: (lambda k=k: torch_ref.tensor_batches(converted[k], config.batch_size))
                for k in converted}
   model = torch_ref.BlogVAE(config.latent_dim, config.hidden_dim)
   optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+  train_epoch = lambda b: torch_ref.train_epoch(model, optimizer, b)  # noqa: E731
+  compile_s = math.nan
+  if loader == "compiled":
+    train_epoch = torch_ref.compiled_train_epoch(model, optimizer)
+    t0 = time.perf_counter()
+    train_epoch(batches["train"]())  # compiles: every batch shape of an epoch, once
+    compile_s = time.perf_counter() - t0
   train_s, test_s = [], []
   for _ in range(epochs):
     t0 = time.perf_counter()
-    torch_ref.train_epoch(model, optimizer, batches["train"]())
+    train_epoch(batches["train"]())
     t1 = time.perf_counter()
     torch_ref.test_epoch(model, batches["test"]())
     t2 = time.perf_counter()
     train_s.append(t1 - t0)
     test_s.append(t2 - t1)
-  return _row(f"pytorch {torch.__version__}, {loader} loop", math.nan, train_s, test_s)
+  if loader == "compiled":  # the untimed first epoch: compiling plus one epoch's work
+    compile_s -= float(np.median(train_s))
+  return _row(f"pytorch {torch.__version__}, {loader} loop", compile_s, train_s, test_s)
 
 
 def run(config: Config, epochs: int, torch_loops=TORCH_LOOPS) -> list[dict]:
