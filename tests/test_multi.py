@@ -44,7 +44,9 @@ def test_stacked_runs_agree_with_single_runs(tiny_data_dir, strategy):
       np.testing.assert_allclose(got, losses, rtol=np.sqrt(300 * 784) * 2.0**-24)
       for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[i], result.params)),
                       jax.tree.leaves(params)):
-        assert np.mean(np.abs(np.asarray(a) - np.asarray(b)) > 1e-6) <= 1e-3
+        err = np.abs(np.asarray(a) - np.asarray(b))
+        assert np.all(np.isfinite(err)) and np.mean(err > 1e-6) <= 1e-3
+        assert err.max() < 2 * 10 * 1.03 * TINY.learning_rate  # 1.03 lr: one early Adam step
   # Different seeds really are different runs.
   assert result.histories[0] != result.histories[1]
 

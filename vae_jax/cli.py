@@ -144,8 +144,6 @@ def cmd_data(args, config, parser):
 
 def cmd_bench(args, config, parser):
   from vae_jax.experiments import bench
-  if args.no_torch and args.torch_loops is not None:
-    parser.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
   loops = () if args.no_torch else tuple(args.torch_loops or bench.TORCH_LOOPS)
   bench.run(config, args.bench_epochs, torch_loops=loops)
 
@@ -270,6 +268,8 @@ def main(argv=None) -> int:
   except ValueError as e:
     sub.error(str(e))
 
+  if args.command == "bench" and args.no_torch and args.torch_loops is not None:
+    sub.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
   from vae_jax.data import DataError
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
     from vae_jax import data, train

@@ -17,6 +17,11 @@ PyTorch rows (`torch_ref.py` holds the blog's code they run):
 * ``compiled``: the tensor loop's step under `torch.compile` (forward, loss,
   backward and Adam; the loss read once an epoch): what a user after speed would
   write. Its first epoch compiles; that epoch is run untimed and shown as compile s.
+  Its test pass is the tensor loop's, eager (the test set is a small part of an epoch).
+
+JAX's compile s is whatever building the programs took: with the CLI's compilation
+cache on (the default), a program compiled by an earlier run is loaded instead;
+`--no-compile-cache` times compiling.
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ def _row(name, compile_s, train_s, test_s) -> dict:
 
 
 def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog") -> dict:
-  """Times the blog's PyTorch loop (`loader="blog"`) or a tensor-slicing one (`"tensor"`)."""
+  """Times the blog's PyTorch loop (`loader="blog"`), a tensor-slicing one (`"tensor"`) or
+  that one's step under `torch.compile` (`"compiled"`; its test pass stays eager)."""
   import torch
 
   from vae_jax.experiments import torch_ref
