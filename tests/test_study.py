@@ -63,6 +63,22 @@ def test_invalid_variant_names_are_refused():
     variants.make_loss("reparam", "precision")
 
 
+def _heads(v):
+  """The head value h giving variance v under each parameterisation."""
+  return {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
+          "raw_std": np.sqrt(v) - 1.0}
+
+
+def _autodiff_scale(param, h):
+  """(dv/dh, dKL/dh, d std/dh) of one dimension's KL by autodiff, at float64 heads h [...]."""
+  def grad(f):
+    return jnp.vectorize(jax.grad(f))(jnp.asarray(h, jnp.float64))
+  return (grad(lambda hh: variants.variance_and_std(hh, param)[0]),
+          grad(lambda hh: -0.5 * (1 + jnp.log(variants.variance_and_std(hh, param)[0])
+                                  - variants.variance_and_std(hh, param)[0])),
+          grad(lambda hh: variants.variance_and_std(hh, param)[1]))
+
+
 def test_gradient_scale_closed_forms_match_autodiff():
   # In float64: both sides are a few operations on the same v, so they agree to a few
   # ulp (measured at most 5e-15 relative); rtol 1e-12. (In float32 the head h = v - 1
@@ -71,18 +87,11 @@ def test_gradient_scale_closed_forms_match_autodiff():
   # by far more.
   v = np.logspace(-3, 0, 7)
   closed = variants.gradient_scale(v)
-  heads = {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
-           "raw_std": np.sqrt(v) - 1.0}
   with jax.enable_x64(True):
-    for param, h in heads.items():
-      def kl(hh, param=param):
-        var, _ = variants.variance_and_std(hh, param)
-        return -0.5 * (1 + jnp.log(var) - var)
-      def std(hh, param=param):
-        return variants.variance_and_std(hh, param)[1]
-      h = jnp.asarray(h, jnp.float64)
-      np.testing.assert_allclose(jax.vmap(jax.grad(kl))(h), closed[param][0], rtol=1e-12)
-      np.testing.assert_allclose(jax.vmap(jax.grad(std))(h), closed[param][1], rtol=1e-12)
+    for param, h in _heads(v).items():
+      _, dkl, dstd = _autodiff_scale(param, h)
+      np.testing.assert_allclose(dkl, closed[param][0], rtol=1e-12)
+      np.testing.assert_allclose(dstd, closed[param][1], rtol=1e-12)
 
 
 def test_kl_of_rank_one_posterior_plus_noise_matches_the_matrix_formula():
@@ -128,21 +137,11 @@ def test_gradient_scale_table_matches_float64_autodiff_and_the_hand_values():
 
   with jax.enable_x64(True):  # float64: float32 cannot hold h = v - 1 near v = 0
     for v in (1e-6, 1e-4, 1e-2, 0.5, 3.0):
-      heads = {"logvar": np.log(v), "softplus_var": np.log(np.expm1(v)), "raw_var": v - 1.0,
-               "raw_std": np.sqrt(v) - 1.0}
       table = variants.gradient_scale_at(v)
-      for param, h in heads.items():
-        def kl(hh, param=param):
-          var, _ = variants.variance_and_std(hh, param)
-          return -0.5 * (1 + jnp.log(var) - var)
-        def std(hh, param=param):
-          return variants.variance_and_std(hh, param)[1]
-        h = jnp.asarray(h, jnp.float64)
-        np.testing.assert_allclose(float(jax.grad(kl)(h)), table[param]["dkl_dh"], rtol=1e-8)
-        np.testing.assert_allclose(float(jax.grad(std)(h)), table[param]["dstd_dh"], rtol=1e-8)
-        np.testing.assert_allclose(float(jax.grad(lambda hh, p=param:
-                                                  variants.variance_and_std(hh, p)[0])(h)),
-                                   table[param]["dv_dh"], rtol=1e-8)
+      for param, h in _heads(v).items():
+        got = dict(zip(("dv_dh", "dkl_dh", "dstd_dh"), _autodiff_scale(param, h)))
+        for name, value in got.items():
+          np.testing.assert_allclose(float(value), table[param][name], rtol=1e-8)
 
 
 def test_variance_curve_splits_the_average_by_group():

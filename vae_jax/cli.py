@@ -270,13 +270,13 @@ def main(argv=None) -> int:
 
   if args.command == "bench" and args.no_torch and args.torch_loops is not None:
     sub.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
-  from vae_jax.data import DataError
+  from vae_jax import data
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
-    from vae_jax import data, train
+    from vae_jax import train
     train.enable_compile_cache(data.compile_cache_dir(config.data_dir))
   try:
     args.func(args, config, sub)
-  except (DataError, FileExistsError, FileNotFoundError, ValueError) as e:
+  except (data.DataError, FileExistsError, FileNotFoundError, ValueError) as e:
     print(f"vae-jax: error: {e}", file=sys.stderr)
     return 2
   return 0

