@@ -34,6 +34,8 @@ TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_parity.py",
          "tests/test_learning.py"]
 
 
+RUN_TESTS = ("tests/test_resume.py", "tests/test_bad_input.py")  # run.py, checkpoint.py
+
 TIMEOUT_S = 1800  # per mutant: the unmutated copy takes about 190 s on 2 cores
 
 
@@ -44,6 +46,7 @@ class Mutant(NamedTuple):
   new: str
   bug: str          # what it breaks, in words
   equivalent: str = ""  # why it cannot change any number, if it cannot
+  tests: tuple = ()     # the tests that cover it, when not TESTS
 
 
 MUTANTS = [
@@ -132,6 +135,31 @@ MUTANTS = [
            "learning_rate: float = 2e-3", "default learning rate 2e-3"),
     Mutant("batch_default", "vae_jax/config.py", "batch_size: int = 128", "batch_size: int = 100",
            "default batch size 100"),
+    # A run that survives (checkpoints, resume, Ctrl-C, the NaN guard, bad input).
+    Mutant("resume_from_1", "vae_jax/run.py", "first=start + 1)", "first=1)",
+           "a resumed run retrains from epoch 1 on the restored state", tests=RUN_TESTS),
+    Mutant("resume_fresh_adam", "vae_jax/run.py",
+           "state, history, start = jax.device_put(ckpt.state), ckpt.history, ckpt.epoch",
+           "state, history, start = jax.device_put(ckpt.state._replace(opt_state="
+           "run.state.opt_state)), ckpt.history, ckpt.epoch",
+           "a resumed run restarts Adam's moments and step count", tests=RUN_TESTS),
+    Mutant("no_nan_guard", "vae_jax/run.py",
+           'bad = _first_non_finite(row) or (None if finite else "a parameter")', "bad = None",
+           "non-finite losses and parameters go unnoticed", tests=RUN_TESTS),
+    Mutant("checkpoint_not_atomic", "vae_jax/checkpoint.py", "  os.replace(tmp, path)\n",
+           "  path.write_bytes(data)\n", "a checkpoint written in place, not renamed into place "
+           "(a kill mid-write leaves half a file)", tests=RUN_TESTS),
+    Mutant("ctrl_c_ignored", "vae_jax/run.py", "          break  # dispatch nothing more",
+           "          pass  # dispatch nothing more", "Ctrl-C does not stop the run",
+           tests=RUN_TESTS),
+    Mutant("keep_all_checkpoints", "vae_jax/checkpoint.py", "checkpoints(run_dir)[:-keep]",
+           "checkpoints(run_dir)[:-keep - 1]", "three checkpoints kept, not two",
+           tests=RUN_TESTS),
+    Mutant("overwrite_in_place", "vae_jax/run.py", "  return Plan(final, staging_dir(final), None)",
+           "  return Plan(final, final, None)", "--overwrite writes over the old run at once",
+           tests=RUN_TESTS),
+    Mutant("lr_inf_accepted", "vae_jax/config.py", "or not math.isfinite(self.learning_rate)",
+           "", "a learning rate of inf is accepted", tests=RUN_TESTS),
 ]
 
 
@@ -186,7 +214,8 @@ def main(argv=None) -> int:
     return 0
   chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
   if not args.skip_unmutated:  # a failure here would make every kill meaningless
-    failed, by, seconds = run_one(UNMUTATED, TESTS, sys.executable)
+    needed = [t for t in (*TESTS, *RUN_TESTS) if any(t in (m.tests or TESTS) for m in chosen)]
+    failed, by, seconds = run_one(UNMUTATED, needed, sys.executable)
     if failed:
       print(f"the unmutated copy fails {by}: fix that first")
       return 2
@@ -198,7 +227,7 @@ def main(argv=None) -> int:
       equivalent += 1
       print(f"{m.name:16s} equivalent: {m.equivalent}", flush=True)
       continue
-    dead, by, seconds = run_one(m, TESTS, sys.executable)
+    dead, by, seconds = run_one(m, list(m.tests or TESTS), sys.executable)
     killed += dead
     if not dead:
       survivors.append(m.name)

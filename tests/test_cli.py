@@ -23,7 +23,8 @@ DATA = {"--data-source", "--data-dir"}
 LIMITS = {"--train-limit", "--test-limit"}
 CACHE = {"--no-compile-cache"}  # every subcommand that compiles
 EXPECTED_FLAGS = {
-    "train": CONFIG_FLAGS | CACHE | {"--workdir", "--overwrite", "--no-progress"},
+    "train": CONFIG_FLAGS | CACHE | {"--workdir", "--overwrite", "--no-progress", "--resume",
+                                     "--checkpoint-every"},
     "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision"},
     "export": {"--weights", "--out"},
     "data": DATA,
@@ -165,7 +166,7 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
 
 SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare",
            "gradient_study.py": "study"}
-OWN_PARSER = {"mutation_check.py"}  # scripts with a command line of their own
+OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 

@@ -121,7 +121,8 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   assert "z=2: 3 epochs, train loss" in capsys.readouterr().out  # the one-line summary
   expected = {"config.json", "metrics.jsonl", "loss_list.npy", "test_loss_list.npy",
               "learning_curves.png", "latent.png", "samples.png", "params.msgpack",
-              "reconstruction_1.png", "reconstruction_2.png", "reconstruction_3.png"}
+              "reconstruction_1.png", "reconstruction_2.png", "reconstruction_3.png",
+              "checkpoints"}
   assert {p.name for p in workdir.iterdir()} == expected
   config = Config.from_json((workdir / "config.json").read_text())
   assert config.epochs == 3 and config.hidden_dim == 32
@@ -146,11 +147,11 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   assert float(m.loss) / len(test.labels) == pytest.approx(rows[-1]["test_loss"], rel=1e-5)
 
   # A second run into the same directory is refused in one line; nothing is lost.
-  before = {p.name: p.read_bytes() for p in workdir.iterdir()}
+  before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
   assert cli.main(argv) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "--overwrite" in err
-  assert {p.name: p.read_bytes() for p in workdir.iterdir()} == before
+  assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
   assert cli.main(argv + ["--overwrite", "--epochs", "1"]) == 0
   assert not (workdir / "reconstruction_3.png").exists()  # the old run's grids are gone
 

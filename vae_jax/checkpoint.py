@@ -1,17 +1,103 @@
-"""Saving and loading the parameters (Flax's msgpack serialisation)."""
+"""Saving and loading: the weights (`params.msgpack`) and a run's checkpoints.
+
+Both use Flax's msgpack serialisation, written atomically: the bytes go to a
+temporary file in the same directory, are flushed to the disk (fsync), and the
+file is renamed into place. A crash or a SIGKILL at any moment leaves either the
+old file or the new one, never half of one.
+
+A checkpoint (`checkpoints/epoch_0007.msgpack`) holds everything a run needs to
+continue bit for bit: the parameters, Adam's state (moments, step count, learning
+rate), the epoch, the metrics so far and the config. The last `keep` are kept.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 from flax import serialization
 
 from vae_jax.config import Config
 
+CHECKPOINT_DIR = "checkpoints"
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+  """Writes `data` to `path` so that `path` is always whole: temp file, fsync, rename."""
+  path = Path(path)
+  tmp = path.with_name(f".{path.name}.tmp")
+  with open(tmp, "wb") as f:
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+  try:
+    os.fsync(dir_fd)
+  finally:
+    os.close(dir_fd)
+
 
 def save_params(params, path) -> None:
-  Path(path).write_bytes(serialization.to_bytes(jax.device_get(params)))
+  atomic_write_bytes(path, serialization.to_bytes(jax.device_get(params)))
+
+
+# --------------------------------------------------------------------------
+# Checkpoints of a run.
+
+
+class Checkpoint(NamedTuple):
+  epoch: int       # the last epoch trained
+  state: Any       # the TrainState after that epoch (host arrays)
+  history: list    # metrics.jsonl's rows for epochs 1..epoch
+  config: Config   # the config of the run that wrote it
+  path: Path
+
+
+def checkpoint_path(run_dir, epoch: int) -> Path:
+  return Path(run_dir) / CHECKPOINT_DIR / f"epoch_{epoch:04d}.msgpack"
+
+
+def checkpoints(run_dir) -> list[Path]:
+  """The run's checkpoints, oldest first (temporary files of an interrupted write excluded)."""
+  directory = Path(run_dir) / CHECKPOINT_DIR
+  if not directory.is_dir():
+    return []
+  return sorted(directory.glob("epoch_*.msgpack"))
+
+
+def save_checkpoint(run_dir, epoch: int, state, history: list, config: Config,
+                    keep: int = 2) -> Path:
+  """Writes the checkpoint of `epoch` atomically, then deletes all but the last `keep`."""
+  path = checkpoint_path(run_dir, epoch)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  blob = {"epoch": epoch, "state": serialization.to_state_dict(jax.device_get(state)),
+          "history": json.dumps(history), "config": config.to_json()}
+  atomic_write_bytes(path, serialization.msgpack_serialize(blob))
+  for old in checkpoints(run_dir)[:-keep]:
+    old.unlink()
+  return path
+
+
+def load_checkpoint(path, target_state) -> Checkpoint:
+  """Reads a checkpoint into the structure of `target_state` (a fresh TrainState)."""
+  path = Path(path)
+  try:
+    blob = serialization.msgpack_restore(path.read_bytes())
+    state = serialization.from_state_dict(target_state, blob["state"])
+    history, config = json.loads(blob["history"]), Config.from_json(blob["config"])
+    epoch = int(blob["epoch"])
+  except Exception as e:  # truncated, not ours, or for another model's shapes
+    raise ValueError(f"{path} is not a readable checkpoint of this run ({type(e).__name__}: "
+                     f"{e}): delete it to resume from the one before") from None
+  return Checkpoint(epoch, state, history, config, path)
+
+
+# --------------------------------------------------------------------------
+# Weights for `evaluate` and `export`.
 
 
 def load_weights(path):
@@ -21,12 +107,13 @@ def load_weights(path):
     beside it, when present, gives the rest (and must agree with those sizes);
   * a PyTorch state dict, `.pth`/`.pt` (needs torch) or `.npz` (NumPy only), in the
     blog's layout.
+  Every array's shape is checked against the blog's model of those sizes.
   """
   from vae_jax import torch_io
 
   path = Path(path)
   if not path.is_file():
-    raise FileNotFoundError(f"{path} does not exist or is not a file")
+    raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
   if path.suffix == ".msgpack":
     try:
       raw = serialization.msgpack_restore(path.read_bytes())
@@ -36,12 +123,13 @@ def load_weights(path):
                        f"({type(e).__name__}: {e})") from None
   else:
     state = torch_io.load_state_dict(path)
-  latent_dim, hidden_dim = torch_io.dims_of(state)
+  latent_dim, hidden_dim = torch_io.dims_of(state, path)
+  params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
   config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
   cfg = path.parent / "config.json"
   if path.suffix == ".msgpack" and cfg.exists():
-    config = Config.from_json(cfg.read_text())
+    config = Config.from_file(cfg)
     if (config.latent_dim, config.hidden_dim) != (latent_dim, hidden_dim):
       raise ValueError(f"{path} holds a z={latent_dim}, hidden={hidden_dim} VAE but {cfg} says "
                        f"z={config.latent_dim}, hidden={config.hidden_dim}: they are not one run")
-  return torch_io.params_from_state_dict(state), config
+  return params, config

@@ -64,7 +64,12 @@ def _parse_value(kind):
 
 
 def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
-  """One flag per Config field in `names` (default: all), typed and with its default."""
+  """One flag per Config field in `names` (default: all), typed; the default is in the help.
+
+  A flag left out is left out of the parsed arguments too (argparse.SUPPRESS), so
+  `config_from_args` knows which fields the user gave: `--resume` keeps the rest
+  from the run, and `--redraw` refuses them.
+  """
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
     if names is not None and field.name not in names:
@@ -73,19 +78,28 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
     kind = next((t for t in (int, float, str) if t == hint or t in typing.get_args(hint)), str)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                        type=_parse_value(kind), choices=choices, default=field.default,
+                        type=_parse_value(kind), choices=choices, default=argparse.SUPPRESS,
                         help=f"{FIELD_HELP[field.name]}; default: {field.default}")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-  """The Config of the flags a subcommand has; every other field keeps its default."""
-  return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-                   if hasattr(args, f.name)})
+def given_fields(args: argparse.Namespace) -> dict:
+  """The Config fields the user set on the command line, with their values."""
+  return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+          if hasattr(args, f.name)}
+
+
+def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
+  """`base` (default: the defaults) with the fields the user gave."""
+  return (base or Config()).replace(**given_fields(args))
 
 
 def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:
-  """The flags among `names` (dests) set to something other than their default."""
-  return [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) != parser.get_default(n)]
+  """The flags among `names` (dests) the user gave: a Config flag present at all, any other
+  flag set to something other than its default."""
+  def given(n):
+    default = parser.get_default(n)
+    return hasattr(args, n) if default == argparse.SUPPRESS else getattr(args, n) != default
+  return [f"--{n.replace('_', '-')}" for n in names if given(n)]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,8 +122,8 @@ def _positive(text: str) -> int:
 
 def cmd_train(args, config, parser):
   from vae_jax import run
-  run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite,
-                         progress=not args.no_progress)
+  run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
+                         checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 
 
 def cmd_evaluate(args, config, parser):
@@ -129,10 +143,16 @@ def cmd_export(args, config, parser):
   from pathlib import Path
 
   from vae_jax import checkpoint, torch_io
+  out = Path(args.out)
+  if out.exists():
+    raise FileExistsError(f"--out {out} exists: choose another --out or delete it")
+  if not out.parent.is_dir():
+    raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist: create it "
+                            f"or choose another --out")
+  if out.suffix not in (".pth", ".pt", ".npz"):
+    raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   params, wconfig = checkpoint.load_weights(args.weights)
-  if Path(args.out).exists():
-    raise FileExistsError(f"{args.out} exists: choose another --out or delete it")
-  torch_io.export_state_dict(params, args.out)
+  torch_io.export_state_dict(params, out)
   print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
 
 
@@ -192,7 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 
   t = command("train", cmd_train, "train the VAE and write every figure into --workdir")
   t.add_argument("--workdir", required=True, help="run directory (created if missing)")
-  t.add_argument("--overwrite", action="store_true", help="replace results already in --workdir")
+  t.add_argument("--overwrite", action="store_true",
+                 help="replace the results in --workdir, once the new run has finished (it is "
+                      "written to WORKDIR.new until then)")
+  t.add_argument("--resume", action="store_true",
+                 help="continue the run in --workdir from its last checkpoint (its config.json "
+                      "gives every flag not given; only --epochs may change, upwards)")
+  t.add_argument("--checkpoint-every", type=_positive, default=1,
+                 help="write a checkpoint every N epochs (and after the last); default: 1")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
   e = command("evaluate", cmd_evaluate,
@@ -264,19 +291,35 @@ def main(argv=None) -> int:
   if extra:  # a flag this subcommand does not take, though another may
     sub.error(f"unrecognized arguments: {' '.join(extra)}")
   try:
-    config = config_from_args(args)
+    config = config_from_args(args)  # every value given is checked, before anything else
   except ValueError as e:
     sub.error(str(e))
-
   if args.command == "bench" and args.no_torch and args.torch_loops is not None:
     sub.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
   from vae_jax import data
+  try:
+    if args.command == "train" and args.resume:  # the run's own config, then the flags given
+      from vae_jax import run
+      config = config_from_args(args, run.saved_config(args.workdir, args.overwrite))
+    if args.command in COMPILES or args.command == "data":
+      data.check_data_dir(config.data_dir)  # before any fetch
+  except (ValueError, data.DataError, OSError) as e:
+    print(f"vae-jax: error: {e}", file=sys.stderr)
+    return 2
+
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
     from vae_jax import train
     train.enable_compile_cache(data.compile_cache_dir(config.data_dir))
+  from vae_jax.run import RunStopped
   try:
     args.func(args, config, sub)
-  except (data.DataError, FileExistsError, FileNotFoundError, ValueError) as e:
+  except RunStopped as e:  # diverged (3) or Ctrl-C (130): what finished is on disk
+    print(f"vae-jax: {e}", file=sys.stderr)
+    return e.exit_code
+  except KeyboardInterrupt:
+    print("vae-jax: interrupted", file=sys.stderr)
+    return 130
+  except (data.DataError, ValueError, OSError) as e:  # OSError: FileExists, Permission, ...
     print(f"vae-jax: error: {e}", file=sys.stderr)
     return 2
   return 0

@@ -1,33 +1,58 @@
-"""One training run: the blog's experiment and every artifact it writes.
+"""One training run: the blog's experiment, every artifact it writes, and a run that survives.
 
   vae-jax train --workdir runs/vae_2                   # z = 2, 100 epochs: the blog's run
+  vae-jax train --workdir runs/vae_2 --resume          # go on after a crash, a kill or Ctrl-C
 
-`train_and_evaluate(config, workdir)` checks the run directory, loads the data,
-sets up the run (`train.setup`), trains while the host reads each finished epoch
-behind the device, then writes the blog's artifacts:
+`train_and_evaluate(config, workdir)` checks the run directory, writes
+`config.json`, loads the data, sets up the run (`train.setup`) and trains while
+the host reads each finished epoch behind the device. As it goes it writes
 
-  config.json, metrics.jsonl, loss_list.npy, test_loss_list.npy,
-  learning_curves.png, reconstruction_{1,10,...}.png, latent.png, samples.png,
-  params.msgpack
+  metrics.jsonl                     each epoch's row, as soon as the epoch is read
+  reconstruction_{1,10,...}.png     the blog's grids
+  checkpoints/epoch_NNNN.msgpack    every `checkpoint_every`-th epoch and the last (two kept)
+
+and when training ends, the weights first and the figures after them:
+
+  params.msgpack, loss_list.npy, test_loss_list.npy,
+  learning_curves.png, latent.png, samples.png
+
+What survives what:
+* a kill at any moment (SIGKILL, power loss): every file above is whole or absent,
+  and `--resume` continues from the last checkpoint to the same numbers, bit for
+  bit, as a run never stopped (each epoch's key depends on its number alone);
+* Ctrl-C: the epoch in flight finishes and is checkpointed; exit code 130;
+* a loss or parameter that is no longer finite: the run stops after that epoch,
+  the last finite checkpoint kept; exit code 3;
+* a figure that fails: one line, and the other figures are still drawn;
+* `--overwrite`: the new run is written beside the old one, in `<workdir>.new`,
+  and replaces it only once it has finished.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tqdm.auto as tqdm
 
-from vae_jax import data, train
+from vae_jax import checkpoint, data, losses, train
 from vae_jax.config import Config
 from vae_jax.model import VAE
 
-RESULT_FILES = ("config.json", "metrics.jsonl", "loss_list.npy", "test_loss_list.npy",
-                "learning_curves.png", "latent.png", "samples.png", "params.msgpack")
+RESULT_FILES = ("metrics.jsonl", "loss_list.npy", "test_loss_list.npy", "learning_curves.png",
+                "latent.png", "samples.png", "params.msgpack", checkpoint.CHECKPOINT_DIR)
 
 
 class RunResult(NamedTuple):
@@ -36,21 +61,133 @@ class RunResult(NamedTuple):
   compile_s: float
 
 
-def check_workdir(workdir, overwrite: bool) -> list[Path]:
-  """Refuses (one line, before any work) to write over an earlier run's results.
+class RunStopped(Exception):
+  """Training stopped before its last epoch, with what was finished kept on disk.
 
-  Returns the earlier results that `overwrite` allows replacing; the caller
-  deletes them only once the new run's data have loaded.
+  `exit_code`: 3 when the loss or a parameter went non-finite, 130 on Ctrl-C.
   """
+
+  def __init__(self, message: str, exit_code: int):
+    super().__init__(message)
+    self.exit_code = exit_code
+
+
+# --------------------------------------------------------------------------
+# The run directory: empty, an unfinished run, or a finished one.
+
+
+def staging_dir(workdir) -> Path:
+  """Where `--overwrite` writes the new run, beside the old: `<workdir>.new`."""
   workdir = Path(workdir)
-  if workdir.exists() and not workdir.is_dir():
-    raise FileExistsError(f"--workdir {workdir} is a file: choose a directory")
-  old = sorted(p for p in workdir.glob("*") if p.name in RESULT_FILES
-               or p.name.startswith("reconstruction_")) if workdir.exists() else []
-  if old and not overwrite:
-    raise FileExistsError(f"{workdir} already holds results ({', '.join(p.name for p in old[:3])}"
-                          f", ...): choose another --workdir or pass --overwrite")
-  return old
+  workdir = workdir if workdir.name else workdir.resolve()
+  return workdir.with_name(workdir.name + ".new")
+
+
+class RunStatus(NamedTuple):
+  state: str                # "empty", "unfinished" or "finished"
+  last_checkpoint: int | None
+  epochs: int | None        # what its config.json asks for
+
+
+def run_status(run_dir) -> RunStatus:
+  """What `run_dir` holds. A directory with at most a config.json holds nothing yet:
+  its run never finished an epoch, and a new run may start there."""
+  run_dir = Path(run_dir)
+  found = [p for p in run_dir.glob("*") if (p.name in RESULT_FILES or p.name.startswith(
+      "reconstruction_")) and not (p.is_file() and p.stat().st_size == 0)
+           ] if run_dir.is_dir() else []
+  if not found:
+    return RunStatus("empty", None, None)
+  ckpts = checkpoint.checkpoints(run_dir)
+  last = int(ckpts[-1].stem.split("_")[1]) if ckpts else None
+  cfg = run_dir / "config.json"
+  epochs = Config.from_file(cfg).epochs if cfg.exists() else None
+  done = (run_dir / "params.msgpack").exists() and (last is None or epochs is None
+                                                    or last >= epochs)
+  return RunStatus("finished" if done else "unfinished", last, epochs)
+
+
+def _check_directory(path: Path, flag: str) -> None:
+  """`path`, or the folder it would be made in, must be a writable directory."""
+  for p in (path, *path.absolute().parents):
+    if p.exists():
+      if not p.is_dir():
+        raise FileExistsError(f"{flag} {path}: {p} is a file, not a directory: choose a directory")
+      if not os.access(p, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: {p} is not writable: choose another directory")
+      return
+
+
+def saved_config(workdir, overwrite: bool = False) -> Config:
+  """The config of the run `--resume` would continue (of `<workdir>.new` under --overwrite)."""
+  where = staging_dir(workdir) if overwrite else Path(workdir)
+  _check_directory(where, "--workdir")
+  if not (where / "config.json").exists():
+    raise FileNotFoundError(
+        f"{where} holds no run to resume: "
+        + (f"no --overwrite of {workdir} was interrupted; drop --resume" if overwrite
+           else "drop --resume to start a run there"))
+  return Config.from_file(where / "config.json")
+
+
+class Plan(NamedTuple):
+  final: Path                    # where the results are once the run ends
+  write: Path                    # where this run writes: `final`, or `<final>.new`
+  checkpoint: Path | None        # the checkpoint to continue from (--resume)
+
+
+def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool = False) -> Plan:
+  """Checks the run directory (one line, before any work) and says where the run writes.
+
+  Refuses a directory holding results unless `overwrite` (the new run is then
+  written to `<workdir>.new` and swapped in when finished) or `resume` (which
+  must not change the config, except to ask for more epochs).
+  """
+  final = Path(workdir)
+  _check_directory(final, "--workdir")
+  if resume:
+    where = staging_dir(final) if overwrite else final
+    saved = saved_config(final, overwrite)
+    changed = [f.name for f in dataclasses.fields(Config)
+               if f.name != "epochs" and getattr(saved, f.name) != getattr(config, f.name)]
+    if changed:
+      name = changed[0]
+      raise ValueError(f"--resume: --{name.replace('_', '-')} {getattr(config, name)} differs "
+                       f"from the run's {getattr(saved, name)} in {where}/config.json: a "
+                       f"resumed run keeps its config (only --epochs may grow)")
+    if config.epochs < saved.epochs:
+      raise ValueError(f"--resume: --epochs {config.epochs} is fewer than the run's "
+                       f"{saved.epochs}: a resumed run trains to {saved.epochs} or more")
+    ckpts = checkpoint.checkpoints(where)
+    if not ckpts and (where / "params.msgpack").exists():
+      raise ValueError(f"--resume: {where} holds finished weights but no checkpoint to "
+                       f"continue from: choose another --workdir")
+    return Plan(final, where, ckpts[-1] if ckpts else None)
+  status = run_status(final)
+  if status.state == "empty":
+    return Plan(final, final, None)
+  if not overwrite:
+    if status.state == "unfinished":
+      raise FileExistsError(
+          f"{final} holds an unfinished run (last checkpoint: epoch {status.last_checkpoint or 0}"
+          f" of {status.epochs}): continue it with --resume, or start again with --overwrite")
+    raise FileExistsError(f"{final} already holds a finished run: choose another --workdir or "
+                          f"pass --overwrite (the old results stay until the new run finishes)")
+  return Plan(final, staging_dir(final), None)
+
+
+def _swap_in(new: Path, final: Path) -> None:
+  """Replaces `final` by the finished run in `new` (two renames; the old one then goes)."""
+  old = final.with_name(final.name + ".old")
+  if old.exists():
+    shutil.rmtree(old)
+  if final.exists():
+    os.replace(final, old)
+  os.replace(new, final)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------
 
 
 def grid_epochs(config: Config) -> set[int]:
@@ -58,74 +195,168 @@ def grid_epochs(config: Config) -> set[int]:
   return {1, config.epochs} | set(range(config.recon_every, config.epochs + 1, config.recon_every))
 
 
-def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False,
-                       progress: bool = True) -> RunResult:
-  """Trains the VAE of `config` and writes every artifact into `workdir`."""
-  old_results = check_workdir(workdir, overwrite)  # before loading data or compiling
-  from vae_jax import checkpoint, plots  # plots pulls in matplotlib: import late
+class _CtrlC:
+  """The first Ctrl-C asks the run to stop after the epoch in flight; a second stops it at once."""
 
+  def __init__(self):
+    self.requested = threading.Event()
+    self._old = None
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._old = signal.signal(signal.SIGINT, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested.set()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    print("\nvae-jax: stopping after the epoch in flight (Ctrl-C again to stop at once)",
+          file=sys.stderr)
+
+  def __exit__(self, *exc):
+    if self._old is not None:
+      signal.signal(signal.SIGINT, self._old)
+
+
+def _first_non_finite(row: dict) -> str | None:
+  return next((k for k, v in row.items() if k != "epoch" and not math.isfinite(v)), None)
+
+
+def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resume: bool = False,
+                       checkpoint_every: int = 1, progress: bool = True,
+                       loss_fn=losses.batch_loss) -> RunResult:
+  """Trains the VAE of `config` and writes every artifact into `workdir`.
+
+  `loss_fn` (default the blog's) has `losses.batch_loss`'s signature; the tests
+  swap in a loss known to go NaN.
+  """
+  if checkpoint_every < 1:
+    raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
+  plan = plan_run(config, workdir, overwrite=overwrite, resume=resume)  # before any work
+  from vae_jax import plots  # pulls in matplotlib: import late
+
+  out = plan.write
+  if out != plan.final and not resume and out.exists():
+    shutil.rmtree(out)  # an earlier --overwrite that never finished: started again, as asked
   d = data.load_device_data(config)  # uint8 [N, 784] train and test, on the device once
+  out.mkdir(parents=True, exist_ok=True)
+  checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
+  resume_hint = (f"vae-jax train --workdir {plan.final} --resume"
+                 + (" --overwrite" if out != plan.final else ""))
   n_train, n_test = len(d.x_train), len(d.x_test)
-  for path in old_results:  # --overwrite, and the data are good: now replace them
-    path.unlink()
-  workdir = Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  (workdir / "config.json").write_text(config.to_json() + "\n")
-
-  run = train.setup(config, d)  # model, Adam, keys, state; epoch and evaluation compiled
+  run = train.setup(config, d, loss_fn=loss_fn)  # model, Adam, keys; programs compiled
   model = run.model
+  state, history, start = run.state, [], 0
+  if plan.checkpoint is not None:
+    ckpt = checkpoint.load_checkpoint(plan.checkpoint, run.state)
+    if ckpt.config.replace(epochs=config.epochs) != config:
+      raise ValueError(f"{ckpt.path} was written by another config than {out}/config.json: "
+                       f"delete it to resume from the one before")
+    state, history, start = jax.device_put(ckpt.state), ckpt.history, ckpt.epoch
+
   x_show = data.to_inputs(d.x_test[:8])  # the 8 images of every grid
   t0 = time.perf_counter()
   reconstruct = jax.jit(lambda p, x: jax.nn.sigmoid(model.apply({"params": p}, x).logits)
                         ).lower(run.state.params, x_show).compile()
+  all_finite = jax.jit(lambda p: jnp.all(jnp.stack([jnp.isfinite(a).all()
+                                                    for a in jax.tree.leaves(p)])))
   compile_s = run.compile_s + time.perf_counter() - t0
 
-  history, pending, grids = [], [], grid_epochs(config)
-  bar = tqdm.tqdm(total=config.epochs, desc=f"z={config.latent_dim}", unit="epoch",
-                  disable=not progress)
-  t_last = time.perf_counter()
+  metrics_path = out / "metrics.jsonl"  # the rows of the epochs kept, then one per epoch
+  checkpoint.atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history
+                                                      ).encode())
+  grids = grid_epochs(config)
+  bar = tqdm.tqdm(total=config.epochs, initial=start, desc=f"z={config.latent_dim}",
+                  unit="epoch", disable=not progress)
+  t_last, saved = time.perf_counter(), start
 
-  def record(epoch, train_m, test_m, recon):
-    """Reads one finished epoch (a host sync on *that* epoch only) and writes its grid."""
-    nonlocal t_last
-    train_m, test_m, recon = jax.device_get((train_m, test_m, recon))
+  def record(metrics_file, epoch, state, train_m, test_m, recon, finite, force_checkpoint=False):
+    """Reads one finished epoch (a host sync on *that* epoch only); writes its row, its grid
+    and, every `checkpoint_every` epochs, its checkpoint."""
+    nonlocal t_last, saved
+    train_m, test_m, recon, finite = jax.device_get((train_m, test_m, recon, finite))
     now = time.perf_counter()
     row = {**train.epoch_row(epoch, train_m, test_m, n_train, n_test), "seconds": now - t_last}
     t_last = now
+    bad = _first_non_finite(row) or (None if finite else "a parameter")
+    if bad is not None:
+      kept = (f"the checkpoint of epoch {saved} is kept in {out / checkpoint.CHECKPOINT_DIR}"
+              if saved else "no epoch finished before it, so no checkpoint is kept")
+      value = f" = {row[bad]}" if bad in row else ""
+      raise RunStopped(f"training diverged at epoch {epoch}: {bad}{value} is not finite "
+                       f"(learning rate {config.learning_rate}); {kept}. Try a smaller "
+                       f"--learning-rate and start again with --overwrite", exit_code=3)
     history.append(row)
+    metrics_file.write(json.dumps(row) + "\n")
+    metrics_file.flush()
     if recon is not None:
-      plots.save_reconstructions(np.asarray(x_show), recon, workdir / f"reconstruction_{epoch}.png")
+      plots.save_reconstructions(np.asarray(x_show), recon, out / f"reconstruction_{epoch}.png")
+    if epoch % checkpoint_every == 0 or epoch == config.epochs or force_checkpoint:
+      checkpoint.save_checkpoint(out, epoch, state, history, config)
+      saved = epoch
     bar.set_postfix(loss=f"{row['train_loss']:.2f}", test=f"{row['test_loss']:.2f}", refresh=False)
     bar.update(1)
 
-  state = run.state
-  for epoch, state, train_m, test_m in train.run_epochs(run, d, config.epochs):  # dispatch only
-    recon = reconstruct(state.params, x_show) if epoch in grids else None
-    pending.append((epoch, train_m, test_m, recon))
-    if len(pending) == 2:  # read the previous epoch while this one runs
-      record(*pending.pop(0))
-  for item in pending:
-    record(*item)
-  bar.close()
+  pending = []
+  try:
+    with open(metrics_path, "a") as metrics_file, _CtrlC() as ctrl_c:
+      for epoch, state, train_m, test_m in train.run_epochs(run, d, config.epochs, state,
+                                                            first=start + 1):  # dispatch only
+        recon = reconstruct(state.params, x_show) if epoch in grids else None
+        pending.append((epoch, state, train_m, test_m, recon, all_finite(state.params)))
+        if len(pending) == 2:  # read the previous epoch while this one runs
+          record(metrics_file, *pending.pop(0))
+        if ctrl_c.requested.is_set():
+          break  # dispatch nothing more: the epoch in flight is the last
+      for i, item in enumerate(pending):
+        record(metrics_file, *item, force_checkpoint=i == len(pending) - 1)
+      pending = []
+      if ctrl_c.requested.is_set() and history[-1]["epoch"] < config.epochs:
+        raise RunStopped(f"interrupted after epoch {history[-1]['epoch']} of {config.epochs}, "
+                         f"checkpoint kept; continue with: {resume_hint}", exit_code=130)
+  except KeyboardInterrupt:  # a second Ctrl-C: every file on disk is still whole
+    last = checkpoint.checkpoints(out)
+    raise RunStopped(f"interrupted; the last checkpoint is {last[-1] if last else 'none'}; "
+                     f"continue with: {resume_hint}", exit_code=130) from None
+  finally:
+    bar.close()
 
-  # Artifacts, as the blog's plus ours.
-  with open(workdir / "metrics.jsonl", "w") as f:
-    f.writelines(json.dumps(row) + "\n" for row in history)
-  np.save(workdir / "loss_list.npy", np.array([h["train_loss"] for h in history]))
-  np.save(workdir / "test_loss_list.npy", np.array([h["test_loss"] for h in history]))
-  plots.save_learning_curves(history, workdir / "learning_curves.png",
-                             title=f"z = {config.latent_dim}: negative ELBO per image")
-  mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method=VAE.encode)
-                  )(state.params, d.x_test)
-  plots.save_latent_map(np.asarray(mu), d.y_test, workdir / "latent.png")
-  z = jax.random.normal(run.keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
-  samples = jax.nn.sigmoid(model.apply({"params": state.params}, z, method=VAE.decode))
-  plots.save_grid(np.asarray(samples), workdir / "samples.png", nrow=8)
-  checkpoint.save_params(state.params, workdir / "params.msgpack")
+  # The weights first: nothing after this point can lose them.
+  params = state.params
+  checkpoint.save_params(params, out / "params.msgpack")
+  for name, key in (("loss_list.npy", "train_loss"), ("test_loss_list.npy", "test_loss")):
+    np.save(out / name, np.array([h[key] for h in history]))
+
+  def draw_latent_map(path):
+    mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method=VAE.encode)
+                    )(params, d.x_test)
+    plots.save_latent_map(np.asarray(mu), d.y_test, path)
+
+  def draw_samples(path):
+    z = jax.random.normal(run.keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
+    samples = jax.nn.sigmoid(model.apply({"params": params}, z, method=VAE.decode))
+    plots.save_grid(np.asarray(samples), path, nrow=8)
+
+  figures = {
+      "learning_curves.png": lambda path: plots.save_learning_curves(
+          history, path, title=f"z = {config.latent_dim}: negative ELBO per image"),
+      "latent.png": draw_latent_map,
+      "samples.png": draw_samples,
+  }
+  for name, draw in figures.items():
+    try:
+      draw(out / name)
+    except Exception as e:  # the weights and metrics are saved: a figure is not worth them
+      print(f"vae-jax: warning: could not draw {name} ({type(e).__name__}: {e}); the weights "
+            f"and metrics are saved", file=sys.stderr)
+  if out != plan.final:
+    _swap_in(out, plan.final)
 
   last = history[-1]
-  print(f"z={config.latent_dim}: {config.epochs} epochs, train loss {last['train_loss']:.2f}, "
-        f"test loss {last['test_loss']:.2f} (recon {last['test_recon']:.2f} + KL "
-        f"{last['test_kl']:.2f}), {sum(h['seconds'] for h in history):.1f} s "
-        f"+ {compile_s:.1f} s compile -> {workdir}")
-  return RunResult(state.params, history, compile_s)
+  resumed = f" (resumed after epoch {start})" if start else ""
+  print(f"z={config.latent_dim}: {config.epochs} epochs{resumed}, train loss "
+        f"{last['train_loss']:.2f}, test loss {last['test_loss']:.2f} (recon "
+        f"{last['test_recon']:.2f} + KL {last['test_kl']:.2f}), "
+        f"{sum(h['seconds'] for h in history):.1f} s + {compile_s:.1f} s compile "
+        f"-> {plan.final}")
+  return RunResult(params, history, compile_s)

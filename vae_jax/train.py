@@ -223,14 +223,16 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=losses.batc
 
 
 def run_epochs(run: Setup, data: DeviceData, epochs: int,
-               state: TrainState | None = None) -> Iterator[tuple]:
-  """Yields `(epoch, state, train_sums, test_sums)` for epochs 1..`epochs`.
+               state: TrainState | None = None, first: int = 1) -> Iterator[tuple]:
+  """Yields `(epoch, state, train_sums, test_sums)` for epochs `first`..`epochs`.
 
   Dispatch only: the values are device arrays still being computed, so the
-  caller decides when the host waits (read epoch e while e + 1 runs).
+  caller decides when the host waits (read epoch e while e + 1 runs). A run
+  resumed from the state after epoch k passes it with `first = k + 1`: every
+  epoch's key depends on its number alone, so the epochs are the same.
   """
   state = run.state if state is None else state
-  for epoch in range(1, epochs + 1):
+  for epoch in range(first, epochs + 1):
     state, train_sums = run.programs.train_epoch(state, data.x_train,
                                                  epoch_key(run.keys.train, epoch))
     yield epoch, state, train_sums, run.programs.evaluate(state.params, data.x_test)

@@ -1,0 +1,266 @@
+"""Runs that survive: checkpoints, --resume after SIGKILL bit for bit, Ctrl-C, the NaN guard,
+and --overwrite that keeps the old results until the new run has finished.
+
+The killed runs are real processes: a small wrapper around `vae_jax.cli.main` sends
+itself SIGKILL right after the checkpoint of epoch k (or between writing that
+checkpoint's temporary file and renaming it), so the kill lands at a known point.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import serialization
+
+from vae_jax import checkpoint, cli, losses, run
+from vae_jax.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS = 4
+
+KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from vae_jax import checkpoint, cli
+    kill_epoch, mode = int(sys.argv[1]), sys.argv[2]
+    real_save = checkpoint.save_checkpoint
+
+    def save(run_dir, epoch, *args, **kwargs):
+      if mode == "during" and epoch == kill_epoch:  # die after the temp file, before the rename
+        checkpoint.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+      path = real_save(run_dir, epoch, *args, **kwargs)
+      if mode == "after" and epoch == kill_epoch:
+        os.kill(os.getpid(), signal.SIGKILL)
+      return path
+
+    checkpoint.save_checkpoint = save
+    sys.exit(cli.main(sys.argv[3:]))
+""")
+
+
+def _train_args(workdir, data_dir, *extra, epochs=EPOCHS):
+  return ["train", "--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs",
+          str(epochs), "--no-progress", "--no-compile-cache", *extra]
+
+
+def _env():
+  return {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+
+
+def _rows(workdir):
+  rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def _assert_same_run(a: Path, b: Path):
+  """Every metric but the seconds, the weights' bytes, the loss arrays, every figure's bytes."""
+  assert _rows(a) == _rows(b)
+  assert (a / "params.msgpack").read_bytes() == (b / "params.msgpack").read_bytes()
+  for name in ("loss_list.npy", "test_loss_list.npy"):
+    np.testing.assert_array_equal(np.load(a / name), np.load(b / name))
+  pngs = sorted(p.name for p in a.glob("*.png"))
+  assert pngs == sorted(p.name for p in b.glob("*.png")) and "latent.png" in pngs
+  for name in pngs:
+    assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+@pytest.fixture
+def uninterrupted(tiny_data_dir, tmp_path):
+  workdir = tmp_path / "whole"
+  assert cli.main(_train_args(workdir, tiny_data_dir)) == 0
+  return workdir
+
+
+@pytest.mark.parametrize("kill_epoch,mode", [(2, "after"), (3, "during")])
+def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(
+    kill_epoch, mode, uninterrupted, tiny_data_dir, tmp_path, capsys):
+  workdir = tmp_path / "killed"
+  done = subprocess.run([sys.executable, "-c", KILLER, str(kill_epoch), mode,
+                         *_train_args(workdir, tiny_data_dir)],
+                        env=_env(), capture_output=True, text=True, timeout=300)
+  assert done.returncode == -signal.SIGKILL, done.stderr
+  kept = kill_epoch if mode == "after" else kill_epoch - 1
+  names = [p.name for p in checkpoint.checkpoints(workdir)]
+  assert names[-1] == f"epoch_{kept:04d}.msgpack" and len(names) == min(kept, 2)
+  if mode == "during":  # the half-done write is a temp file, never a checkpoint
+    assert (workdir / "checkpoints" / f".epoch_{kill_epoch:04d}.msgpack.tmp").exists()
+  assert not (workdir / "params.msgpack").exists()
+  assert len(_rows(workdir)) == kill_epoch  # each row written as soon as its epoch was read
+
+  # The same command without --resume is refused, and says how to go on.
+  assert cli.main(_train_args(workdir, tiny_data_dir)) == 2
+  err = capsys.readouterr().err.strip()
+  assert "unfinished run" in err and "--resume" in err and len(err.splitlines()) == 1
+
+  # --resume takes every flag from the run itself.
+  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 0
+  assert f"resumed after epoch {kept}" in capsys.readouterr().out
+  _assert_same_run(uninterrupted, workdir)
+
+
+def test_a_larger_epochs_extends_a_finished_run_to_the_longer_run(uninterrupted, tiny_data_dir,
+                                                                  tmp_path):
+  short = tmp_path / "short"
+  assert cli.main(_train_args(short, tiny_data_dir, epochs=2)) == 0
+  assert cli.main(["train", "--workdir", str(short), "--resume", "--epochs", str(EPOCHS),
+                   "--no-progress", "--no-compile-cache"]) == 0
+  assert _rows(short) == _rows(uninterrupted)
+  assert (short / "params.msgpack").read_bytes() == (uninterrupted / "params.msgpack").read_bytes()
+
+
+def test_resume_refuses_a_changed_config_naming_the_field(uninterrupted, tiny_data_dir, capsys):
+  before = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
+  for flags, field in ((["--latent-dim", "3"], "--latent-dim"),
+                       (["--learning-rate", "0.002"], "--learning-rate"),
+                       (["--epochs", "2"], "--epochs")):
+    assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and field in err, err
+  assert {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()} == before
+
+
+def test_resume_with_nothing_to_resume_is_refused(tmp_path, capsys):
+  assert cli.main(["train", "--workdir", str(tmp_path / "none"), "--resume"]) == 2
+  assert "no run to resume" in capsys.readouterr().err
+
+
+def test_checkpoints_hold_the_state_and_history_and_only_the_last_two_stay(uninterrupted):
+  names = [p.name for p in checkpoint.checkpoints(uninterrupted)]
+  assert names == ["epoch_0003.msgpack", "epoch_0004.msgpack"]
+  config = Config.from_file(uninterrupted / "config.json")
+  from vae_jax import train
+  fresh = train.setup(config).state
+  ckpt = checkpoint.load_checkpoint(checkpoint.checkpoints(uninterrupted)[-1], fresh)
+  assert ckpt.epoch == EPOCHS and ckpt.config == config
+  assert ckpt.history == [json.loads(line) for line in
+                          (uninterrupted / "metrics.jsonl").read_text().splitlines()]
+  final = serialization.msgpack_restore((uninterrupted / "params.msgpack").read_bytes())
+  jax.tree.map(np.testing.assert_array_equal, final, ckpt.state.params)  # bit for bit
+  steps = EPOCHS * -(-300 // config.batch_size)  # 3 steps per epoch on the 300-image fixture
+  assert int(ckpt.state.opt_state.inner_state[0].count) == steps  # Adam's step count
+
+
+def test_checkpoint_every_n_epochs_and_always_the_last(tiny_data_dir, tmp_path):
+  workdir = tmp_path / "every3"
+  assert cli.main(_train_args(workdir, tiny_data_dir, "--checkpoint-every", "3", epochs=5)) == 0
+  assert [p.name for p in checkpoint.checkpoints(workdir)] == ["epoch_0003.msgpack",
+                                                               "epoch_0005.msgpack"]
+
+
+def test_ctrl_c_stops_after_the_epoch_in_flight_with_exit_130_and_resumes(tiny_data_dir, tmp_path,
+                                                                         capsys):
+  epochs = 40
+  workdir = tmp_path / "ctrl_c"
+  args = _train_args(workdir, tiny_data_dir, epochs=epochs)
+  proc = subprocess.Popen([sys.executable, "-m", "vae_jax", *args], env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  first = workdir / "checkpoints" / "epoch_0001.msgpack"
+  deadline = time.monotonic() + 240
+  while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 130, err
+  assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+  rows = _rows(workdir)
+  assert 1 <= len(rows) < epochs  # stopped early ...
+  assert checkpoint.checkpoints(workdir)[-1].name == f"epoch_{len(rows):04d}.msgpack"  # ... saved
+  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 0
+  whole = tmp_path / "whole40"
+  assert cli.main(_train_args(whole, tiny_data_dir, epochs=epochs)) == 0
+  _assert_same_run(whole, workdir)
+
+
+def test_a_diverging_learning_rate_stops_with_exit_3_and_one_line(tiny_data_dir, tmp_path,
+                                                                 capsys):
+  workdir = tmp_path / "diverged"
+  assert cli.main(_train_args(workdir, tiny_data_dir, "--learning-rate", "1e6")) == 3
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "diverged at epoch 1" in err and "1000000.0" in err
+  assert "not finite" in err
+  assert not (workdir / "params.msgpack").exists() and not checkpoint.checkpoints(workdir)
+
+
+def test_the_raw_variance_loss_going_nan_stops_the_run(tiny_data_dir, tmp_path):
+  from vae_jax.experiments import variants
+  config = Config(epochs=EPOCHS, data_dir=str(tiny_data_dir), learning_rate=3e-3)
+  with pytest.raises(run.RunStopped, match="diverged at epoch 1: train_recon = nan") as e:
+    run.train_and_evaluate(config, tmp_path / "raw_var", progress=False,
+                           loss_fn=variants.make_loss(param="raw_var"))
+  assert e.value.exit_code == 3
+
+
+def test_divergence_after_some_epochs_keeps_the_last_finite_checkpoint(tiny_data_dir, tmp_path):
+  """A loss that turns NaN once a batch's KL passes 1.5 nats per image (the fixture's KL
+  grows past that within a few epochs): the guard must stop at that epoch and keep the
+  epoch before."""
+  def kl_capped(params, model, x, eps, weight):
+    loss, m = losses.batch_loss(params, model, x, eps, weight)
+    over = m.kl / weight.sum() > 1.5
+    return loss, losses.Metrics(*(jnp.where(over, jnp.nan, v) for v in m))
+
+  config = Config(epochs=20, data_dir=str(tiny_data_dir))
+  workdir = tmp_path / "capped"
+  with pytest.raises(run.RunStopped, match=r"diverged at epoch (\d+)") as e:
+    run.train_and_evaluate(config, workdir, progress=False, loss_fn=kl_capped)
+  bad_epoch = int(e.value.args[0].split("diverged at epoch ")[1].split(":")[0])
+  assert bad_epoch >= 2 and e.value.exit_code == 3
+  assert f"checkpoint of epoch {bad_epoch - 1} is kept" in str(e.value)
+  assert len(_rows(workdir)) == bad_epoch - 1
+  last = checkpoint.checkpoints(workdir)[-1]
+  assert last.name == f"epoch_{bad_epoch - 1:04d}.msgpack"
+  from vae_jax import train
+  state = checkpoint.load_checkpoint(last, train.setup(config).state).state
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(state))
+
+
+def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
+    uninterrupted, tiny_data_dir, tmp_path, capsys):
+  before = (uninterrupted / "params.msgpack").read_bytes()
+  # An --overwrite run killed midway: the old run is untouched.
+  done = subprocess.run([sys.executable, "-c", KILLER, "2", "after",
+                         *_train_args(uninterrupted, tiny_data_dir, "--overwrite", "--seed", "2")],
+                        env=_env(), capture_output=True, text=True, timeout=300)
+  assert done.returncode == -signal.SIGKILL, done.stderr
+  assert (uninterrupted / "params.msgpack").read_bytes() == before
+  staged = run.staging_dir(uninterrupted)
+  assert len(_rows(staged)) == 2
+  # It can be resumed, and replaces the old run only when finished.
+  assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", "--overwrite",
+                   "--no-progress", "--no-compile-cache"]) == 0
+  assert not staged.exists()
+  assert Config.from_file(uninterrupted / "config.json").seed == 2
+  assert (uninterrupted / "params.msgpack").read_bytes() != before
+  assert len(_rows(uninterrupted)) == EPOCHS
+
+
+def test_a_failing_figure_is_one_line_and_the_weights_are_saved(tiny_data_dir, tmp_path,
+                                                                monkeypatch, capsys):
+  from vae_jax import plots
+
+  def broken(*args, **kwargs):
+    raise IndexError("tuple index out of range")
+  monkeypatch.setattr(plots, "save_latent_map", broken)
+  workdir = tmp_path / "fig"
+  assert cli.main(_train_args(workdir, tiny_data_dir)) == 0
+  err = capsys.readouterr().err
+  assert "could not draw latent.png (IndexError" in err and "Traceback" not in err
+  assert (workdir / "params.msgpack").exists() and (workdir / "samples.png").exists()
+
+
+def test_z5_on_one_test_image_draws_its_latent_map(tiny_data_dir, tmp_path, capsys):
+  """The PCA of a single mu has one axis; the map pads the second with zeros."""
+  workdir = tmp_path / "one"
+  assert cli.main(_train_args(workdir, tiny_data_dir, "--latent-dim", "5", "--test-limit",
+                              "1")) == 0
+  assert "warning" not in capsys.readouterr().err and (workdir / "latent.png").exists()
