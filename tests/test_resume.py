@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import jax
@@ -29,19 +28,30 @@ EPOCHS = 4
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    from vae_jax import checkpoint, cli
+    from vae_jax import checkpoint, cli, plots
     kill_epoch, mode = int(sys.argv[1]), sys.argv[2]
-    real_save = checkpoint.save_checkpoint
+    real_save, real_fsync = checkpoint.save_checkpoint, os.fsync
+
+    def half_then_die(fd):  # a crash while the bytes reach the disk: half a file, then nothing
+      os.ftruncate(fd, os.fstat(fd).st_size // 2)
+      os.kill(os.getpid(), signal.SIGKILL)
 
     def save(run_dir, epoch, *args, **kwargs):
-      if mode == "during" and epoch == kill_epoch:  # die after the temp file, before the rename
-        checkpoint.os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+      if mode == "during" and epoch == kill_epoch:
+        checkpoint.os.fsync = half_then_die
       path = real_save(run_dir, epoch, *args, **kwargs)
       if mode == "after" and epoch == kill_epoch:
         os.kill(os.getpid(), signal.SIGKILL)
+      if mode == "sigint" and epoch == kill_epoch:  # as Ctrl-C would, at a known epoch
+        os.kill(os.getpid(), signal.SIGINT)
       return path
 
+    def latent_map(*args, **kwargs):  # killed after the weights, while drawing the figures
+      os.kill(os.getpid(), signal.SIGKILL)
+
     checkpoint.save_checkpoint = save
+    if mode == "figures":
+      plots.save_latent_map = latent_map
     sys.exit(cli.main(sys.argv[3:]))
 """)
 
@@ -83,15 +93,13 @@ def uninterrupted(tiny_data_dir, tmp_path):
 def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(
     kill_epoch, mode, uninterrupted, tiny_data_dir, tmp_path, capsys):
   workdir = tmp_path / "killed"
-  done = subprocess.run([sys.executable, "-c", KILLER, str(kill_epoch), mode,
-                         *_train_args(workdir, tiny_data_dir)],
-                        env=_env(), capture_output=True, text=True, timeout=300)
-  assert done.returncode == -signal.SIGKILL, done.stderr
+  _killed(kill_epoch, mode, _train_args(workdir, tiny_data_dir))
   kept = kill_epoch if mode == "after" else kill_epoch - 1
   names = [p.name for p in checkpoint.checkpoints(workdir)]
   assert names[-1] == f"epoch_{kept:04d}.msgpack" and len(names) == min(kept, 2)
-  if mode == "during":  # the half-done write is a temp file, never a checkpoint
-    assert (workdir / "checkpoints" / f".epoch_{kill_epoch:04d}.msgpack.tmp").exists()
+  if mode == "during":  # the half-written file is a temp file, never a checkpoint
+    tmp = workdir / "checkpoints" / f".epoch_{kill_epoch:04d}.msgpack.tmp"
+    assert 0 < tmp.stat().st_size < checkpoint.checkpoints(workdir)[-1].stat().st_size
   assert not (workdir / "params.msgpack").exists()
   assert len(_rows(workdir)) == kill_epoch  # each row written as soon as its epoch was read
 
@@ -156,29 +164,41 @@ def test_checkpoint_every_n_epochs_and_always_the_last(tiny_data_dir, tmp_path):
                                                                "epoch_0005.msgpack"]
 
 
-def test_ctrl_c_stops_after_the_epoch_in_flight_with_exit_130_and_resumes(tiny_data_dir, tmp_path,
-                                                                         capsys):
-  epochs = 40
+def _killed(kill_epoch, mode, argv, returncode=-signal.SIGKILL):
+  """Runs `vae-jax argv` in a process that KILLER stops at a known point."""
+  done = subprocess.run([sys.executable, "-c", KILLER, str(kill_epoch), mode, *argv],
+                        env=_env(), capture_output=True, text=True, timeout=300)
+  assert done.returncode == returncode, done.stderr
+  return done
+
+
+def test_ctrl_c_stops_after_the_epoch_in_flight_with_exit_130_and_resumes(
+    uninterrupted, tiny_data_dir, tmp_path, capsys):
   workdir = tmp_path / "ctrl_c"
-  args = _train_args(workdir, tiny_data_dir, epochs=epochs)
-  proc = subprocess.Popen([sys.executable, "-m", "vae_jax", *args], env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  first = workdir / "checkpoints" / "epoch_0001.msgpack"
-  deadline = time.monotonic() + 240
-  while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-    time.sleep(0.02)
-  proc.send_signal(signal.SIGINT)
-  out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 130, err
-  assert "Traceback" not in err and "--resume" in err.strip().splitlines()[-1]
+  done = _killed(1, "sigint", _train_args(workdir, tiny_data_dir), returncode=130)
+  err = done.stderr.strip().splitlines()
+  assert "Traceback" not in done.stderr and "Ctrl-C: stopping after epoch" in done.stderr
+  assert "interrupted after epoch" in err[-1] and "--resume" in err[-1]
   rows = _rows(workdir)
-  assert 1 <= len(rows) < epochs  # stopped early ...
-  assert checkpoint.checkpoints(workdir)[-1].name == f"epoch_{len(rows):04d}.msgpack"  # ... saved
+  assert len(rows) in (1, 2)  # epoch 1, and epoch 2 if it was already in flight
+  assert checkpoint.checkpoints(workdir)[-1].name == f"epoch_{len(rows):04d}.msgpack"
   assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
                    "--no-compile-cache"]) == 0
-  whole = tmp_path / "whole40"
-  assert cli.main(_train_args(whole, tiny_data_dir, epochs=epochs)) == 0
-  _assert_same_run(whole, workdir)
+  _assert_same_run(uninterrupted, workdir)
+
+
+def test_a_kill_while_drawing_the_figures_keeps_the_weights_and_resume_redraws(
+    uninterrupted, tiny_data_dir, tmp_path, capsys):
+  workdir = tmp_path / "figures"
+  _killed(0, "figures", _train_args(workdir, tiny_data_dir))
+  assert (workdir / "params.msgpack").read_bytes() == (
+      uninterrupted / "params.msgpack").read_bytes()
+  assert not (workdir / "latent.png").exists()
+  assert cli.main(_train_args(workdir, tiny_data_dir)) == 2  # finished: says how to redraw
+  assert "--resume" in capsys.readouterr().err
+  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 0
+  _assert_same_run(uninterrupted, workdir)
 
 
 def test_a_diverging_learning_rate_stops_with_exit_3_and_one_line(tiny_data_dir, tmp_path,
@@ -228,13 +248,14 @@ def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
     uninterrupted, tiny_data_dir, tmp_path, capsys):
   before = (uninterrupted / "params.msgpack").read_bytes()
   # An --overwrite run killed midway: the old run is untouched.
-  done = subprocess.run([sys.executable, "-c", KILLER, "2", "after",
-                         *_train_args(uninterrupted, tiny_data_dir, "--overwrite", "--seed", "2")],
-                        env=_env(), capture_output=True, text=True, timeout=300)
-  assert done.returncode == -signal.SIGKILL, done.stderr
+  _killed(2, "after", _train_args(uninterrupted, tiny_data_dir, "--overwrite", "--seed", "2"))
   assert (uninterrupted / "params.msgpack").read_bytes() == before
   staged = run.staging_dir(uninterrupted)
   assert len(_rows(staged)) == 2
+  # A plain --overwrite now would discard that work: refused, and it says how to go on.
+  assert cli.main(_train_args(uninterrupted, tiny_data_dir, "--overwrite")) == 2
+  err = capsys.readouterr().err
+  assert "interrupted --overwrite" in err and "--resume --overwrite" in err
   # It can be resumed, and replaces the old run only when finished.
   assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", "--overwrite",
                    "--no-progress", "--no-compile-cache"]) == 0
@@ -253,8 +274,9 @@ def test_a_failing_figure_is_one_line_and_the_weights_are_saved(tiny_data_dir, t
   monkeypatch.setattr(plots, "save_latent_map", broken)
   workdir = tmp_path / "fig"
   assert cli.main(_train_args(workdir, tiny_data_dir)) == 0
-  err = capsys.readouterr().err
-  assert "could not draw latent.png (IndexError" in err and "Traceback" not in err
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("vae-jax: warning: could not draw latent.png (IndexError")
+  assert len(err.splitlines()) == 1
   assert (workdir / "params.msgpack").exists() and (workdir / "samples.png").exists()
 
 
@@ -264,3 +286,16 @@ def test_z5_on_one_test_image_draws_its_latent_map(tiny_data_dir, tmp_path, caps
   assert cli.main(_train_args(workdir, tiny_data_dir, "--latent-dim", "5", "--test-limit",
                               "1")) == 0
   assert "warning" not in capsys.readouterr().err and (workdir / "latent.png").exists()
+
+
+def test_a_kill_between_the_two_renames_of_the_swap_is_completed_by_the_next_command(
+    uninterrupted, tiny_data_dir, tmp_path, capsys):
+  new = run.staging_dir(uninterrupted)
+  assert cli.main(_train_args(tmp_path / "other", tiny_data_dir, "--seed", "3")) == 0
+  os.replace(tmp_path / "other", new)                    # a finished new run ...
+  os.replace(uninterrupted, tmp_path / "whole.old-abc")  # ... and the first rename done
+  assert cli.main(_train_args(uninterrupted, tiny_data_dir)) == 2  # then refuses: finished
+  err = capsys.readouterr().err
+  assert "finishing the interrupted replacement" in err
+  assert Config.from_file(uninterrupted / "config.json").seed == 3
+  assert not new.exists() and not (tmp_path / "whole.old-abc").exists()

@@ -17,13 +17,16 @@ and when training ends, the weights first and the figures after them:
   learning_curves.png, latent.png, samples.png
 
 What survives what:
-* a kill at any moment (SIGKILL, power loss): every file above is whole or absent,
-  and `--resume` continues from the last checkpoint to the same numbers, bit for
-  bit, as a run never stopped (each epoch's key depends on its number alone);
+* a kill at any moment (SIGKILL, power loss): config.json, the checkpoints, the
+  weights and the loss arrays are written to a temporary name and renamed, so each
+  is whole or absent; metrics.jsonl is appended a row at a time. `--resume`
+  rewrites metrics.jsonl from the last checkpoint, trains on, redraws the figures
+  and ends with the same numbers, bit for bit, as a run never stopped (each
+  epoch's key depends on its number alone);
 * Ctrl-C: the epoch in flight finishes and is checkpointed; exit code 130;
 * a loss or parameter that is no longer finite: the run stops after that epoch,
   the last finite checkpoint kept; exit code 3;
-* a figure that fails: one line, and the other figures are still drawn;
+* a figure that fails: one line, and the run goes on;
 * `--overwrite`: the new run is written beside the old one, in `<workdir>.new`,
   and replaces it only once it has finished.
 """
@@ -31,12 +34,15 @@ What survives what:
 from __future__ import annotations
 
 import dataclasses
+import glob
+import io
 import json
 import math
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -78,32 +84,35 @@ class RunStopped(Exception):
 
 def staging_dir(workdir) -> Path:
   """Where `--overwrite` writes the new run, beside the old: `<workdir>.new`."""
-  workdir = Path(workdir)
-  workdir = workdir if workdir.name else workdir.resolve()
+  workdir = Path(workdir).resolve()
+  if not workdir.name:
+    raise ValueError(f"--workdir {workdir}: choose a directory below the root")
   return workdir.with_name(workdir.name + ".new")
 
 
 class RunStatus(NamedTuple):
   state: str                # "empty", "unfinished" or "finished"
-  last_checkpoint: int | None
-  epochs: int | None        # what its config.json asks for
+  last_checkpoint: int      # 0 when there is none
+  epochs: int | str         # what its config.json asks for ("?" when it cannot be read)
 
 
 def run_status(run_dir) -> RunStatus:
   """What `run_dir` holds. A directory with at most a config.json holds nothing yet:
-  its run never finished an epoch, and a new run may start there."""
+  its run never finished an epoch, and a new run may start there. A run is finished
+  once its weights are written (its figures may still be missing: --resume redraws them)."""
   run_dir = Path(run_dir)
   found = [p for p in run_dir.glob("*") if (p.name in RESULT_FILES or p.name.startswith(
       "reconstruction_")) and not (p.is_file() and p.stat().st_size == 0)
            ] if run_dir.is_dir() else []
-  if not found:
-    return RunStatus("empty", None, None)
   ckpts = checkpoint.checkpoints(run_dir)
-  last = int(ckpts[-1].stem.split("_")[1]) if ckpts else None
-  cfg = run_dir / "config.json"
-  epochs = Config.from_file(cfg).epochs if cfg.exists() else None
-  done = (run_dir / "params.msgpack").exists() and (last is None or epochs is None
-                                                    or last >= epochs)
+  last = int(ckpts[-1].stem.split("_")[1]) if ckpts else 0
+  try:
+    epochs = Config.from_file(run_dir / "config.json").epochs
+  except ValueError:  # missing or unreadable: say so when it matters (--resume)
+    epochs = "?"
+  if not found:
+    return RunStatus("empty", last, epochs)
+  done = (run_dir / "params.msgpack").exists() and (not ckpts or epochs == "?" or last >= epochs)
   return RunStatus("finished" if done else "unfinished", last, epochs)
 
 
@@ -131,25 +140,30 @@ def saved_config(workdir, overwrite: bool = False) -> Config:
 
 
 class Plan(NamedTuple):
-  final: Path                    # where the results are once the run ends
-  write: Path                    # where this run writes: `final`, or `<final>.new`
-  checkpoint: Path | None        # the checkpoint to continue from (--resume)
+  final: Path                            # where the results are once the run ends
+  write: Path                            # where this run writes: `final`, or `<final>.new`
+  resumed: checkpoint.Checkpoint | None  # the checkpoint --resume continues from
+
+
+# Fields that --resume may change: more epochs, and where the MNIST cache lives.
+RESUMABLE_CHANGES = ("epochs", "data_dir")
 
 
 def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool = False) -> Plan:
   """Checks the run directory (one line, before any work) and says where the run writes.
 
-  Refuses a directory holding results unless `overwrite` (the new run is then
+  Refuses a directory holding a run unless `overwrite` (the new run is then
   written to `<workdir>.new` and swapped in when finished) or `resume` (which
   must not change the config, except to ask for more epochs).
   """
   final = Path(workdir)
   _check_directory(final, "--workdir")
+  _finish_interrupted_swap(final)
   if resume:
     where = staging_dir(final) if overwrite else final
     saved = saved_config(final, overwrite)
-    changed = [f.name for f in dataclasses.fields(Config)
-               if f.name != "epochs" and getattr(saved, f.name) != getattr(config, f.name)]
+    changed = [f.name for f in dataclasses.fields(Config) if f.name not in RESUMABLE_CHANGES
+               and getattr(saved, f.name) != getattr(config, f.name)]
     if changed:
       name = changed[0]
       raise ValueError(f"--resume: --{name.replace('_', '-')} {getattr(config, name)} differs "
@@ -159,32 +173,57 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       raise ValueError(f"--resume: --epochs {config.epochs} is fewer than the run's "
                        f"{saved.epochs}: a resumed run trains to {saved.epochs} or more")
     ckpts = checkpoint.checkpoints(where)
-    if not ckpts and (where / "params.msgpack").exists():
-      raise ValueError(f"--resume: {where} holds finished weights but no checkpoint to "
-                       f"continue from: choose another --workdir")
-    return Plan(final, where, ckpts[-1] if ckpts else None)
+    if not ckpts:
+      if (where / "params.msgpack").exists():
+        raise ValueError(f"--resume: {where} holds finished weights but no checkpoint to "
+                         f"continue from: choose another --workdir")
+      return Plan(final, where, None)  # no epoch was checkpointed: from the start
+    from vae_jax import train
+    ckpt = checkpoint.load_checkpoint(ckpts[-1], train.setup(config).state)  # read it now
+    if ckpt.config.replace(**{f: getattr(config, f) for f in RESUMABLE_CHANGES}) != config:
+      raise ValueError(f"{ckpt.path} was written by another config than {where}/config.json: "
+                       f"delete it to resume from the one before")
+    return Plan(final, where, ckpt)
   status = run_status(final)
-  if status.state == "empty":
-    return Plan(final, final, None)
-  if not overwrite:
+  if status.state != "empty" and not overwrite:
     if status.state == "unfinished":
       raise FileExistsError(
-          f"{final} holds an unfinished run (last checkpoint: epoch {status.last_checkpoint or 0}"
-          f" of {status.epochs}): continue it with --resume, or start again with --overwrite")
-    raise FileExistsError(f"{final} already holds a finished run: choose another --workdir or "
-                          f"pass --overwrite (the old results stay until the new run finishes)")
-  return Plan(final, staging_dir(final), None)
+          f"{final} holds an unfinished run (last checkpoint: epoch {status.last_checkpoint} "
+          f"of {status.epochs}): continue it with --resume, or start again with --overwrite")
+    raise FileExistsError(
+        f"{final} already holds a finished run: choose another --workdir, pass --overwrite "
+        f"(the old results stay until the new run finishes), or --resume to train on with a "
+        f"larger --epochs or to redraw missing figures")
+  staged = run_status(staging_dir(final))
+  if overwrite and staged.state != "empty":
+    raise FileExistsError(
+        f"{staging_dir(final)} holds an interrupted --overwrite of {final} (last checkpoint: "
+        f"epoch {staged.last_checkpoint} of {staged.epochs}): continue it with --resume "
+        f"--overwrite, or delete {staging_dir(final)}")
+  return Plan(final, final if status.state == "empty" else staging_dir(final), None)
 
 
 def _swap_in(new: Path, final: Path) -> None:
-  """Replaces `final` by the finished run in `new` (two renames; the old one then goes)."""
-  old = final.with_name(final.name + ".old")
-  if old.exists():
-    shutil.rmtree(old)
+  """Replaces `final` by the finished run in `new`: two renames, then the old run goes."""
+  final = final.resolve()
   if final.exists():
-    os.replace(final, old)
+    old = Path(tempfile.mkdtemp(prefix=f"{final.name}.old-", dir=final.parent))
+    os.replace(final, old)  # onto the empty directory just made: a name no one else uses
   os.replace(new, final)
-  shutil.rmtree(old, ignore_errors=True)
+  for old in final.parent.glob(f"{glob.escape(final.name)}.old-*"):
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _finish_interrupted_swap(final: Path) -> None:
+  """A kill between `_swap_in`'s two renames leaves no `final`, the old run in
+  `<final>.old-*` and the finished new one in `<final>.new`: complete the swap."""
+  resolved = final.resolve()
+  if resolved.exists() or not resolved.name:
+    return
+  new, olds = staging_dir(final), list(resolved.parent.glob(f"{glob.escape(resolved.name)}.old-*"))
+  if olds and new.is_dir():
+    print(f"vae-jax: finishing the interrupted replacement of {final} by {new}", file=sys.stderr)
+    _swap_in(new, final)
 
 
 # --------------------------------------------------------------------------
@@ -207,11 +246,9 @@ class _CtrlC:
       self._old = signal.signal(signal.SIGINT, self._handle)
     return self
 
-  def _handle(self, signum, frame):
+  def _handle(self, signum, frame):  # only a flag: the loop says what happens
     self.requested.set()
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    print("\nvae-jax: stopping after the epoch in flight (Ctrl-C again to stop at once)",
-          file=sys.stderr)
 
   def __exit__(self, *exc):
     if self._old is not None:
@@ -220,6 +257,21 @@ class _CtrlC:
 
 def _first_non_finite(row: dict) -> str | None:
   return next((k for k, v in row.items() if k != "epoch" and not math.isfinite(v)), None)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  checkpoint.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _draw(name: str, draw, path: Path) -> None:
+  """Draws one figure; a failure is one line, not the end of the run."""
+  try:
+    draw(path)
+  except Exception as e:  # the weights and metrics are saved: a figure is not worth them
+    print(f"vae-jax: warning: could not draw {name} ({type(e).__name__}: {e}); the weights "
+          f"and metrics are saved", file=sys.stderr)
 
 
 def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resume: bool = False,
@@ -235,10 +287,10 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   plan = plan_run(config, workdir, overwrite=overwrite, resume=resume)  # before any work
   from vae_jax import plots  # pulls in matplotlib: import late
 
+  d = data.load_device_data(config)  # uint8 [N, 784] train and test, on the device once
   out = plan.write
   if out != plan.final and not resume and out.exists():
-    shutil.rmtree(out)  # an earlier --overwrite that never finished: started again, as asked
-  d = data.load_device_data(config)  # uint8 [N, 784] train and test, on the device once
+    shutil.rmtree(out)  # a <workdir>.new that holds nothing yet (plan_run checked)
   out.mkdir(parents=True, exist_ok=True)
   checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
   resume_hint = (f"vae-jax train --workdir {plan.final} --resume"
@@ -247,11 +299,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   run = train.setup(config, d, loss_fn=loss_fn)  # model, Adam, keys; programs compiled
   model = run.model
   state, history, start = run.state, [], 0
-  if plan.checkpoint is not None:
-    ckpt = checkpoint.load_checkpoint(plan.checkpoint, run.state)
-    if ckpt.config.replace(epochs=config.epochs) != config:
-      raise ValueError(f"{ckpt.path} was written by another config than {out}/config.json: "
-                       f"delete it to resume from the one before")
+  if plan.resumed is not None:
+    ckpt = plan.resumed
     state, history, start = jax.device_put(ckpt.state), ckpt.history, ckpt.epoch
 
   x_show = data.to_inputs(d.x_test[:8])  # the 8 images of every grid
@@ -290,7 +339,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     metrics_file.write(json.dumps(row) + "\n")
     metrics_file.flush()
     if recon is not None:
-      plots.save_reconstructions(np.asarray(x_show), recon, out / f"reconstruction_{epoch}.png")
+      _draw(f"reconstruction_{epoch}.png", lambda path: plots.save_reconstructions(
+          np.asarray(x_show), recon, path), out / f"reconstruction_{epoch}.png")
     if epoch % checkpoint_every == 0 or epoch == config.epochs or force_checkpoint:
       checkpoint.save_checkpoint(out, epoch, state, history, config)
       saved = epoch
@@ -307,6 +357,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
         if len(pending) == 2:  # read the previous epoch while this one runs
           record(metrics_file, *pending.pop(0))
         if ctrl_c.requested.is_set():
+          print(f"\nvae-jax: Ctrl-C: stopping after epoch {epoch}, in flight (Ctrl-C again "
+                f"to stop at once)", file=sys.stderr)
           break  # dispatch nothing more: the epoch in flight is the last
       for i, item in enumerate(pending):
         record(metrics_file, *item, force_checkpoint=i == len(pending) - 1)
@@ -321,36 +373,13 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   finally:
     bar.close()
 
-  # The weights first: nothing after this point can lose them.
-  params = state.params
-  checkpoint.save_params(params, out / "params.msgpack")
-  for name, key in (("loss_list.npy", "train_loss"), ("test_loss_list.npy", "test_loss")):
-    np.save(out / name, np.array([h[key] for h in history]))
-
-  def draw_latent_map(path):
-    mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method=VAE.encode)
-                    )(params, d.x_test)
-    plots.save_latent_map(np.asarray(mu), d.y_test, path)
-
-  def draw_samples(path):
-    z = jax.random.normal(run.keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
-    samples = jax.nn.sigmoid(model.apply({"params": params}, z, method=VAE.decode))
-    plots.save_grid(np.asarray(samples), path, nrow=8)
-
-  figures = {
-      "learning_curves.png": lambda path: plots.save_learning_curves(
-          history, path, title=f"z = {config.latent_dim}: negative ELBO per image"),
-      "latent.png": draw_latent_map,
-      "samples.png": draw_samples,
-  }
-  for name, draw in figures.items():
-    try:
-      draw(out / name)
-    except Exception as e:  # the weights and metrics are saved: a figure is not worth them
-      print(f"vae-jax: warning: could not draw {name} ({type(e).__name__}: {e}); the weights "
-            f"and metrics are saved", file=sys.stderr)
-  if out != plan.final:
-    _swap_in(out, plan.final)
+  try:
+    params = _write_results(config, out, state.params, history, run, d, plots)
+    if out != plan.final:
+      _swap_in(out, plan.final)
+  except KeyboardInterrupt:
+    raise RunStopped(f"interrupted while writing the results of the last epoch; every file is "
+                     f"whole; finish them with: {resume_hint}", exit_code=130) from None
 
   last = history[-1]
   resumed = f" (resumed after epoch {start})" if start else ""
@@ -360,3 +389,28 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
         f"{sum(h['seconds'] for h in history):.1f} s + {compile_s:.1f} s compile "
         f"-> {plan.final}")
   return RunResult(params, history, compile_s)
+
+
+def _write_results(config: Config, out: Path, params, history: list, run, d, plots):
+  """The weights first (nothing after them can lose them), then the loss arrays and figures."""
+  checkpoint.save_params(params, out / "params.msgpack")
+  for name, key in (("loss_list.npy", "train_loss"), ("test_loss_list.npy", "test_loss")):
+    _save_npy(out / name, np.array([h[key] for h in history]))
+  model = run.model
+
+  def latent_map(path):
+    mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method=VAE.encode)
+                    )(params, d.x_test)
+    plots.save_latent_map(np.asarray(mu), d.y_test, path)
+
+  def samples(path):
+    z = jax.random.normal(run.keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
+    images = jax.nn.sigmoid(model.apply({"params": params}, z, method=VAE.decode))
+    plots.save_grid(np.asarray(images), path, nrow=8)
+
+  _draw("learning_curves.png", lambda path: plots.save_learning_curves(
+      history, path, title=f"z = {config.latent_dim}: negative ELBO per image"),
+      out / "learning_curves.png")
+  _draw("latent.png", latent_map, out / "latent.png")
+  _draw("samples.png", samples, out / "samples.png")
+  return params
