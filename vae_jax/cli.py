@@ -2,6 +2,7 @@
 
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
+  vae-jax train --workdir runs/vae_2 --resume          # go on from the last checkpoint
   vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
   vae-jax data                                         # fetch and cache MNIST, print a check
@@ -302,7 +303,7 @@ def main(argv=None) -> int:
       from vae_jax import run
       config = config_from_args(args, run.saved_config(args.workdir, args.overwrite))
     if args.command in COMPILES or args.command == "data":
-      data.check_data_dir(config.data_dir)  # before any fetch
+      data.check_data_dir(config.data_dir, config.data_source)  # before any fetch
   except (ValueError, data.DataError, OSError) as e:
     print(f"vae-jax: error: {e}", file=sys.stderr)
     return 2

@@ -76,14 +76,19 @@ def _data_root(data_dir: str | os.PathLike | None) -> Path:
   return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
-def check_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-  """The data directory, refused in one line if it (or a parent) is a file: before any fetch."""
+def check_data_dir(data_dir: str | os.PathLike | None = None, source: str | None = None) -> Path:
+  """The data directory, refused in one line before any fetch: if it (or a parent) is a
+  file, or if `source`'s cache is still to be written there and it is not writable."""
   root = _data_root(data_dir)
-  for p in (root, *root.parents):
+  flag = "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
+  for p in (root, *root.absolute().parents):
     if p.exists():
       if not p.is_dir():
-        flag = "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
         raise DataError(f"{flag} {root}: {p} is a file, not a directory: choose a directory")
+      if (source is not None and not cache_path(source, data_dir).exists()
+          and not os.access(p, os.W_OK | os.X_OK)):
+        raise DataError(f"{flag} {root}: {p} is not writable, and the MNIST cache must be "
+                        f"written there once: choose another directory")
       break
   return root
 
