@@ -25,6 +25,20 @@ from vae_jax.config import Config
 CHECKPOINT_DIR = "checkpoints"
 
 
+def check_directory(path, flag: str, *, writable: bool = True) -> Path:
+  """`path`, or the folder it would be made in, must be a directory (and writable, if
+  asked): refused in one line naming `flag`, before any work."""
+  path = Path(path)
+  for p in (path, *path.absolute().parents):
+    if p.exists():
+      if not p.is_dir():
+        raise FileExistsError(f"{flag} {path}: {p} is a file, not a directory: choose a directory")
+      if writable and not os.access(p, os.W_OK | os.X_OK):
+        raise PermissionError(f"{flag} {path}: {p} is not writable: choose another directory")
+      break
+  return path
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
   """Writes `data` to `path` so that `path` is always whole: temp file, fsync, rename."""
   path = Path(path)

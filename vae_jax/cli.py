@@ -83,15 +83,11 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
                         help=f"{FIELD_HELP[field.name]}; default: {field.default}")
 
 
-def given_fields(args: argparse.Namespace) -> dict:
-  """The Config fields the user set on the command line, with their values."""
-  return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-          if hasattr(args, f.name)}
-
-
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-  """`base` (default: the defaults) with the fields the user gave."""
-  return (base or Config()).replace(**given_fields(args))
+  """`base` (default: the defaults) with the Config fields the user gave."""
+  given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+           if hasattr(args, f.name)}
+  return (base or Config()).replace(**given)
 
 
 def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:

@@ -79,18 +79,11 @@ def _data_root(data_dir: str | os.PathLike | None) -> Path:
 def check_data_dir(data_dir: str | os.PathLike | None = None, source: str | None = None) -> Path:
   """The data directory, refused in one line before any fetch: if it (or a parent) is a
   file, or if `source`'s cache is still to be written there and it is not writable."""
-  root = _data_root(data_dir)
-  flag = "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
-  for p in (root, *root.absolute().parents):
-    if p.exists():
-      if not p.is_dir():
-        raise DataError(f"{flag} {root}: {p} is a file, not a directory: choose a directory")
-      if (source is not None and not cache_path(source, data_dir).exists()
-          and not os.access(p, os.W_OK | os.X_OK)):
-        raise DataError(f"{flag} {root}: {p} is not writable, and the MNIST cache must be "
-                        f"written there once: choose another directory")
-      break
-  return root
+  from vae_jax.checkpoint import check_directory
+  must_write = source is not None and not cache_path(source, data_dir).exists()
+  return check_directory(_data_root(data_dir),
+                         "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR",
+                         writable=must_write)
 
 
 def compile_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:

@@ -116,21 +116,10 @@ def run_status(run_dir) -> RunStatus:
   return RunStatus("finished" if done else "unfinished", last, epochs)
 
 
-def _check_directory(path: Path, flag: str) -> None:
-  """`path`, or the folder it would be made in, must be a writable directory."""
-  for p in (path, *path.absolute().parents):
-    if p.exists():
-      if not p.is_dir():
-        raise FileExistsError(f"{flag} {path}: {p} is a file, not a directory: choose a directory")
-      if not os.access(p, os.W_OK | os.X_OK):
-        raise PermissionError(f"{flag} {path}: {p} is not writable: choose another directory")
-      return
-
-
 def saved_config(workdir, overwrite: bool = False) -> Config:
   """The config of the run `--resume` would continue (of `<workdir>.new` under --overwrite)."""
   where = staging_dir(workdir) if overwrite else Path(workdir)
-  _check_directory(where, "--workdir")
+  checkpoint.check_directory(where, "--workdir")
   if not (where / "config.json").exists():
     raise FileNotFoundError(
         f"{where} holds no run to resume: "
@@ -157,7 +146,7 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
   must not change the config, except to ask for more epochs).
   """
   final = Path(workdir)
-  _check_directory(final, "--workdir")
+  checkpoint.check_directory(final, "--workdir")
   _finish_interrupted_swap(final)
   if resume:
     where = staging_dir(final) if overwrite else final
