@@ -54,6 +54,10 @@ def place(tmp_path_factory):
     sub.mkdir()
     (sub / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
     (sub / "config.json").write_text(text)
+  arch = bad / "arch_mismatch"  # the blog's weights beside a config.json of the Burda model
+  arch.mkdir()
+  (arch / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
+  (arch / "config.json").write_text(Config(arch="burda").to_json())
   dir_cfg = bad / "config_dir"
   (dir_cfg / "config.json").mkdir(parents=True)
   (dir_cfg / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
@@ -77,6 +81,7 @@ def _cases():
   """(name, argv with {root} for the fixture's folder, what the one line must contain)."""
   ev = ["evaluate", "--data-dir", "{root}/data", "--weights"]
   tr = ["train", "--data-dir", "{root}/data", "--no-progress", "--workdir"]
+  lk = ["likelihood", "--data-dir", "{root}/data", "--no-progress", "--weights"]
   return [
       ("weights is a directory", ev + ["{root}/files"], "is not a file"),
       ("weights missing", ev + ["{root}/files/nope.pth"], "does not exist"),
@@ -120,6 +125,16 @@ def _cases():
       ("learning rate nan", tr + ["{root}/new", "--learning-rate", "nan"], "finite"),
       ("checkpoint every 0", tr + ["{root}/new", "--checkpoint-every", "0"], "must be >= 1"),
       ("resume with no run", tr + ["{root}/new", "--resume"], "no run to resume"),
+      ("k without the iwae objective", tr + ["{root}/new", "--k", "5"], "--objective iwae"),
+      ("burda schedule past its end", tr + ["{root}/new", "--schedule", "burda", "--epochs",
+                                           "4000"], "3280 or fewer"),
+      ("adam eps 0", tr + ["{root}/new", "--adam-eps", "0"], "adam_eps must be"),
+      ("blog weights, burda config", ev + ["{root}/files/arch_mismatch/params.msgpack"],
+       "parameters of the burda model"),
+      ("likelihood k 0", lk + ["{root}/run/params.msgpack", "--k", "0"], "must be >= 1"),
+      ("likelihood weights missing", lk + ["{root}/files/nope.pth"], "does not exist"),
+      ("likelihood json exists", lk + ["{root}/run/params.msgpack", "--json",
+                                       "{root}/files/empty.npz"], "exists"),
       ("resume a corrupt config", ["train", "--workdir", "{root}/files/corrupt", "--resume"],
        "is not valid JSON"),
   ]

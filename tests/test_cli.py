@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # What each subcommand offers, besides -h. A new flag must be added here on purpose.
 CONFIG_FLAGS = {"--latent-dim", "--hidden-dim", "--batch-size", "--epochs", "--learning-rate",
                 "--seed", "--init", "--data-source", "--data-dir", "--train-limit",
-                "--test-limit", "--recon-every", "--matmul-precision"}
+                "--test-limit", "--recon-every", "--matmul-precision", "--arch", "--binarize",
+                "--objective", "--k", "--adam-eps", "--schedule"}
 DATA = {"--data-source", "--data-dir"}
 LIMITS = {"--train-limit", "--test-limit"}
 CACHE = {"--no-compile-cache"}  # every subcommand that compiles
@@ -27,6 +28,8 @@ EXPECTED_FLAGS = {
                                      "--checkpoint-every"},
     "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision"},
     "export": {"--weights", "--out"},
+    "likelihood": DATA | CACHE | {"--test-limit", "--matmul-precision", "--binarize", "--seed",
+                                  "--weights", "--k", "--json", "--no-progress"},
     "data": DATA,
     "bench": DATA | LIMITS | CACHE | {"--latent-dim", "--hidden-dim", "--init", "--batch-size",
                                       "--learning-rate", "--seed", "--bench-epochs", "--no-torch",
@@ -166,7 +169,7 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
 
 SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare",
            "gradient_study.py": "study"}
-OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py"}  # scripts with a command line of their own
+OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py", "likelihood_report.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 
@@ -200,7 +203,8 @@ def documented_commands() -> list[tuple[str, list[str]]]:
 
 def test_the_documentation_shows_commands():
   found = {argv[0] for _, argv in documented_commands()}
-  assert {"train", "evaluate", "export", "data", "bench", "compare", "study"} <= found
+  assert {"train", "evaluate", "likelihood", "export", "data", "bench", "compare",
+          "study"} <= found
 
 
 @pytest.mark.parametrize("where, argv", documented_commands(), ids=lambda v: str(v))
@@ -231,7 +235,7 @@ def test_scripts_are_either_subcommands_or_have_their_own_parser():
   assert {p.name for p in (ROOT / "scripts").glob("*.py")} == set(SCRIPTS) | OWN_PARSER
 
 
-CHEAP = ("train", "export", "evaluate", "data", "bench")  # in an order that feeds each the next
+CHEAP = ("train", "export", "evaluate", "likelihood", "data", "bench")  # each feeds the next
 
 
 def test_cheap_documented_commands_run_on_the_tiny_fixture(tiny_data_dir, tmp_path, monkeypatch,
@@ -248,6 +252,8 @@ def test_cheap_documented_commands_run_on_the_tiny_fixture(tiny_data_dir, tmp_pa
   for argv in runs:
     argv = list(argv) + (["--epochs", "2", "--hidden-dim", "32", "--no-progress"]
                          if argv[0] == "train" else [])
+    if argv[0] == "likelihood":
+      argv += ["--k", "20", "--no-progress"]
     if argv[0] == "bench" and "--no-torch" not in argv and "--torch-loops" not in argv:
       argv += ["--torch-loops", "blog", "tensor"]  # the compiled loop: tests/test_bench.py
     if argv[0] == "export" and Path(argv[argv.index("--out") + 1]).exists():

@@ -118,7 +118,9 @@ def load_weights(path):
   """Parameters from any of our formats -> (params, config); the sizes come from the weights.
 
   * `params.msgpack` of a run: its arrays give z and the hidden width; `config.json`
-    beside it, when present, gives the rest (and must agree with those sizes);
+    beside it, when present, gives the rest (and must agree with those sizes); a run of
+    another `--arch` needs its config.json, and every array must have the shape that
+    config's model gives it;
   * a PyTorch state dict, `.pth`/`.pt` (needs torch) or `.npz` (NumPy only), in the
     blog's layout.
   Every array's shape is checked against the blog's model of those sizes.
@@ -128,6 +130,9 @@ def load_weights(path):
   path = Path(path)
   if not path.is_file():
     raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
+  cfg = path.parent / "config.json"
+  if path.suffix == ".msgpack" and cfg.exists() and Config.from_file(cfg).arch != "blog":
+    return _load_run_weights(path, Config.from_file(cfg)), Config.from_file(cfg)
   if path.suffix == ".msgpack":
     try:
       raw = serialization.msgpack_restore(path.read_bytes())
@@ -140,10 +145,28 @@ def load_weights(path):
   latent_dim, hidden_dim = torch_io.dims_of(state, path)
   params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
   config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
-  cfg = path.parent / "config.json"
   if path.suffix == ".msgpack" and cfg.exists():
     config = Config.from_file(cfg)
     if (config.latent_dim, config.hidden_dim) != (latent_dim, hidden_dim):
       raise ValueError(f"{path} holds a z={latent_dim}, hidden={hidden_dim} VAE but {cfg} says "
                        f"z={config.latent_dim}, hidden={config.hidden_dim}: they are not one run")
   return params, config
+
+
+def _load_run_weights(path: Path, config: Config):
+  """`params.msgpack` of a run whose config.json names a model other than the blog's."""
+  from vae_jax.model import init_params, make_model
+  want = jax.eval_shape(lambda: init_params(make_model(config), jax.random.PRNGKey(0)))
+  fix = "they are not one run, or the file is damaged: retrain into a new --workdir"
+  try:
+    raw = serialization.msgpack_restore(path.read_bytes())
+    params = serialization.from_state_dict(want, raw)
+  except Exception as e:
+    raise ValueError(f"{path} does not hold the parameters of the {config.arch} model its "
+                     f"config.json describes ({type(e).__name__}: {e}): {fix}") from None
+  for (where, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(want)):
+    if getattr(a, "shape", None) != b.shape:
+      raise ValueError(f"{path}: {jax.tree_util.keystr(where)} has shape "
+                       f"{getattr(a, 'shape', None)}, the {config.arch} model of its "
+                       f"config.json needs {b.shape}: {fix}")
+  return jax.tree.map(jax.numpy.asarray, params)

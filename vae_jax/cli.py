@@ -1,9 +1,10 @@
-"""Command line: `vae-jax train | evaluate | export | data | bench | compare | study`.
+"""Command line: `vae-jax train | evaluate | likelihood | export | data | bench | compare | study`.
 
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
   vae-jax train --workdir runs/vae_2 --resume          # go on from the last checkpoint
   vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
+  vae-jax likelihood --weights runs/vae_2/params.msgpack --k 5000    # L_5000, ELBO, active units
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
   vae-jax data                                         # fetch and cache MNIST, print a check
   vae-jax bench --bench-epochs 3                       # seconds per epoch, JAX vs PyTorch
@@ -36,6 +37,7 @@ FIELDS = {
     "export": (),
     "data": DATA,
     "bench": MODEL + ("batch_size", "learning_rate", "seed") + DATA + LIMITS,
+    "likelihood": DATA + ("test_limit", "matmul_precision", "binarize", "seed"),
     "compare": DATA + LIMITS,
     "study": DATA + LIMITS,
 }
@@ -53,6 +55,15 @@ FIELD_HELP = {
     "recon_every": "a reconstruction grid every N epochs (and at 1 and the last)",
     "matmul_precision": "float32 matrix products: highest (as PyTorch), or a GPU's faster "
                         "high/default",
+    "arch": "the blog's 784-512-z ReLU model, or Burda et al.'s two tanh layers (burda: "
+            "784-200-200-50 unless --hidden-dim/--latent-dim)",
+    "binarize": "none: grey pixels in [0, 1] (the blog's); dynamic: Bernoulli(pixel / 255) drawn "
+                "afresh each epoch, the test set binarized once",
+    "objective": "elbo (the blog's loss) or iwae (Burda et al.'s bound of --k samples)",
+    "k": "importance samples per image of --objective iwae",
+    "adam_eps": "Adam's epsilon (burda schedule: 1e-4)",
+    "schedule": "constant learning rate, or burda: 3^i epochs at rate * 10^(-i/7), i = 0..7 "
+                "(3280 epochs, batch 20, Adam eps 1e-4 unless given)",
 }
 
 
@@ -84,10 +95,11 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-  """`base` (default: the defaults) with the Config fields the user gave."""
+  """`base` (default: the defaults, with the presets of `--arch burda` / `--schedule burda`)
+  with the Config fields the user gave."""
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
            if hasattr(args, f.name)}
-  return (base or Config()).replace(**given)
+  return Config.with_presets(given, base)
 
 
 def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:
@@ -127,13 +139,43 @@ def cmd_evaluate(args, config, parser):
   from vae_jax import checkpoint, data, train
   from vae_jax.model import make_model
   params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
-  d = data.load_device_data(config, with_train=False)
+  d = data.load_device_data(config, with_train=False, binarize=wconfig.binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
   m = train.make_evaluate(model)(params, d.x_test)
   n = len(d.x_test)
   print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
         f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
         f"test images, z = mu")
+
+
+def cmd_likelihood(args, config, parser):
+  import json
+  from pathlib import Path
+
+  import jax
+
+  from vae_jax import checkpoint, data, likelihood
+  from vae_jax.model import make_model
+  if args.json is not None and Path(args.json).exists():
+    raise FileExistsError(f"--json {args.json} exists: choose another name or delete it")
+  params, wconfig = checkpoint.load_weights(args.weights)
+  binarize = config.binarize if hasattr(args, "binarize") else wconfig.binarize
+  d = data.load_device_data(config, with_train=False, binarize=binarize)
+  model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
+  est = likelihood.estimate(model, params, d.x_test, args.samples, key=jax.random.PRNGKey(config.seed),
+                            progress=not args.no_progress)
+  print(f"{args.weights} ({wconfig.arch} model, z={wconfig.latent_dim}, trained with "
+        f"--objective {wconfig.objective}"
+        + (f" --k {wconfig.k}" if wconfig.objective == "iwae" else "")
+        + f", --binarize {wconfig.binarize}; scored with --binarize {binarize}, --seed "
+        f"{config.seed})")
+  print(likelihood.describe(est, binarized=binarize == "dynamic", latent_dim=wconfig.latent_dim))
+  if args.json is not None:
+    report = {"weights": str(args.weights), "config": json.loads(wconfig.to_json()),
+              "binarize": binarize, "seed": config.seed, **likelihood.to_json(est),
+              "run": likelihood.run_summary(Path(args.weights).parent / "metrics.jsonl")}
+    checkpoint.atomic_write_bytes(Path(args.json), (json.dumps(report, indent=1) + "\n").encode())
+    print(f"wrote {args.json}")
 
 
 def cmd_export(args, config, parser):
@@ -149,6 +191,9 @@ def cmd_export(args, config, parser):
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   params, wconfig = checkpoint.load_weights(args.weights)
+  if wconfig.arch != "blog":
+    raise ValueError(f"--weights {args.weights} is a {wconfig.arch} model: only the blog's "
+                     f"model has a PyTorch layout to export to")
   torch_io.export_state_dict(params, out)
   print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
 
@@ -229,6 +274,17 @@ def build_parser() -> argparse.ArgumentParser:
   x.add_argument("--weights", required=True, help="params.msgpack (or a .pth/.npz to convert)")
   x.add_argument("--out", required=True, help="vae.pth (needs torch) or vae.npz")
 
+  lk = command("likelihood", cmd_likelihood,
+               "importance-weighted test log-likelihood (L_k, Burda et al.), ELBO and active "
+               "units of saved weights")
+  lk.add_argument("--weights", required=True,
+                  help="params.msgpack of a run (its config.json gives the model and "
+                       "--binarize), or the blog's vae.pth/.npz")
+  lk.add_argument("--k", dest="samples", type=_positive, default=5000,
+                  help="importance samples per test image; default: 5000 (the field's)")
+  lk.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+  lk.add_argument("--no-progress", action="store_true", help="no progress bar")
+
   command("data", cmd_data, "fetch, convert and cache MNIST; print its checks")
 
   from vae_jax.experiments import (COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS,  # no jax
@@ -278,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-COMPILES = ("train", "evaluate", "bench", "compare", "study")  # take --no-compile-cache
+COMPILES = ("train", "evaluate", "likelihood", "bench", "compare", "study")  # take --no-compile-cache
 
 
 def main(argv=None) -> int:

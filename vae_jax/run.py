@@ -53,9 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm.auto as tqdm
 
-from vae_jax import checkpoint, data, losses, train
+from vae_jax import checkpoint, data, train
 from vae_jax.config import Config
-from vae_jax.model import VAE
 
 RESULT_FILES = ("metrics.jsonl", "loss_list.npy", "test_loss_list.npy", "learning_curves.png",
                 "latent.png", "samples.png", "params.msgpack", checkpoint.CHECKPOINT_DIR)
@@ -265,10 +264,10 @@ def _draw(name: str, draw, path: Path) -> None:
 
 def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resume: bool = False,
                        checkpoint_every: int = 1, progress: bool = True,
-                       loss_fn=losses.batch_loss) -> RunResult:
+                       loss_fn=None) -> RunResult:
   """Trains the VAE of `config` and writes every artifact into `workdir`.
 
-  `loss_fn` (default the blog's) has `losses.batch_loss`'s signature; the tests
+  `loss_fn` (default: `config.objective`'s) has `losses.batch_loss`'s signature; the tests
   swap in a loss known to go NaN.
   """
   if checkpoint_every < 1:
@@ -388,17 +387,18 @@ def _write_results(config: Config, out: Path, params, history: list, run, d, plo
   model = run.model
 
   def latent_map(path):
-    mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method=VAE.encode)
+    mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method="encode")
                     )(params, d.x_test)
     plots.save_latent_map(np.asarray(mu), d.y_test, path)
 
   def samples(path):
     z = jax.random.normal(run.keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
-    images = jax.nn.sigmoid(model.apply({"params": params}, z, method=VAE.decode))
+    images = jax.nn.sigmoid(model.apply({"params": params}, z, method="decode"))
     plots.save_grid(np.asarray(images), path, nrow=8)
 
   _draw("learning_curves.png", lambda path: plots.save_learning_curves(
-      history, path, title=f"z = {config.latent_dim}: negative ELBO per image"),
+      history, path, title=f"z = {config.latent_dim}: negative ELBO per image" + (
+          f" (train: -L_{config.k}, the IWAE bound)" if config.objective == "iwae" else "")),
       out / "learning_curves.png")
   _draw("latent.png", latent_map, out / "latent.png")
   _draw("samples.png", samples, out / "samples.png")

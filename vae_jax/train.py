@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import optax
 
 from vae_jax import losses
-from vae_jax.config import Config
-from vae_jax.data import DeviceData, to_inputs
+from vae_jax.config import BURDA_STAGES, Config
+from vae_jax.data import SPLIT_SIZES, DeviceData, to_inputs
 from vae_jax.losses import Metrics
 from vae_jax.model import VAE, init_params, make_model
 
@@ -51,12 +51,36 @@ class TrainState(NamedTuple):
   opt_state: Any  # Adam's moments, step count and learning rate
 
 
-def make_optimizer(config: Config) -> optax.GradientTransformation:
+def make_optimizer(config: Config, steps_per_epoch: int = 1) -> optax.GradientTransformation:
   """Adam with the learning rate kept in the optimiser state, so runs can vmap over it.
 
-  torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8, the same as Optax's.
+  torch.optim.Adam defaults: betas (0.9, 0.999), eps 1e-8, the same as Optax's; `config.adam_eps`
+  sets eps (Burda et al.: 1e-4). `--schedule burda` makes the rate a function of Adam's step
+  count, `burda_learning_rate(config.learning_rate, count // steps_per_epoch)`, so a resumed
+  run continues the schedule where it stopped.
   """
-  return optax.inject_hyperparams(optax.adam)(learning_rate=config.learning_rate)
+  if config.schedule == "burda":
+    base = config.learning_rate
+    rate = lambda count: burda_learning_rate(base, count // steps_per_epoch)
+  else:
+    rate = config.learning_rate
+  return optax.inject_hyperparams(optax.adam)(learning_rate=rate, eps=config.adam_eps)
+
+
+def burda_learning_rate(base: float, epoch_index):
+  """Burda et al.'s schedule: epochs sum_{j<i} 3^j + 1 .. sum_{j<=i} 3^j (1-based) of stage
+  i = 0..7 train at base * 10^(-i/7). epoch_index: 0-based (int or int array) -> rate."""
+  starts = jnp.array([(3**i - 1) // 2 for i in range(1, BURDA_STAGES)])  # 1, 4, 13, ..., 1093
+  stage = jnp.sum(jnp.asarray(epoch_index)[..., None] >= starts, axis=-1)
+  return base * 10.0 ** (-stage / 7.0)
+
+
+def steps_per_epoch(config: Config, num_examples: int | None = None) -> int:
+  """Adam steps in one epoch: ceil(N / batch); N the training images (default: MNIST's 60,000
+  cut to config.train_limit)."""
+  if num_examples is None:
+    num_examples = min(config.train_limit or SPLIT_SIZES["train"], SPLIT_SIZES["train"])
+  return max(1, math.ceil(num_examples / config.batch_size))
 
 
 def create_state(model: VAE, optimizer, key: jax.Array) -> TrainState:
@@ -69,35 +93,46 @@ class EpochPlan(NamedTuple):
   """Everything random in one epoch: which examples each step sees, and its noise."""
   idx: jax.Array     # int32 [steps, B]: example indices (padding rows point at example 0)
   weight: jax.Array  # float32 [steps, B]: 1 for a real example, 0 for padding
-  eps: jax.Array     # float32 [steps, B, z]: the N(0, I) noise of every step
+  eps: jax.Array     # float32 [steps, B, z] (or [steps, B, k, z]: k samples per image)
+  binarize: jax.Array | None = None  # [steps, 2] keys of each step's Bernoulli pixels, or None
 
 
-def epoch_plan(key: jax.Array, *, num_examples: int, batch_size: int,
-               latent_dim: int) -> EpochPlan:
+def epoch_plan(key: jax.Array, *, num_examples: int, batch_size: int, latent_dim: int,
+               samples: int | None = None, binarize: bool = False) -> EpochPlan:
   """The blog's DataLoader(shuffle=True) order and every step's eps, from one key.
 
   The examples are taken in the order of `jax.random.permutation` of the first
   half of `key`, `batch_size` at a time; the last, partial batch is padded with
   weight-0 rows. Step s draws its eps from the s-th of `steps` keys split from
-  the second half.
+  the second half: [B, z], or [B, samples, z] when `samples` is given (the IWAE
+  objective). `binarize` splits `key` in three instead: the third half gives
+  each step the key of its binarized pixels.
   """
   steps = math.ceil(num_examples / batch_size)
   padded = steps * batch_size
-  perm_key, eps_key = jax.random.split(key)
+  perm_key, eps_key, *bin_key = jax.random.split(key, 3 if binarize else 2)
   perm = jax.random.permutation(perm_key, num_examples)              # [N]
   idx = jnp.zeros(padded, perm.dtype).at[:num_examples].set(perm)    # [steps * B]
   weight = (jnp.arange(padded) < num_examples).astype(jnp.float32)   # [steps * B]
-  eps = jax.vmap(lambda k: jax.random.normal(k, (batch_size, latent_dim)))(
-      jax.random.split(eps_key, steps))                               # [steps, B, z]
-  return EpochPlan(idx.reshape(steps, batch_size), weight.reshape(steps, batch_size), eps)
+  shape = (batch_size, latent_dim) if samples is None else (batch_size, samples, latent_dim)
+  eps = jax.vmap(lambda k: jax.random.normal(k, shape))(
+      jax.random.split(eps_key, steps))                               # [steps, B, (k,) z]
+  return EpochPlan(idx.reshape(steps, batch_size), weight.reshape(steps, batch_size), eps,
+                   jax.random.split(bin_key[0], steps) if binarize else None)
+
+
+def binarize_batch(key: jax.Array, x: jax.Array) -> jax.Array:
+  """Dynamic binarization: each pixel ~ Bernoulli(x), drawn afresh. [B, 784] -> 0. / 1."""
+  return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
 def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
   """Returns `train_steps(state, images_u8, plan) -> (state, Metrics of [steps])`.
 
   The Adam steps of one epoch, in the order `plan` gives: step s trains on
-  `images_u8[plan.idx[s]] / 255` with noise `plan.eps[s]` and weights
-  `plan.weight[s]`, and returns that step's sums. This is the seam the PyTorch
+  `images_u8[plan.idx[s]] / 255` (binarized with `plan.binarize[s]` when the
+  plan has those keys) with noise `plan.eps[s]` and weights `plan.weight[s]`, and
+  returns that step's sums. This is the seam the PyTorch
   parity test drives with a plan of its own; `make_train_epoch` calls it with
   `epoch_plan(key)`.
   """
@@ -105,8 +140,10 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
 
   def train_steps(state: TrainState, images_u8: jax.Array, plan: EpochPlan):
     def train_step(state: TrainState, batch):
-      idx, weight, eps = batch                                    # [B], [B], [B, z]
+      idx, weight, eps, bin_key = batch                           # [B], [B], [B, (k,) z]
       x = to_inputs(images_u8[idx])                               # [B, 784]
+      if bin_key is not None:
+        x = binarize_batch(bin_key, x)
       (_, sums), grads = grad_fn(state.params, model, x, eps, weight)
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       return TrainState(optax.apply_updates(state.params, updates), opt_state), sums
@@ -117,20 +154,22 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
 
 
 def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
-                     loss_fn=losses.batch_loss):
+                     loss_fn=losses.batch_loss, samples: int | None = None,
+                     binarize: bool = False):
   """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
   shuffle and every eps from `key` (`epoch_plan`) and runs its steps
   (`make_train_steps`); Metrics are sums over the epoch of the training-mode
   loss (sampled z), as the blog's `train_loss`. `loss_fn` has
-  `losses.batch_loss`'s signature (the gradient-flow study swaps in variants).
+  `losses.batch_loss`'s signature (the gradient-flow study swaps in variants);
+  `samples` and `binarize` go to `epoch_plan` (the IWAE objective's k, `--binarize dynamic`).
   """
   train_steps = make_train_steps(model, optimizer, loss_fn)
 
   def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array):
     plan = epoch_plan(key, num_examples=num_examples, batch_size=batch_size,
-                      latent_dim=model.latent_dim)
+                      latent_dim=model.latent_dim, samples=samples, binarize=binarize)
     state, sums = train_steps(state, images_u8, plan)  # sums: Metrics of [steps]
     return state, Metrics(*(s.sum() for s in sums))
 
@@ -184,6 +223,14 @@ def epoch_row(epoch: int, train_sums: Metrics, test_sums: Metrics, n_train: int,
 # Setting up a run, and running its epochs.
 
 
+def epoch_options(config: Config, loss_fn=None) -> dict:
+  """`make_train_epoch`'s options for `config`: batch size, objective (unless `loss_fn`),
+  samples per image and binarization."""
+  return dict(batch_size=config.batch_size, loss_fn=loss_fn or losses.training_loss(config),
+              samples=config.k if config.objective == "iwae" else None,
+              binarize=config.binarize == "dynamic")
+
+
 class Programs(NamedTuple):
   """The two compiled programs of a run, for one config's shapes and one data size."""
   train_epoch: Callable  # (TrainState, x_train u8, key) -> (TrainState, Metrics of sums)
@@ -199,7 +246,7 @@ class Setup(NamedTuple):
   compile_s: float            # seconds spent compiling (0 when reused)
 
 
-def setup(config: Config, data: DeviceData | None = None, *, loss_fn=losses.batch_loss,
+def setup(config: Config, data: DeviceData | None = None, *, loss_fn=None,
           programs: Programs | None = None) -> Setup:
   """Everything one run needs, from `config` alone: its seed, learning rate and sizes.
 
@@ -208,17 +255,23 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=losses.batc
   Pass `programs` from an earlier setup to reuse them: a program depends on the
   shapes only, and Adam's learning rate lives in the state, so runs that differ
   in seed or learning rate share one compilation.
+
+  Training maximises `config.objective` (`losses.training_loss`) unless `loss_fn`
+  is given; evaluation scores the blog's loss at z = mu (or `loss_fn`, when given).
   """
-  model, optimizer = make_model(config), make_optimizer(config)
+  n_train = None if data is None else len(data.x_train)
+  model = make_model(config)
+  optimizer = make_optimizer(config, steps_per_epoch(config, n_train))
   keys = run_keys(config.seed)
   state = create_state(model, optimizer, keys.init)
   t0 = time.perf_counter()
   if programs is None and data is not None:
-    epoch = make_train_epoch(model, optimizer, num_examples=len(data.x_train),
-                             batch_size=config.batch_size, loss_fn=loss_fn)
+    epoch = make_train_epoch(model, optimizer, num_examples=n_train,
+                             **epoch_options(config, loss_fn))
     programs = Programs(
         jax.jit(epoch).lower(state, data.x_train, keys.train).compile(),
-        jax.jit(make_evaluate(model, loss_fn)).lower(state.params, data.x_test).compile())
+        jax.jit(make_evaluate(model, loss_fn or losses.batch_loss)).lower(
+            state.params, data.x_test).compile())
   return Setup(model, optimizer, keys, state, programs, time.perf_counter() - t0)
 
 

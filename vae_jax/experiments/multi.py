@@ -67,7 +67,7 @@ def _stacked_setups(config: Config, members):
 def _vmapped_programs(config: Config, first: train.Setup, states, keys, d: DeviceData):
   """The epoch and evaluation of one member, vmapped over the stack and compiled once."""
   epoch = train.make_train_epoch(first.model, first.optimizer, num_examples=len(d.x_train),
-                                 batch_size=config.batch_size)
+                                 **train.epoch_options(config))
   many_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None, 0)))  # states [S], images shared, keys [S]
   many_eval = jax.jit(jax.vmap(train.make_evaluate(first.model), in_axes=(0, None)))
   return train.Programs(many_epoch.lower(states, d.x_train, keys).compile(),
@@ -114,6 +114,9 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+  if config.schedule != "constant":  # its rates are a function of one run's learning rate
+    raise ValueError(f"stacked runs train at a constant learning rate, got schedule "
+                     f"{config.schedule!r}: train such runs one by one with `vae-jax train`")
   members = [Member(*m) for m in members]
   calibration = {}
   if strategy == "auto":
