@@ -32,7 +32,7 @@ def row(name: str, r: dict) -> str:
   epochs = run.get("epochs", "?")
   minutes = f"{run['train_seconds'] / 60:.1f}" if "train_seconds" in run else "?"
   return (f"| {name} | {model} | {trained} | {data} | {epochs} | {minutes} | {cell('1')} | "
-          f"{cell('5')} | {cell('50')} | {nll[top]:.2f} ± {r['mc_se']:.2f} (k={top}) | "
+          f"{cell('5')} | {cell('50')} | {nll[top]:.2f} ± {r['mc_se']:.3f} (k={top}) | "
           f"{r['neg_elbo']:.2f} | {r['active_units']} | {r['n']} | {r['seconds'] / 60:.1f} | "
           f"{r['peak_rss_mb']:.0f} |")
 
