@@ -176,7 +176,8 @@ def test_the_package_epoch_matches_the_blog_loop_on_the_same_batches(z):
   state, sums = jax.jit(train.make_train_steps(model, optimizer))(
       train.TrainState(params, optimizer.init(params)), jnp.asarray(images), plan)
 
-  idx, weight, eps = map(np.asarray, plan)
+  idx, weight, eps = map(np.asarray, (plan.idx, plan.weight, plan.eps))
+  assert plan.binarize is None  # grey pixels, as the blog
   assert idx.shape == (8, batch) and weight[-1].sum() == n - 7 * batch
   torch_losses = []
   for s in range(len(idx)):
