@@ -265,7 +265,8 @@ def main(argv=None) -> int:
     return 0
   chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
   if not args.skip_unmutated:  # a failure here would make every kill meaningless
-    needed = [t for t in (*TESTS, *RUN_TESTS) if any(t in (m.tests or TESTS) for m in chosen)]
+    needed = [t for t in (*TESTS, *RUN_TESTS, *LIKELIHOOD_TESTS)
+              if any(t in (m.tests or TESTS) for m in chosen)]
     failed, by, seconds = run_one(UNMUTATED, needed, sys.executable)
     if failed:
       print(f"the unmutated copy fails {by}: fix that first")

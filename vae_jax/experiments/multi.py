@@ -116,7 +116,7 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
   if config.schedule != "constant":  # its rates are a function of one run's learning rate
     raise ValueError(f"stacked runs train at a constant learning rate, got schedule "
-                     f"{config.schedule!r}: train such runs one by one with `vae-jax train`")
+                     f"{config.schedule!r}: train such runs one at a time, with the train subcommand")
   members = [Member(*m) for m in members]
   calibration = {}
   if strategy == "auto":
