@@ -1,4 +1,4 @@
-"""The table of results/likelihood.md, from the JSON files `vae-jax likelihood --json` wrote.
+"""The table of results/likelihood.md, from the JSON files the likelihood subcommand wrote.
 
   python scripts/likelihood_report.py results/likelihood        # prints a Markdown table
 
@@ -16,7 +16,8 @@ from pathlib import Path
 
 def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("folder", help="folder of the JSON files written by `vae-jax likelihood`")
+  parser.add_argument("folder",
+                      help="folder of the JSON files the likelihood subcommand wrote (--json)")
   return parser.parse_args(argv)
 
 
