@@ -171,16 +171,22 @@ def test_active_units():
   """Active units count Var_x(mu_u) > 0.01 over the images, whatever the chunking."""
   model = VAE(latent_dim=3, hidden_dim=8, data_dim=D)
   params = init_params(model, jax.random.PRNGKey(0))
-  # dimension 0 reads the image, dimension 1 a little, dimension 2 not at all
-  kernel = np.zeros((8, 3), np.float32)
-  kernel[:, 0], kernel[:, 1] = 1.0, 0.01
-  params = {**params, "fc21": {"kernel": jnp.asarray(kernel), "bias": jnp.zeros(3)}}
   x = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(1), 0.5, (40, D)), np.uint8) * 255
+  # dimension 0 reads the image (variance above 0.01); dimension 1 the same, scaled to a
+  # variance of 0.004, just under the threshold; dimension 2 reads nothing
+  def with_kernel(c1):
+    kernel = np.zeros((8, 3), np.float32)
+    kernel[:, 0], kernel[:, 1] = 1.0, c1
+    return {**params, "fc21": {"kernel": jnp.asarray(kernel), "bias": jnp.zeros(3)}}
+  def mu_var(p):
+    mu, _ = model.apply({"params": p}, data.to_inputs(jnp.asarray(x)), method="encode")
+    return np.var(np.asarray(mu, np.float64), axis=0)
+  var0 = mu_var(with_kernel(0.0))[0]
+  params = with_kernel(math.sqrt(0.004 / var0))
   est = likelihood.estimate(model, params, x, 10, key=jax.random.PRNGKey(2), image_chunk=7)
-  mu, _ = model.apply({"params": params}, data.to_inputs(jnp.asarray(x)), method="encode")
-  want = np.var(np.asarray(mu, np.float64), axis=0)
+  want = mu_var(params)
   np.testing.assert_allclose(est.mu_variance, want, rtol=1e-5)
-  assert want[0] > 0.01 > want[1] and want[2] == 0
+  assert want[0] > 0.01 and 0.001 < want[1] < 0.01 and want[2] == 0, want
   assert est.active_units == 1 and est.n == 40 and set(est.bounds) == {1, 5, 10}
 
 
@@ -225,6 +231,9 @@ def test_test_set_binarization_is_fixed_and_has_the_pixel_means():
   a, b = data.binarize_test_images(images), data.binarize_test_images(images)
   np.testing.assert_array_equal(a, b)
   assert set(np.unique(a)) <= {0, 255}
+  # the end points are certain: a pixel of 255 is always on, one of 0 always off
+  ends = np.concatenate([np.full((50, 784), 255, np.uint8), np.zeros((50, 784), np.uint8)])
+  np.testing.assert_array_equal(data.binarize_test_images(ends), ends)
   # the first n images binarize the same whatever follows them (limits cut afterwards)
   np.testing.assert_array_equal(data.binarize_test_images(images)[:50], a[:50])
   # P(pixel on) = k / 255: the count of ones against its mean, 5 binomial s.e.
@@ -239,8 +248,10 @@ def test_dynamic_binarization_inside_the_compiled_epoch():
   n, b = 64, 16
   images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (n, D)), jnp.uint8)
 
+  tag = jax.random.uniform(jax.random.PRNGKey(9), (D,))  # loss: sum x * tag, a batch's print
+
   def spy(params, model, x, eps, weight):  # recon: sum x(1 - x) (0 iff binary), kl: sum x
-    m = losses.Metrics(jnp.sum(x * (1 - x)), jnp.sum(x), jnp.sum(x) * 0.0)
+    m = losses.Metrics(jnp.sum(x * (1 - x)), jnp.sum(x), jnp.sum(x * tag))
     return m.loss + 0.0 * sum(jnp.sum(v) for v in jax.tree.leaves(params)), m
 
   model = VAE(latent_dim=Z, hidden_dim=4, data_dim=D)
@@ -261,6 +272,10 @@ def test_dynamic_binarization_inside_the_compiled_epoch():
   plan = train.epoch_plan(jax.random.PRNGKey(1), num_examples=n, batch_size=b, latent_dim=Z,
                           binarize=True)
   assert plan.binarize.shape[0] == n // b
+  # every step its own draw: grey images all alike, yet each step's batch binarizes apart
+  grey = jnp.full((n, D), 128, jnp.uint8)
+  _, per_step = jax.jit(train.make_train_steps(model, opt, spy))(state, grey, plan)
+  assert len(set(np.asarray(per_step.loss).tolist())) == n // b
 
 
 # --------------------------------------------------------------------------
