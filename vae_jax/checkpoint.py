@@ -131,8 +131,9 @@ def load_weights(path):
   if not path.is_file():
     raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
   cfg = path.parent / "config.json"
-  if path.suffix == ".msgpack" and cfg.exists() and Config.from_file(cfg).arch != "blog":
-    return _load_run_weights(path, Config.from_file(cfg)), Config.from_file(cfg)
+  run_config = Config.from_file(cfg) if path.suffix == ".msgpack" and cfg.exists() else None
+  if run_config is not None and run_config.arch != "blog":
+    return _load_run_weights(path, run_config), run_config
   if path.suffix == ".msgpack":
     try:
       raw = serialization.msgpack_restore(path.read_bytes())
@@ -145,8 +146,8 @@ def load_weights(path):
   latent_dim, hidden_dim = torch_io.dims_of(state, path)
   params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
   config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
-  if path.suffix == ".msgpack" and cfg.exists():
-    config = Config.from_file(cfg)
+  if run_config is not None:
+    config = run_config
     if (config.latent_dim, config.hidden_dim) != (latent_dim, hidden_dim):
       raise ValueError(f"{path} holds a z={latent_dim}, hidden={hidden_dim} VAE but {cfg} says "
                        f"z={config.latent_dim}, hidden={config.hidden_dim}: they are not one run")

@@ -81,11 +81,14 @@ class VAE(nn.Module):
       return nn.Dense(features, kernel_init=i, bias_init=i, precision=p, name=name)
     return nn.Dense(features, precision=p, name=name)
 
-  def setup(self):
+  def _check(self):
     if self.init_scheme not in INITS:
       raise ValueError(f"init_scheme must be one of {INITS}, got {self.init_scheme!r}")
     if self.precision not in PRECISIONS:
       raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+  def setup(self):
+    self._check()
     self.fc1 = self._dense(self.hidden_dim, self.data_dim, "fc1")
     self.fc21 = self._dense(self.latent_dim, self.hidden_dim, "fc21")
     self.fc22 = self._dense(self.latent_dim, self.hidden_dim, "fc22")
@@ -121,10 +124,7 @@ class BurdaVAE(VAE):
   """
 
   def setup(self):
-    if self.init_scheme not in INITS:
-      raise ValueError(f"init_scheme must be one of {INITS}, got {self.init_scheme!r}")
-    if self.precision not in PRECISIONS:
-      raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+    self._check()
     h, z, d = self.hidden_dim, self.latent_dim, self.data_dim
     self.fc1, self.fc2 = self._dense(h, d, "fc1"), self._dense(h, h, "fc2")
     self.fc31, self.fc32 = self._dense(z, h, "fc31"), self._dense(z, h, "fc32")
