@@ -169,7 +169,8 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
 
 SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare",
            "gradient_study.py": "study"}
-OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py", "likelihood_report.py"}  # scripts with a command line of their own
+OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py", "likelihood_report.py",
+              "epoch_variants.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 

@@ -206,7 +206,9 @@ def cmd_data(args, config, parser):
 
 def cmd_bench(args, config, parser):
   from vae_jax.experiments import bench
-  loops = () if args.no_torch else tuple(args.torch_loops or bench.TORCH_LOOPS)
+  loops = () if args.no_torch else args.torch_loops and tuple(args.torch_loops)
+  if loops and "graphs" in loops and bench.torch_device() != "cuda":
+    parser.error("--torch-loops graphs times CUDA graphs, and torch sees no GPU here: drop it")
   bench.run(config, args.bench_epochs, torch_loops=loops)
 
 
@@ -294,8 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="epochs timed per loop (median); default: 3")
   b.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
   b.add_argument("--torch-loops", nargs="+", choices=TORCH_LOOPS, default=None,
-                 help="which PyTorch loops to time; default: all (compiled takes about a "
-                      "minute to compile on a small CPU)")
+                 help="which PyTorch loops to time; default: all that run here (graphs "
+                      "needs CUDA; compiled takes about a minute to compile on a small CPU)")
 
   c = command("compare", cmd_compare,
               "the blog's numbers with error bars: z = 2 and 20 over seeds, a sweep over z, "

@@ -126,7 +126,7 @@ def binarize_batch(key: jax.Array, x: jax.Array) -> jax.Array:
   return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
+def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: int = 1):
   """Returns `train_steps(state, images_u8, plan) -> (state, Metrics of [steps])`.
 
   The Adam steps of one epoch, in the order `plan` gives: step s trains on
@@ -134,7 +134,8 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
   plan has those keys) with noise `plan.eps[s]` and weights `plan.weight[s]`, and
   returns that step's sums. This is the seam the PyTorch
   parity test drives with a plan of its own; `make_train_epoch` calls it with
-  `epoch_plan(key)`.
+  `epoch_plan(key)`. `unroll` steps run per iteration of the compiled loop
+  (`lax.scan(unroll=...)`): the same steps in the same order, fewer loop iterations.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -148,14 +149,14 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss):
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       return TrainState(optax.apply_updates(state.params, updates), opt_state), sums
 
-    return jax.lax.scan(train_step, state, tuple(plan))
+    return jax.lax.scan(train_step, state, tuple(plan), unroll=unroll)
 
   return train_steps
 
 
 def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
                      loss_fn=losses.batch_loss, samples: int | None = None,
-                     binarize: bool = False):
+                     binarize: bool = False, unroll: int = 1):
   """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
@@ -163,9 +164,10 @@ def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: in
   (`make_train_steps`); Metrics are sums over the epoch of the training-mode
   loss (sampled z), as the blog's `train_loss`. `loss_fn` has
   `losses.batch_loss`'s signature (the gradient-flow study swaps in variants);
-  `samples` and `binarize` go to `epoch_plan` (the IWAE objective's k, `--binarize dynamic`).
+  `samples` and `binarize` go to `epoch_plan` (the IWAE objective's k, `--binarize dynamic`);
+  `unroll` to `make_train_steps`.
   """
-  train_steps = make_train_steps(model, optimizer, loss_fn)
+  train_steps = make_train_steps(model, optimizer, loss_fn, unroll)
 
   def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array):
     plan = epoch_plan(key, num_examples=num_examples, batch_size=batch_size,

@@ -17,4 +17,5 @@ COMPARE_DEFAULTS = {"out": "results", "seeds": 5, "epochs": 100, "sweep": (2, 5,
 # The gradient-flow study's experiments, in the order `vae-jax study` runs them.
 STUDY_EXPERIMENTS = ("likelihood", "stop_gradient", "scalar_eps", "parameterisation",
                      "gradient_flow", "variance")
-TORCH_LOOPS = ("blog", "tensor", "compiled")  # the benchmark's PyTorch loops (bench.py)
+# The benchmark's PyTorch loops (bench.py); "graphs" (CUDA graphs) needs a GPU.
+TORCH_LOOPS = ("blog", "tensor", "compiled", "graphs")

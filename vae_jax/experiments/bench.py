@@ -7,17 +7,21 @@ steps, sampled z) then the 10k test images (eval mode). Compile time is shown
 apart. The PyTorch rows need the `torch` extra (`pip install torch==2.13.0`,
 a CPU build); they are skipped when it is missing.
 
-PyTorch rows (`torch_ref.py` holds the blog's code they run):
+PyTorch rows (`torch_ref.py` holds the blog's code they run) run on CUDA when torch
+sees a GPU, else on the CPU:
 * ``blog``: the post's loop: a `DataLoader(batch_size=128, shuffle=True)` over a
   dataset that converts each image like `ToTensor()` (uint8 -> float / 255),
-  forward, `binary_cross_entropy(..., reduction="sum")` + KLD, backward, Adam,
+  each batch copied to the device (`data.cuda()` in the post), forward,
+  `binary_cross_entropy(..., reduction="sum")` + KLD, backward, Adam,
   `loss.item()` each step.
-* ``tensor``: the same model and loss fed by slicing one pre-converted tensor
-  with `randperm`, to show where time goes.
+* ``tensor``: the same model and loss fed by slicing one pre-converted tensor,
+  resident on the device, with `randperm`, to show where time goes.
 * ``compiled``: the tensor loop's step under `torch.compile` (forward, loss,
   backward and Adam; the loss read once an epoch): what a user after speed would
   write. Its first epoch compiles; that epoch is run untimed and shown as compile s.
   Its test pass is the tensor loop's, eager (the test set is a small part of an epoch).
+* ``graphs`` (CUDA only): the same under `torch.compile(mode="reduce-overhead")`,
+  which replays each compiled graph as a CUDA graph.
 
 JAX's compile s is whatever building the programs took: with the CLI's compilation
 cache on (the default), a program compiled by an earlier run is loaded instead;
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
 
 import jax
@@ -64,62 +69,104 @@ def _row(name, compile_s, train_s, test_s) -> dict:
   return {"name": name, "compile_s": compile_s, "train_s": tr, "test_s": te, "epoch_s": tr + te}
 
 
-def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog") -> dict:
-  """Times the blog's PyTorch loop (`loader="blog"`), a tensor-slicing one (`"tensor"`) or
-  that one's step under `torch.compile` (`"compiled"`; its test pass stays eager)."""
+def torch_device() -> str | None:
+  """Where the PyTorch rows run: "cuda" when torch sees a GPU (as the blog: `model.cuda()`),
+  else "cpu"; None without torch."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_torch_loops(device: str) -> tuple[str, ...]:
+  """Every loop that runs on `device`: CUDA graphs need CUDA."""
+  return tuple(l for l in TORCH_LOOPS if l != "graphs" or device == "cuda")
+
+
+def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog",
+                device: str = "cpu") -> dict:
+  """Times one PyTorch loop on `device`: the blog's (`loader="blog"`: DataLoader on the host,
+  each batch copied to the device), a tensor-slicing one over data resident on the device
+  (`"tensor"`), that one's step under `torch.compile` (`"compiled"`; its test pass stays
+  eager) or under `torch.compile(mode="reduce-overhead")`, CUDA graphs (`"graphs"`)."""
   import torch
 
   from vae_jax.experiments import torch_ref
 
   if loader not in TORCH_LOOPS:
     raise ValueError(f"loader must be one of {TORCH_LOOPS}, got {loader!r}")
+  if loader == "graphs" and device != "cuda":
+    raise ValueError("the graphs loop (CUDA graphs) needs a GPU that torch can see")
   torch.manual_seed(config.seed)
   train_u8, test_u8 = np.array(d.x_train), np.array(d.x_test)  # writable host copies
-  if loader == "blog":
-    batches = {"train": lambda: torch_ref.blog_batches(train_u8, config.batch_size),
-               "test": lambda: torch_ref.blog_batches(test_u8, config.batch_size)}
-  else:  # "tensor" and "compiled": one pre-converted tensor, sliced
-    converted = {"train": torch.from_numpy(train_u8).float() / 255,
-                 "test": torch.from_numpy(test_u8).float() / 255}
+  if loader == "blog":  # the post's loop: `data = data.cuda()` inside it, on a GPU
+    batches = {k: (lambda u8=u8: (x.to(device) for x in
+                                  torch_ref.blog_batches(u8, config.batch_size)))
+               for k, u8 in (("train", train_u8), ("test", test_u8))}
+  else:  # one pre-converted tensor on the device, sliced
+    converted = {"train": (torch.from_numpy(train_u8).float() / 255).to(device),
+                 "test": (torch.from_numpy(test_u8).float() / 255).to(device)}
     batches = {k: (lambda k=k: torch_ref.tensor_batches(converted[k], config.batch_size))
                for k in converted}
-  model = torch_ref.BlogVAE(config.latent_dim, config.hidden_dim)
+  model = torch_ref.BlogVAE(config.latent_dim, config.hidden_dim).to(device)
   optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
   train_epoch = lambda b: torch_ref.train_epoch(model, optimizer, b)  # noqa: E731
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
   compile_s = math.nan
-  if loader == "compiled":
-    train_epoch = torch_ref.compiled_train_epoch(model, optimizer)
+  if loader in ("compiled", "graphs"):
+    train_epoch = torch_ref.compiled_train_epoch(
+        model, optimizer, mode="reduce-overhead" if loader == "graphs" else None)
     t0 = time.perf_counter()
     train_epoch(batches["train"]())  # compiles: every batch shape of an epoch, once
+    sync()
     compile_s = time.perf_counter() - t0
   train_s, test_s = [], []
   for _ in range(epochs):
+    sync()
     t0 = time.perf_counter()
     train_epoch(batches["train"]())
+    sync()
     t1 = time.perf_counter()
     torch_ref.test_epoch(model, batches["test"]())
+    sync()
     t2 = time.perf_counter()
     train_s.append(t1 - t0)
     test_s.append(t2 - t1)
-  if loader == "compiled":  # the untimed first epoch: compiling plus one epoch's work
+  if loader in ("compiled", "graphs"):  # the untimed first epoch: compiling plus one epoch
     compile_s -= float(np.median(train_s))
-  return _row(f"pytorch {torch.__version__}, {loader} loop", compile_s, train_s, test_s)
+  return _row(f"pytorch {torch.__version__} on {device}, {loader} loop", compile_s, train_s,
+              test_s)
 
 
-def run(config: Config, epochs: int, torch_loops=TORCH_LOOPS) -> list[dict]:
-  """Benchmarks JAX and (if installed) PyTorch on MNIST as `config` loads it; prints the rows."""
+def run(config: Config, epochs: int, torch_loops=None) -> list[dict]:
+  """Benchmarks JAX and (if installed) PyTorch on MNIST as `config` loads it; prints the rows.
+
+  `torch_loops`: which PyTorch loops to time (`()`: none); default: every loop that runs
+  on the device torch sees (`default_torch_loops`).
+  """
   d = data.load_device_data(config)
   # Both precisions: the same on a CPU; on a GPU "default" may be TF32-like and faster.
   rows = [bench_jax(config.replace(matmul_precision=p), d, epochs) for p in ("highest", "default")]
-  if torch_loops:
+  for row in rows:
+    _progress(row)
+  if torch_loops != ():
     try:
       import torch  # noqa: F401
     except ImportError:
       print("PyTorch is not installed: skipping its rows (pip install torch==2.13.0)")
     else:
-      rows += [bench_torch(config, d, epochs, loop) for loop in torch_loops]
+      device = torch_device()
+      for loop in torch_loops or default_torch_loops(device):
+        rows.append(bench_torch(config, d, epochs, loop, device))
+        _progress(rows[-1])
   print(format_table(rows, config, epochs, len(d.x_train), len(d.x_test)))
   return rows
+
+
+def _progress(row: dict) -> None:
+  """One line on stderr as each row is measured (the table comes at the end)."""
+  print(f"{row['name']}: {row['epoch_s']:.3f} s an epoch", file=sys.stderr, flush=True)
 
 
 def describe_machine() -> str:
@@ -131,8 +178,15 @@ def describe_machine() -> str:
       cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
   except (OSError, StopIteration):
     pass
-  return (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); "
+  line = (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); "
           f"CPU: {cpu}, {os.cpu_count()} cores, {platform.machine()}")
+  try:
+    import torch
+  except ImportError:
+    return line
+  if torch.cuda.is_available():
+    return line + f"; torch {torch.__version__} on cuda ({torch.cuda.get_device_name()})"
+  return line + f"; torch {torch.__version__} on cpu"
 
 
 def format_table(rows: list[dict], config: Config | None = None, epochs: int | None = None,
@@ -147,7 +201,10 @@ def format_table(rows: list[dict], config: Config | None = None, epochs: int | N
   lines += ["| loop | compile s | train s/epoch | test s/epoch | epoch s | vs blog loop |",
             "|---|---|---|---|---|---|"]
   for r in rows:
-    ratio = f"{r['epoch_s'] / base['epoch_s']:.2f}x" if base else "n/a"
+    ratio = "n/a"
+    if base:  # two decimals, or three where a GPU makes the ratio small
+      q = r["epoch_s"] / base["epoch_s"]
+      ratio = f"{q:.2f}x" if q >= 0.1 else f"{q:.3f}x"
     comp = "-" if math.isnan(r["compile_s"]) else f"{r['compile_s']:.2f}"
     lines.append(f"| {r['name']} | {comp} | {r['train_s']:.3f} | {r['test_s']:.3f} "
                  f"| {r['epoch_s']:.3f} | {ratio} |")

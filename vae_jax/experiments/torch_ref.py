@@ -7,7 +7,9 @@ runs: no `Variable`, `reduction="sum"` for `size_average=False`, `loss.item()` f
 when given, so a test can feed both frameworks the same eps.
 
 Needs PyTorch (`pip install torch==2.13.0`, a CPU build); only the benchmark (when
-it times PyTorch) and the parity tests import this module.
+it times PyTorch) and the parity tests import this module. The loops run on whatever
+device the model and batches are on: the benchmark puts them on CUDA when torch sees
+a GPU, as the blog does (`model.cuda()`, `data.cuda()` per batch).
 """
 
 from __future__ import annotations
@@ -84,8 +86,9 @@ def blog_batches(images_u8: np.ndarray, batch_size: int):
 
 
 def tensor_batches(images: torch.Tensor, batch_size: int):
-  """The fastest plain PyTorch feed: slices of one pre-converted float tensor [N, 784]."""
-  perm = torch.randperm(len(images))
+  """The fastest plain PyTorch feed: slices of one pre-converted float tensor [N, 784],
+  shuffled on the tensor's own device (the data stay resident on a GPU)."""
+  perm = torch.randperm(len(images), device=images.device)
   return (images[perm[i:i + batch_size]] for i in range(0, len(images), batch_size))
 
 
@@ -103,17 +106,18 @@ def train_epoch(model: BlogVAE, optimizer, batches) -> float:
   return train_loss
 
 
-def compiled_train_epoch(model: BlogVAE, optimizer):
+def compiled_train_epoch(model: BlogVAE, optimizer, mode: str | None = None):
   """The strongest plain PyTorch we know for this loop: `torch.compile` of one whole step.
 
   Returns `epoch(batches) -> summed training loss`. Forward, the blog's loss, backward
   and Adam run as compiled graphs (TorchInductor); the losses are summed on the device
   and read once per epoch instead of `loss.item()` every step. Not the blog's code: a
   yardstick for the benchmark. The first epoch compiles (and again for the last,
-  shorter batch's shape).
+  shorter batch's shape). `mode="reduce-overhead"` (CUDA) replays each graph as a CUDA
+  graph, one launch for all of its kernels.
   """
 
-  @torch.compile
+  @torch.compile(mode=mode)
   def step(x):
     optimizer.zero_grad(set_to_none=True)
     recon, mu, logvar = model(x)
@@ -124,9 +128,9 @@ def compiled_train_epoch(model: BlogVAE, optimizer):
 
   def epoch(batches) -> float:
     model.train()
-    total = torch.zeros(())
+    total = torch.zeros((), device=next(model.parameters()).device)
     for x in batches:
-      total += step(x)
+      total += step(x)  # read now: a CUDA graph's next replay reuses its output's memory
     return float(total)
 
   return epoch

@@ -1,0 +1,196 @@
+"""Milliseconds per training epoch for ways of building the same program: the profile
+behind the trainer's loop settings.
+
+  python scripts/epoch_variants.py                       # every variant, z = 2, highest
+  python scripts/epoch_variants.py --out DIR --trace     # also HLO texts and a profile
+
+Each variant compiles the blog's training epoch (60k images, batches of 128, z = 2,
+`--matmul-precision highest` unless --precision says otherwise) from the same state
+and key, and prints its compile seconds, the median milliseconds of --epochs
+epochs, and the largest difference of its weights after those epochs from the
+baseline's (0 when it computes the same numbers bit for bit). Variants:
+
+* ``base``: `train.make_train_epoch` as the package builds it;
+* ``unroll-N``: `lax.scan(unroll=N)`, N Adam steps per loop iteration;
+* ``flat-adam``: Adam over one flat vector of all parameters (`optax.flatten`):
+  one update kernel instead of one per parameter array;
+* ``xla:NAME``: the base program under other XLA flags (command buffers, i.e.
+  CUDA graphs, for the loop too), each in a child process, since XLA reads its
+  flags once per process.
+
+With --out, the optimized HLO of each in-process variant is written there
+(`hlo_<name>.txt`: count the kernels of one step), and with --trace a JAX profile
+of one base epoch (`trace/`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
+XLA_VARIANTS = {
+    # XLA's command buffers (CUDA graphs) for the loop itself, not only the kernels in it.
+    "graphs-while": "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,"
+                    "CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1",
+    "no-graphs": "--xla_gpu_enable_command_buffer=",
+    # cuBLAS for every product instead of XLA's Triton GEMM fusions.
+    "cublas": "--xla_gpu_enable_triton_gemm=false",
+}
+
+
+def build(variant: str, config, d):
+  import optax
+
+  from vae_jax import train
+
+  run = train.setup(config)  # model, Adam, keys, initial state: no programs yet
+  optimizer, state = run.optimizer, run.state
+  unroll = 1
+  if variant.startswith("unroll-"):
+    unroll = int(variant.split("-")[1])
+  elif variant.startswith("flat-adam"):
+    optimizer = optax.flatten(run.optimizer)
+    state = train.TrainState(state.params, optimizer.init(state.params))
+    if "+unroll-" in variant:
+      unroll = int(variant.split("+unroll-")[1])
+  elif variant != "base":
+    raise SystemExit(f"unknown variant {variant!r}")
+  epoch = train.make_train_epoch(run.model, optimizer, num_examples=len(d.x_train),
+                                 unroll=unroll, **train.epoch_options(config))
+  return run, state, epoch
+
+
+def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: bool = False):
+  import jax
+  import numpy as np
+
+  from vae_jax import train
+
+  run, state, epoch = build(variant, config, d)
+  t0 = time.perf_counter()
+  compiled = jax.jit(epoch).lower(state, d.x_train, run.keys.train).compile()
+  compile_s = time.perf_counter() - t0
+  if out:
+    with open(os.path.join(out, f"hlo_{variant}.txt"), "w") as f:
+      f.write(compiled.as_text())
+  times = []
+  for e in range(1, epochs + 1):
+    t0 = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(state, d.x_train, train.epoch_key(run.keys.train, e)))
+    times.append(time.perf_counter() - t0)
+  leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+  if trace:  # one more epoch, profiled: every kernel of every step, with its time
+    with jax.profiler.trace(os.path.join(out, "trace"), create_perfetto_trace=True):
+      jax.block_until_ready(compiled(state, d.x_train, train.epoch_key(run.keys.train, 99)))
+    print(f"profile of one {variant} epoch in {out}/trace", flush=True)
+    for found in glob.glob(os.path.join(out, "trace", "**", "perfetto_trace.json.gz"),
+                           recursive=True):
+      print(summarize_trace(found, train.steps_per_epoch(config)), flush=True)
+  return {"variant": variant, "compile_s": compile_s, "ms": 1e3 * float(np.median(times[1:])),
+          "ms_all": [1e3 * t for t in times]}, leaves
+
+
+def summarize_trace(path: str, steps: int, top: int = 12) -> str:
+  """The device's kernels in a profile (`perfetto_trace.json.gz`): per step, how many, how
+  long in all, and the `top` longest with their time each, against the span they cover."""
+  import collections
+  import gzip
+
+  with gzip.open(path) as f:
+    trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  devices = {e["pid"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"
+             and "/device:" in e["args"]["name"]}
+  kernels = [e for e in events if e.get("ph") == "X" and e.get("pid") in devices]
+  if not kernels:
+    return "no device kernels in the profile"
+  span = max(e["ts"] + e["dur"] for e in kernels) - min(e["ts"] for e in kernels)
+  busy = sum(e["dur"] for e in kernels)
+  count, total = collections.Counter(), collections.Counter()
+  for e in kernels:
+    count[e["name"]] += 1
+    total[e["name"]] += e["dur"]
+  lines = [f"{len(kernels) / steps:.0f} kernels a step; kernel time {busy / steps:.1f} us a step, "
+           f"{100 * busy / span:.0f}% of the {span / 1e3:.1f} ms they span",
+           "| kernel | per step | us each | us a step |", "|---|---|---|---|"]
+  for name, t in total.most_common(top):
+    lines.append(f"| {name[:60]} | {count[name] / steps:.0f} | {t / count[name]:.2f} "
+                 f"| {t / steps:.1f} |")
+  rest = busy - sum(t for _, t in total.most_common(top))
+  lines.append(f"| {len(total) - top} others | | | {rest / steps:.1f} |")
+  return "\n".join(lines)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--variants", nargs="+",
+                 default=["base", "unroll-8", "flat-adam",
+                          *(f"xla:{k}" for k in XLA_VARIANTS)])
+  p.add_argument("--precision", default="highest", choices=("highest", "high", "default"))
+  p.add_argument("--epochs", type=int, default=6, help="epochs per variant (the first is "
+                 "left out of the median)")
+  p.add_argument("--out", default=None, help="folder for HLO texts, the profile and JSON")
+  p.add_argument("--trace", action="store_true", help="profile one base epoch into OUT/trace")
+  p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  return p.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
+
+  import jax
+  import numpy as np
+
+  from vae_jax import data
+  from vae_jax.config import Config
+
+  config = Config(matmul_precision=args.precision)
+  d = data.load_device_data(config)
+  if args.out:
+    os.makedirs(args.out, exist_ok=True)
+  if args.child:  # one variant under this process's XLA_FLAGS: JSON on the last line
+    row, leaves = time_variant("base", config, d, args.epochs, None)
+    np.savez(os.path.join(args.out, "child_params.npz"), *leaves)
+    print(json.dumps(row))
+    return 0
+  dev = jax.devices()[0]
+  print(f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); matmul {args.precision}; "
+        f"median of epochs 2..{args.epochs}", flush=True)
+  rows, ref = [], None
+  for variant in args.variants:
+    if variant.startswith("xla:"):
+      flags = XLA_VARIANTS[variant[4:]]
+      env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
+      tmp = args.out or "."
+      proc = subprocess.run([sys.executable, __file__, "--child", "--epochs", str(args.epochs),
+                             "--precision", args.precision, "--out", tmp],
+                            env=env, capture_output=True, text=True)
+      if proc.returncode != 0:
+        print(f"{variant}: failed ({proc.returncode}): {proc.stderr.strip()[-600:]}", flush=True)
+        continue
+      row = {**json.loads(proc.stdout.strip().splitlines()[-1]), "variant": variant}
+      with np.load(os.path.join(tmp, "child_params.npz")) as z:
+        leaves = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+    else:
+      row, leaves = time_variant(variant, config, d, args.epochs, args.out,
+                                 trace=args.trace and args.out and variant == "base")
+    if ref is None:
+      ref = leaves
+    row["max_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves, ref))
+    rows.append(row)
+    print(f"{row['variant']:>22}: {row['ms']:8.2f} ms/epoch ({1e3 * row['ms'] / 469:6.1f} us/step)"
+          f"  compile {row['compile_s']:5.1f} s  max |dw| vs first {row['max_diff']:.2e}  "
+          f"epochs {' '.join(f'{t:.1f}' for t in row['ms_all'])}", flush=True)
+  if args.out:
+    with open(os.path.join(args.out, "variants.json"), "w") as f:
+      json.dump(rows, f, indent=1)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
