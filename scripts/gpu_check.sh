@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check in one run, for a machine with a CUDA GPU, jax[cuda], torch and pytest:
-#   1. the test suite on CUDA;
+#   1. the test suite on CUDA (pytest-xdist, 12 workers; every result in $OUT/tests.log);
 #   2. float32 matrix-product error at each --matmul-precision, against float64;
 #   3. the epoch variants (scripts/epoch_variants.py) and a profile of the base epoch;
 #   4. the benchmark (JAX at highest and default, PyTorch's loops on CUDA);
@@ -22,7 +22,7 @@ $PY -c "import jax, flax, optax, torch; print('jax', jax.__version__, 'flax', fl
 
 step "tests on CUDA"
 JAX_PLATFORMS=cuda timeout "${TEST_TIMEOUT:-210}" $PY -m pytest -p no:cacheprovider -n 12 -v \
-  -rfEs --tb=short --durations=10 "$@" 2>&1 | grep -v " PASSED " | tee "$OUT/tests.log" | tail -60
+  -rfEs --tb=short --durations=10 "$@" 2>&1 | tee "$OUT/tests.log" | grep -v " PASSED " | tail -60
 
 step "matmul precision"
 $PY - <<'EOF'

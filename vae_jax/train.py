@@ -83,9 +83,15 @@ def steps_per_epoch(config: Config, num_examples: int | None = None) -> int:
   return max(1, math.ceil(num_examples / config.batch_size))
 
 
+# One compiled program instead of a hundred eager operations (each compiled on its own on a
+# GPU); the model is a static argument, so runs of one config share it. Bit for bit the
+# eager values (checked on this project's CPUs).
+_init_params = jax.jit(init_params, static_argnums=0)
+
+
 def create_state(model: VAE, optimizer, key: jax.Array) -> TrainState:
   """Initial parameters from `key` and the optimiser's state."""
-  params = init_params(model, key)
+  params = _init_params(model, key)
   return TrainState(params, optimizer.init(params))
 
 
