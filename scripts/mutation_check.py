@@ -36,6 +36,7 @@ TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_parity.py",
 
 RUN_TESTS = ("tests/test_resume.py", "tests/test_bad_input.py")  # run.py, checkpoint.py
 LIKELIHOOD_TESTS = ("tests/test_likelihood.py",)  # likelihood.py, the IWAE terms, binarizing
+LATENT_TESTS = ("tests/test_beta.py", "tests/test_latent.py")  # --beta, warm-up, latent figures
 
 TIMEOUT_S = 1800  # per mutant: the unmutated copy takes about 190 s on 2 cores
 
@@ -211,6 +212,25 @@ MUTANTS = [
     Mutant("burda_tanh", "vae_jax/model.py", "return self.fc6(jnp.tanh(self.fc5(jnp.tanh(",
            "return self.fc6(jax.nn.relu(self.fc5(jnp.tanh(", "Burda's decoder with a ReLU",
            tests=LIKELIHOOD_TESTS),
+    # The KL's weight and the latent figures.
+    Mutant("kl_weight_ignored", "vae_jax/losses.py",
+           "return jnp.sum(weight * (terms.recon + kl_weight * terms.kl)), sums",
+           "return jnp.sum(weight * (terms.recon + terms.kl)), sums",
+           "--beta and the warm-up change nothing", tests=LATENT_TESTS),
+    Mutant("warmup_one_epoch_early", "vae_jax/train.py",
+           "beta * jnp.minimum(1.0, (count // steps_per_epoch) / n)",
+           "beta * jnp.minimum(1.0, (count // steps_per_epoch + 1) / n)",
+           "the warm-up starts at beta / N, not 0", tests=LATENT_TESTS),
+    Mutant("manifold_grid_ends", "vae_jax/latent.py", "NormalDist().inv_cdf((i + 0.5) / n)",
+           "NormalDist().inv_cdf((i + 1) / (n + 1))", "the grid's quantiles at i / (n + 1)",
+           tests=LATENT_TESTS),
+    Mutant("manifold_upside_down", "vae_jax/latent.py", "np.meshgrid(values, values[::-1])",
+           "np.meshgrid(values, values)", "the manifold's top row at the smallest z_2",
+           tests=LATENT_TESTS),
+    Mutant("manifold_not_principal", "vae_jax/latent.py",
+           "return np.pad(vt[:2], ((0, 2 - len(vt[:2])), (0, 0)))",
+           "return np.eye(2, latent)", "z > 2: the first two coordinates, not principal axes",
+           tests=LATENT_TESTS),
 ]
 
 

@@ -285,7 +285,10 @@ def test_z5_on_one_test_image_draws_its_latent_map(tiny_data_dir, tmp_path, caps
   workdir = tmp_path / "one"
   assert cli.main(_train_args(workdir, tiny_data_dir, "--latent-dim", "5", "--test-limit",
                               "1")) == 0
-  assert "warning" not in capsys.readouterr().err and (workdir / "latent.png").exists()
+  err = capsys.readouterr().err
+  assert "warning" not in err and (workdir / "latent.png").exists()
+  assert (workdir / "manifold.png").exists() and not (workdir / "interpolation.png").exists()
+  assert "interpolation.png skipped: it joins two test images, and there is 1" in err
 
 
 def test_a_kill_between_the_two_renames_of_the_swap_is_completed_by_the_next_command(

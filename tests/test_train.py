@@ -121,7 +121,7 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   assert "z=2: 3 epochs, train loss" in capsys.readouterr().out  # the one-line summary
   expected = {"config.json", "metrics.jsonl", "loss_list.npy", "test_loss_list.npy",
               "learning_curves.png", "latent.png", "samples.png", "params.msgpack",
-              "reconstruction_1.png", "reconstruction_2.png", "reconstruction_3.png",
+              "manifold.png", "interpolation.png", "reconstruction_1.png", "reconstruction_2.png", "reconstruction_3.png",
               "checkpoints"}
   assert {p.name for p in workdir.iterdir()} == expected
   config = Config.from_json((workdir / "config.json").read_text())
@@ -130,7 +130,7 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   assert [r["epoch"] for r in rows] == [1, 2, 3]
   for r in rows:
     assert set(r) == {"epoch", "train_loss", "train_recon", "train_kl", "test_loss",
-                      "test_recon", "test_kl", "seconds"}
+                      "test_recon", "test_kl", "seconds", "test_kl_per_dim", "active_units"}
     assert r["train_loss"] == pytest.approx(r["train_recon"] + r["train_kl"], rel=1e-5)
   np.testing.assert_allclose(np.load(workdir / "loss_list.npy"), [r["train_loss"] for r in rows])
   np.testing.assert_allclose(np.load(workdir / "test_loss_list.npy"), [r["test_loss"] for r in rows])

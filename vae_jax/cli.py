@@ -62,6 +62,9 @@ FIELD_HELP = {
     "objective": "elbo (the blog's loss) or iwae (Burda et al.'s bound of --k samples)",
     "k": "importance samples per image of --objective iwae",
     "adam_eps": "Adam's epsilon (burda schedule: 1e-4)",
+    "beta": "the KL's weight in training (1: the blog's ELBO; the test loss reported stays "
+            "the true negative ELBO)",
+    "kl_warmup_epochs": "the KL's weight rises linearly from 0 (epoch 1) to --beta (epoch N + 1)",
     "schedule": "constant learning rate, or burda: 3^i epochs at rate * 10^(-i/7), i = 0..7 "
                 "(3280 epochs, batch 20, Adam eps 1e-4 unless given)",
 }

@@ -52,6 +52,8 @@ class Config:
   k: int = 1                                # importance samples of the IWAE objective
   adam_eps: float = 1e-8                    # Adam's epsilon (PyTorch's and Optax's default)
   schedule: Literal[SCHEDULES] = "constant"  # the learning rate over the epochs
+  beta: float = 1.0                         # the KL's weight in training (1: the ELBO)
+  kl_warmup_epochs: int = 0                 # the weight rises linearly from 0 to beta over these
 
   def __post_init__(self):
     positive = ("latent_dim", "hidden_dim", "batch_size", "epochs", "recon_every", "k")
@@ -77,12 +79,32 @@ class Config:
                           ("objective", OBJECTIVES), ("schedule", SCHEDULES)):
       if getattr(self, name) not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+    if (not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta)
+        or self.beta < 0):
+      raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
+    if not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
+      raise ValueError(f"kl_warmup_epochs must be an integer >= 0, got "
+                       f"{self.kl_warmup_epochs!r}")
+    if self.objective == "iwae" and self.weights_kl:
+      raise ValueError("--beta and --kl-warmup-epochs weigh the ELBO's KL term; the IWAE "
+                       "objective has none: drop them or use --objective elbo")
     if self.objective == "elbo" and self.k != 1:
       raise ValueError(f"k = {self.k} importance samples need objective 'iwae' (--objective "
                        f"iwae); the ELBO objective draws one sample")
     if self.schedule == "burda" and self.epochs > BURDA_EPOCHS:
       raise ValueError(f"the burda schedule has {BURDA_EPOCHS} epochs, got epochs = "
                        f"{self.epochs}: ask for {BURDA_EPOCHS} or fewer (a prefix of it)")
+
+  @property
+  def weights_kl(self) -> bool:
+    """Whether training weighs the KL (beta != 1 or a warm-up): not the blog's ELBO."""
+    return self.beta != 1 or self.kl_warmup_epochs > 0
+
+  def kl_weight(self, epoch: int) -> float:
+    """The KL's weight in epoch `epoch` (1-based): beta * min(1, (epoch - 1) / N) with N the
+    warm-up epochs (epoch 1 trains with weight 0, epoch N + 1 on with beta); beta without."""
+    n = self.kl_warmup_epochs
+    return self.beta * min(1.0, (epoch - 1) / n) if n else float(self.beta)
 
   @classmethod
   def with_presets(cls, given: dict, base: "Config | None" = None) -> "Config":

@@ -97,3 +97,51 @@ def save_latent_map(mu: np.ndarray, labels: np.ndarray, path) -> None:
   latent_scatter(ax, xy, labels, lim=lim, size=4, title=f"latent map: {what} of {len(xy)} test images")
   ax.set(xlabel=f"{what}, axis 1", ylabel=f"{what}, axis 2")
   save_figure(fig, path)
+
+
+def save_manifold(images: np.ndarray, values: np.ndarray, label: str, path) -> None:
+  """The decoded manifold: images [n * n, 784] (row-major, top row first) on axes labelled with
+  the grid's coordinates `values` [n] (`latent.manifold_latents`)."""
+  n = len(values)
+  # Each digit is a cell centred on its coordinate; cells are drawn evenly, so the axis is
+  # linear in the cell index and its tick labels give the (unevenly spaced) z.
+  fig, ax = plt.subplots(figsize=(9, 9))
+  ax.imshow(image_grid(images, n, pad=0), cmap="gray", vmin=0.0, vmax=1.0,
+            extent=(-0.5, n - 0.5, n - 0.5, -0.5))
+  ticks = range(0, n, max(1, n // 10))
+  ax.set_xticks(list(ticks), [f"{values[i]:.2f}" for i in ticks], rotation=90)
+  ax.set_yticks(list(ticks), [f"{values[::-1][i]:.2f}" for i in ticks])
+  ax.set(xlabel=f"{label}, axis 1", ylabel=f"{label}, axis 2",
+         title=f"decoded manifold: z = Phi^-1 of an even {n} x {n} grid on (0, 1)^2")
+  save_figure(fig, path)
+
+
+def save_interpolation(first: np.ndarray, path_images: np.ndarray, last: np.ndarray,
+                       labels: list[str], path) -> None:
+  """One row per pair: the first test image, the decoded points from its mu to the other's
+  (path_images [P, steps, 784]), the last test image; `labels` name each row."""
+  pairs, steps = path_images.shape[:2]
+  rows = np.concatenate([first[:, None], path_images, last[:, None]], axis=1)  # [P, steps + 2, 784]
+  fig, ax = plt.subplots(figsize=(1.0 * (steps + 2), 1.0 * pairs + 0.8))
+  ax.imshow(image_grid(rows.reshape(-1, 784), steps + 2), cmap="gray", vmin=0.0, vmax=1.0)
+  ax.set_yticks([2 + 30 * i + 14 for i in range(pairs)], labels)
+  ax.set_xticks([2 + 30 * j + 14 for j in (0, 1, steps, steps + 1)],
+                ["image", "t = 0", "t = 1", "image"])
+  ax.set_title("decoded z = (1 - t) mu_a + t mu_b, t = 0 ... 1, between two test images")
+  save_figure(fig, path)
+
+
+def save_kl_per_dim(history: list[dict], path) -> None:
+  """Left: the last epoch's test KL of each latent dimension, largest first; right: the active
+  units (Var_x(mu_u) > 0.01) over the epochs."""
+  kl = np.sort(np.asarray(history[-1]["test_kl_per_dim"]))[::-1]
+  fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+  ax.bar(np.arange(len(kl)), kl)
+  ax.set(xlabel="latent dimension, by KL", ylabel="KL per test image (nats)",
+         title=f"KL of each dimension, epoch {history[-1]['epoch']} (sum {kl.sum():.2f})")
+  ax.grid(True, axis="y")
+  ax2.plot([h["epoch"] for h in history], [h["active_units"] for h in history])
+  ax2.set(xlabel="epoch", ylabel="active units", ylim=(0, len(kl) + 0.5),
+          title="active units: Var_x(mu_u) > 0.01 over the test set")
+  ax2.grid(True)
+  save_figure(fig, path)

@@ -14,7 +14,7 @@ the host reads each finished epoch behind the device. As it goes it writes
 and when training ends, the weights first and the figures after them:
 
   params.msgpack, loss_list.npy, test_loss_list.npy,
-  learning_curves.png, latent.png, samples.png
+  learning_curves.png, samples.png, latent.png, manifold.png, interpolation.png
 
 What survives what:
 * a kill at any moment (SIGKILL, power loss): config.json, the checkpoints, the
@@ -53,11 +53,14 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm.auto as tqdm
 
-from vae_jax import checkpoint, data, train
+from vae_jax import checkpoint, data, losses, train
 from vae_jax.config import Config
+from vae_jax.likelihood import ACTIVE_THRESHOLD
 
 RESULT_FILES = ("metrics.jsonl", "loss_list.npy", "test_loss_list.npy", "learning_curves.png",
-                "latent.png", "samples.png", "params.msgpack", checkpoint.CHECKPOINT_DIR)
+                "latent.png", "manifold.png", "interpolation.png", "kl_per_dim.png", "samples.png",
+                "params.msgpack",
+                checkpoint.CHECKPOINT_DIR)
 
 
 class RunResult(NamedTuple):
@@ -244,7 +247,8 @@ class _CtrlC:
 
 
 def _first_non_finite(row: dict) -> str | None:
-  return next((k for k, v in row.items() if k != "epoch" and not math.isfinite(v)), None)
+  return next((k for k, v in row.items() if k != "epoch" and not all(
+      math.isfinite(x) for x in (v if isinstance(v, list) else [v]))), None)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -297,6 +301,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
                         ).lower(run.state.params, x_show).compile()
   all_finite = jax.jit(lambda p: jnp.all(jnp.stack([jnp.isfinite(a).all()
                                                     for a in jax.tree.leaves(p)])))
+  x_test = data.to_inputs(d.x_test)  # float32 [N, 784], once: an argument, not a constant
+  latent_stats = jax.jit(lambda p, x: losses.latent_statistics(p, model, x))
   compile_s = run.compile_s + time.perf_counter() - t0
 
   metrics_path = out / "metrics.jsonl"  # the rows of the epochs kept, then one per epoch
@@ -307,13 +313,22 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
                   unit="epoch", disable=not progress)
   t_last, saved = time.perf_counter(), start
 
-  def record(metrics_file, epoch, state, train_m, test_m, recon, finite, force_checkpoint=False):
+  def record(metrics_file, epoch, state, train_m, test_m, recon, finite, stats,
+             force_checkpoint=False):
     """Reads one finished epoch (a host sync on *that* epoch only); writes its row, its grid
     and, every `checkpoint_every` epochs, its checkpoint."""
     nonlocal t_last, saved
-    train_m, test_m, recon, finite = jax.device_get((train_m, test_m, recon, finite))
+    train_m, test_m, recon, finite, stats = jax.device_get((train_m, test_m, recon, finite,
+                                                            stats))
     now = time.perf_counter()
     row = {**train.epoch_row(epoch, train_m, test_m, n_train, n_test), "seconds": now - t_last}
+    if config.weights_kl:  # what training minimised, beside the true negative ELBO
+      w = config.kl_weight(epoch)
+      row.update(kl_weight=w, **{f"{s}_objective": row[f"{s}_recon"] + w * row[f"{s}_kl"]
+                                 for s in ("train", "test")})
+    kl_per_dim, mu_var = stats
+    row.update(test_kl_per_dim=[float(v) for v in kl_per_dim],
+               active_units=int((mu_var > ACTIVE_THRESHOLD).sum()))
     t_last = now
     bad = _first_non_finite(row) or (None if finite else "a parameter")
     if bad is not None:
@@ -341,7 +356,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
       for epoch, state, train_m, test_m in train.run_epochs(run, d, config.epochs, state,
                                                             first=start + 1):  # dispatch only
         recon = reconstruct(state.params, x_show) if epoch in grids else None
-        pending.append((epoch, state, train_m, test_m, recon, all_finite(state.params)))
+        pending.append((epoch, state, train_m, test_m, recon, all_finite(state.params),
+                        latent_stats(state.params, x_test)))
         if len(pending) == 2:  # read the previous epoch while this one runs
           record(metrics_file, *pending.pop(0))
         if ctrl_c.requested.is_set():
@@ -386,11 +402,6 @@ def _write_results(config: Config, out: Path, params, history: list, run, d, plo
     _save_npy(out / name, np.array([h[key] for h in history]))
   model = run.model
 
-  def latent_map(path):
-    mu, _ = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method="encode")
-                    )(params, d.x_test)
-    plots.save_latent_map(np.asarray(mu), d.y_test, path)
-
   def samples(path):
     z = jax.random.normal(run.keys.sample, (64, config.latent_dim))  # z ~ p(z) = N(0, I)
     images = jax.nn.sigmoid(model.apply({"params": params}, z, method="decode"))
@@ -400,6 +411,38 @@ def _write_results(config: Config, out: Path, params, history: list, run, d, plo
       history, path, title=f"z = {config.latent_dim}: negative ELBO per image" + (
           f" (train: -L_{config.k}, the IWAE bound)" if config.objective == "iwae" else "")),
       out / "learning_curves.png")
-  _draw("latent.png", latent_map, out / "latent.png")
   _draw("samples.png", samples, out / "samples.png")
+  if config.latent_dim > 2:
+    _draw("kl_per_dim.png", lambda path: plots.save_kl_per_dim(history, path), out / "kl_per_dim.png")
+  latent_figures(model, params, d.x_test, d.y_test, out)
   return params
+
+
+def latent_figures(model, params, x_test_u8, y_test, out: Path) -> None:
+  """latent.png (the test set's mu), manifold.png and interpolation.png (`vae_jax.latent`)
+  of a trained model, into `out`; a figure that fails is one line (`_draw`)."""
+  from vae_jax import latent, plots
+
+  encode = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method="encode"))
+  decode = jax.jit(lambda p, z: jax.nn.sigmoid(model.apply({"params": p}, z, method="decode")))
+  mu = np.asarray(encode(params, x_test_u8)[0])  # [N, z]: eval mode's z
+
+  def manifold(path):
+    grid = latent.manifold_latents(mu)
+    plots.save_manifold(np.asarray(decode(params, grid.z)), grid.values, grid.label, path)
+
+  def interpolation(path):
+    a, b = map(list, zip(*latent.interpolation_pairs(len(mu))))
+    z = latent.interpolation_latents(mu[a], mu[b])                    # [P, steps, z]
+    decoded = np.asarray(decode(params, z.reshape(-1, z.shape[-1]))).reshape(*z.shape[:2], -1)
+    images = np.asarray(data.to_inputs(x_test_u8[np.array(a + b)]))  # [2P, 784]
+    labels = [f"{y_test[i]} to {y_test[j]}" for i, j in zip(a, b)]
+    plots.save_interpolation(images[:len(a)], decoded, images[len(a):], labels, path)
+
+  _draw("latent.png", lambda path: plots.save_latent_map(mu, y_test, path), out / "latent.png")
+  _draw("manifold.png", manifold, out / "manifold.png")
+  if len(mu) < 2:
+    print(f"vae-jax: interpolation.png skipped: it joins two test images, and there is "
+          f"{len(mu)}", file=sys.stderr)
+  else:
+    _draw("interpolation.png", interpolation, out / "interpolation.png")

@@ -132,7 +132,24 @@ def binarize_batch(key: jax.Array, x: jax.Array) -> jax.Array:
   return jax.random.bernoulli(key, x).astype(x.dtype)
 
 
-def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: int = 1):
+def kl_weight_schedule(config: Config, steps_per_epoch: int):
+  """`weight(count)`: the KL's weight at Adam step `count` (0-based, from the optimiser's
+  state), `config.kl_weight` of its epoch, count // steps_per_epoch + 1; so a resumed run
+  continues the warm-up where it stopped. None for the blog's ELBO (beta 1, no warm-up)."""
+  if not config.weights_kl:
+    return None
+  beta, n = float(config.beta), config.kl_warmup_epochs
+
+  def weight(count):
+    if not n:
+      return jnp.float32(beta)
+    return beta * jnp.minimum(1.0, (count // steps_per_epoch) / n)
+
+  return weight
+
+
+def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: int = 1,
+                     kl_weight=None):
   """Returns `train_steps(state, images_u8, plan) -> (state, Metrics of [steps])`.
 
   The Adam steps of one epoch, in the order `plan` gives: step s trains on
@@ -142,6 +159,8 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: i
   parity test drives with a plan of its own; `make_train_epoch` calls it with
   `epoch_plan(key)`. `unroll` steps run per iteration of the compiled loop
   (`lax.scan(unroll=...)`): the same steps in the same order, fewer loop iterations.
+  `kl_weight(count)` (`kl_weight_schedule`), when given, weighs the KL of each step's
+  objective; the returned sums stay the true loss.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -151,7 +170,8 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: i
       x = to_inputs(images_u8[idx])                               # [B, 784]
       if bin_key is not None:
         x = binarize_batch(bin_key, x)
-      (_, sums), grads = grad_fn(state.params, model, x, eps, weight)
+      extra = {} if kl_weight is None else {"kl_weight": kl_weight(state.opt_state.count)}
+      (_, sums), grads = grad_fn(state.params, model, x, eps, weight, **extra)
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       return TrainState(optax.apply_updates(state.params, updates), opt_state), sums
 
@@ -162,7 +182,7 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: i
 
 def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
                      loss_fn=losses.batch_loss, samples: int | None = None,
-                     binarize: bool = False, unroll: int = 1):
+                     binarize: bool = False, unroll: int = 1, kl_weight=None):
   """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
@@ -171,9 +191,9 @@ def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: in
   loss (sampled z), as the blog's `train_loss`. `loss_fn` has
   `losses.batch_loss`'s signature (the gradient-flow study swaps in variants);
   `samples` and `binarize` go to `epoch_plan` (the IWAE objective's k, `--binarize dynamic`);
-  `unroll` to `make_train_steps`.
+  `unroll` and `kl_weight` to `make_train_steps`.
   """
-  train_steps = make_train_steps(model, optimizer, loss_fn, unroll)
+  train_steps = make_train_steps(model, optimizer, loss_fn, unroll, kl_weight)
 
   def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array):
     plan = epoch_plan(key, num_examples=num_examples, batch_size=batch_size,
@@ -231,12 +251,13 @@ def epoch_row(epoch: int, train_sums: Metrics, test_sums: Metrics, n_train: int,
 # Setting up a run, and running its epochs.
 
 
-def epoch_options(config: Config, loss_fn=None) -> dict:
+def epoch_options(config: Config, loss_fn=None, num_examples: int | None = None) -> dict:
   """`make_train_epoch`'s options for `config`: batch size, objective (unless `loss_fn`),
-  samples per image and binarization."""
+  samples per image, binarization and the KL's weight (`num_examples` training images)."""
   return dict(batch_size=config.batch_size, loss_fn=loss_fn or losses.training_loss(config),
               samples=config.k if config.objective == "iwae" else None,
-              binarize=config.binarize == "dynamic")
+              binarize=config.binarize == "dynamic",
+              kl_weight=kl_weight_schedule(config, steps_per_epoch(config, num_examples)))
 
 
 class Programs(NamedTuple):
@@ -275,7 +296,7 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=None,
   t0 = time.perf_counter()
   if programs is None and data is not None:
     epoch = make_train_epoch(model, optimizer, num_examples=n_train,
-                             **epoch_options(config, loss_fn))
+                             **epoch_options(config, loss_fn, n_train))
     programs = Programs(
         jax.jit(epoch).lower(state, data.x_train, keys.train).compile(),
         jax.jit(make_evaluate(model, loss_fn or losses.batch_loss)).lower(

@@ -67,7 +67,7 @@ def _stacked_setups(config: Config, members):
 def _vmapped_programs(config: Config, first: train.Setup, states, keys, d: DeviceData):
   """The epoch and evaluation of one member, vmapped over the stack and compiled once."""
   epoch = train.make_train_epoch(first.model, first.optimizer, num_examples=len(d.x_train),
-                                 **train.epoch_options(config))
+                                 **train.epoch_options(config, num_examples=len(d.x_train)))
   many_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None, 0)))  # states [S], images shared, keys [S]
   many_eval = jax.jit(jax.vmap(train.make_evaluate(first.model), in_axes=(0, None)))
   return train.Programs(many_epoch.lower(states, d.x_train, keys).compile(),

@@ -1,0 +1,135 @@
+"""--beta and --kl-warmup-epochs: the KL's weight in training, and what each epoch reports."""
+
+import json
+
+import jax
+import matplotlib.image
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vae_jax import Config, cli, losses, train
+from vae_jax.model import init_params, make_model
+
+
+def _batch(z=3, b=6):
+  model = make_model(Config(latent_dim=z, hidden_dim=16))
+  params = init_params(model, jax.random.PRNGKey(0))
+  x = jax.random.uniform(jax.random.PRNGKey(1), (b, 784))
+  eps = jax.random.normal(jax.random.PRNGKey(2), (b, z))
+  return params, model, x, eps, jnp.ones(b)
+
+
+def _term_grad(term, params, model, x, eps, weight):
+  """The gradient of one term of the loss alone, written from the model's outputs."""
+  def f(p):
+    out = model.apply({"params": p}, x, eps)
+    return jnp.sum(weight * getattr(losses.vae_loss(out.logits, x, out.mu, out.logvar), term))
+  return jax.grad(f)(params)
+
+
+@pytest.mark.parametrize("beta", [0.0, 2.5])
+def test_the_gradient_is_recon_plus_beta_times_kl_and_the_metrics_stay_true(beta):
+  # The objective sum recon + beta kl is linear in beta: its gradient must be the
+  # reconstruction's gradient plus beta times the KL's, each computed on its own; at
+  # beta = 0 the KL contributes nothing. Float32: the two sides add the same terms in
+  # another order, so they agree to a few ulp of the largest gradient (1e-5 relative).
+  args = _batch()
+  (objective, sums), grads = jax.value_and_grad(losses.batch_loss, has_aux=True)(
+      *args, kl_weight=jnp.float32(beta))
+  g_recon, g_kl = _term_grad("recon", *args), _term_grad("kl", *args)
+  expected = jax.tree.map(lambda r, k: r + beta * k, g_recon, g_kl)
+  for (path, g), e in zip(jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5 * float(jnp.abs(e).max()),
+                               err_msg=str(path))
+  if beta == 0.0:  # the decoder's gradient has no KL part at all, and the encoder's is recon's
+    jax.tree.map(lambda g, r: np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-7),
+                 grads, g_recon)
+  _, true = losses.batch_loss(*args)  # the metrics are the ELBO's, whatever the weight
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-7), sums, true)
+  np.testing.assert_allclose(objective, sums.recon + beta * sums.kl, rtol=1e-6)
+
+
+def test_warmup_weight_of_every_epoch_as_stated():
+  # beta * min(1, (epoch - 1) / N): 0 in epoch 1, beta from epoch N + 1 on; inside the
+  # compiled step the same value comes from Adam's step count, at every step of the epoch.
+  config = Config(beta=2.0, kl_warmup_epochs=4)
+  assert [config.kl_weight(e) for e in range(1, 8)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+  steps = 7
+  weight = jax.jit(train.kl_weight_schedule(config, steps))
+  for epoch in range(1, 8):
+    for step in (0, 3, steps - 1):
+      np.testing.assert_allclose(weight(jnp.int32((epoch - 1) * steps + step)),
+                                 config.kl_weight(epoch), rtol=1e-7)
+  assert Config(beta=0.5).kl_weight(1) == 0.5  # no warm-up: beta from the start
+  assert train.kl_weight_schedule(Config(), steps) is None  # the blog's ELBO: no weight at all
+
+
+def test_the_first_warmup_epoch_trains_the_reconstruction_alone():
+  # Epoch 1 of a warm-up has weight 0: its Adam steps are those of beta = 0, bit for bit.
+  n = 256
+  images = jax.random.randint(jax.random.PRNGKey(3), (n, 784), 0, 256).astype(jnp.uint8)
+  results = []
+  for config in (Config(hidden_dim=16, batch_size=64, kl_warmup_epochs=3),
+                 Config(hidden_dim=16, batch_size=64, beta=0.0),
+                 Config(hidden_dim=16, batch_size=64)):
+    model, optimizer = make_model(config), train.make_optimizer(config)
+    state = train.create_state(model, optimizer, jax.random.PRNGKey(0))
+    epoch = jax.jit(train.make_train_epoch(model, optimizer, num_examples=n,
+                                           **train.epoch_options(config, num_examples=n)))
+    results.append(epoch(state, images, jax.random.PRNGKey(4))[0].params)
+  warm, zero, elbo = results
+  jax.tree.map(np.testing.assert_array_equal, warm, zero)
+  assert not np.array_equal(warm["fc21"]["kernel"], elbo["fc21"]["kernel"])  # the KL matters
+
+
+def test_a_run_reports_the_true_loss_the_objective_and_the_latent_statistics(tiny_data_dir,
+                                                                            tmp_path):
+  workdir = tmp_path / "beta"
+  assert cli.main(["train", "--workdir", str(workdir), "--data-dir", str(tiny_data_dir),
+                   "--epochs", "3", "--hidden-dim", "16", "--latent-dim", "5", "--beta", "2",
+                   "--kl-warmup-epochs", "2", "--no-progress"]) == 0
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["kl_weight"] for r in rows] == [0.0, 1.0, 2.0]
+  for r in rows:
+    np.testing.assert_allclose(r["test_loss"], r["test_recon"] + r["test_kl"], rtol=1e-6)
+    np.testing.assert_allclose(r["train_objective"], r["train_recon"] + r["kl_weight"]
+                               * r["train_kl"], rtol=1e-12)
+    # The per-dimension KL sums to the test KL per image (float32 sums in another order).
+    assert len(r["test_kl_per_dim"]) == 5
+    np.testing.assert_allclose(sum(r["test_kl_per_dim"]), r["test_kl"], rtol=1e-5, atol=1e-6)
+    assert 0 <= r["active_units"] <= 5
+  for name in ("kl_per_dim.png", "manifold.png", "interpolation.png"):  # z > 2: PCA plane
+    image = matplotlib.image.imread(workdir / name)
+    assert image.ndim == 3 and min(image.shape[:2]) > 200, name
+  assert json.loads((workdir / "config.json").read_text())["beta"] == 2.0
+
+
+def test_active_units_count_the_dimensions_whose_mean_moves_over_the_images():
+  # An encoder whose mu_u = h(x) . w_u with w_u zero for u >= 2 and 20 times its initial
+  # size for u < 2: two dimensions vary with the image (variance 400 times the initial
+  # ~0.004, far above 0.01), the others are constant (variance 0).
+  model = make_model(Config(latent_dim=4, hidden_dim=16))
+  params = init_params(model, jax.random.PRNGKey(0))
+  params["fc21"]["kernel"] = params["fc21"]["kernel"].at[:, 2:].set(0.0).at[:, :2].multiply(20.0)
+  params["fc21"]["bias"] = params["fc21"]["bias"].at[2:].set(0.5)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (500, 784))
+  kl, var = losses.latent_statistics(params, model, x)
+  mu, logvar = model.apply({"params": params}, x, method="encode")
+  np.testing.assert_allclose(var, np.var(np.asarray(mu, np.float64), axis=0), rtol=1e-4,
+                             atol=1e-9)
+  np.testing.assert_allclose(kl, np.mean(np.asarray(losses.kl_standard_normal(mu[:, :, None],
+                                                                              logvar[:, :, None]),
+                                                    np.float64), axis=0), rtol=1e-5)
+  assert np.all(np.asarray(var[2:]) == 0) and np.all(np.asarray(var[:2]) > 0.01)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"beta": -1.0}, "beta must be a finite number >= 0"),
+    ({"beta": float("nan")}, "beta must be a finite number >= 0"),
+    ({"kl_warmup_epochs": -1}, "kl_warmup_epochs must be an integer >= 0"),
+    ({"objective": "iwae", "k": 5, "beta": 2.0}, "the IWAE objective has none"),
+])
+def test_invalid_weights_are_refused(fields, message):
+  with pytest.raises(ValueError, match=message):
+    Config(**fields)
