@@ -72,6 +72,9 @@ def _variance_curve(estimate, ns, repeats, key, groups=None):
   return (out, by_group) if groups is not None else out
 
 
+ENCODER = ("fc1", "fc21", "fc22")  # the layers whose gradient the weight panels estimate
+
+
 def compute_variance(d: DeviceData, quick: bool = False):
   ns = [2, 8] if quick else [2, 8, 32, 128, 512]  # >= 2: the baseline leaves one out
   repeats = 20 if quick else 200
@@ -97,25 +100,52 @@ def compute_variance(d: DeviceData, quick: bool = False):
   init = train.setup(config).state.params
   trained, _, _ = fit(config, d)
   x = data.to_inputs(d.x_test[:8])                          # [8, 784]
+  z_dim = config.latent_dim
+  # Each image's estimate is [mu (z), logvar (z)]: the two kinds of component apart.
+  is_mu = np.tile(np.arange(2 * z_dim) < z_dim, len(x))
+  components = {"mu": is_mu, "logvar": ~is_mu}
+  out_repeats = max(2, repeats // 2)  # each repeat decodes 8 x n latent codes
+  w_ns = ns[:4]
+  w_repeats = min(repeats, 10 if quick else 30)
+
+  def recon(params, z, xi):  # -log p(x_i | z), one image
+    return losses.bernoulli_nll(model.apply({"params": params}, z[None], method=VAE.decode),
+                                xi[None])[0]
+
+  # The parameters are arguments, not constants: each program compiles once per n and
+  # serves both stages.
+  def output_estimate(est):
+    def one(k, n, params, mu_x, lv_x):
+      ks = jax.random.split(k, len(x))
+      es = jax.vmap(lambda m, lv, xi, kk: flat(est(lambda z: recon(params, z, xi), m, lv, kk,
+                                                   n)))(mu_x, lv_x, x, ks)
+      return es.ravel()
+    return jax.jit(one, static_argnums=1)
+
+  def weight_grad(k, n, params, kind):
+    # Encoder weights: the estimators' surrogate losses, differentiated wrt fc1, fc21, fc22.
+    enc = {k_: params[k_] for k_ in ENCODER}
+    encode = lambda e: model.apply({"params": {**params, **e}}, x, method=VAE.encode)
+    per_image = lambda z: jax.vmap(lambda zi, xi: recon(params, zi, xi))(z, x)  # [8, z] -> [8]
+    g = estimators.encoder_weight_gradient(kind, encode, per_image, enc, k, n)
+    return jnp.concatenate([v.ravel() for v in jax.tree.leaves(g)])
+
+  output_fns = {name: output_estimate(est) for name, est in estimators.ESTIMATORS.items()}
+  weight_fns = {name: jax.jit(lambda k, n, p, kind=name: weight_grad(k, n, p, kind),
+                              static_argnums=1) for name in estimators.ESTIMATORS}
+  # Each flat gradient entry's layer, in the flat gradient's (jax.tree.leaves') order.
+  enc_shapes = {layer: init[layer] for layer in ENCODER}
+  layer_of = np.concatenate(jax.tree.leaves(
+      {layer: jax.tree.map(lambda v, i=i: np.full(v.size, i), enc_shapes[layer])
+       for i, layer in enumerate(ENCODER)}))
+  layers = {layer: layer_of == i for i, layer in enumerate(ENCODER)}
+
   for stage, params in (("init", init), ("trained", trained)):
     mu_x, lv_x = model.apply({"params": params}, x, method=VAE.encode)  # [8, 2]
-    z_dim = mu_x.shape[1]
-    # Each image's estimate is [mu (z), logvar (z)]: the two kinds of component apart.
-    is_mu = np.tile(np.arange(2 * z_dim) < z_dim, len(x))
-    components = {"mu": is_mu, "logvar": ~is_mu}
-    def recon(z, xi):
-      return losses.bernoulli_nll(model.apply({"params": params}, z[None], method=VAE.decode),
-                                  xi[None])[0]
     curves, by_component = {}, {c: {} for c in components}
-    out_repeats = max(2, repeats // 2)  # each repeat decodes 8 x n latent codes
-    for name, est in estimators.ESTIMATORS.items():
-      def one(k, n, est=est):
-        ks = jax.random.split(k, len(x))
-        es = jax.vmap(lambda m, lv, xi, kk: flat(est(lambda z: recon(z, xi), m, lv, kk, n)))(
-            mu_x, lv_x, x, ks)
-        return es.ravel()
-      curves[name], split = _variance_curve(jax.jit(one, static_argnums=1), ns, out_repeats,
-                                            key, components)
+    for name, fn in output_fns.items():
+      curves[name], split = _variance_curve(
+          lambda k, n, fn=fn: fn(k, n, params, mu_x, lv_x), ns, out_repeats, key, components)
       for c in components:
         by_component[c][name] = split[c]
     result["vae_output"][stage] = {
@@ -123,25 +153,11 @@ def compute_variance(d: DeviceData, quick: bool = False):
         "posterior_var": {"mean": float(jnp.mean(jnp.exp(lv_x))),
                           "median": float(jnp.median(jnp.exp(lv_x)))}}
 
-    # Encoder weights: the estimators' surrogate losses, differentiated wrt fc1, fc21, fc22.
-    enc = {k_: params[k_] for k_ in ("fc1", "fc21", "fc22")}
-    encode = lambda e: model.apply({"params": {**params, **e}}, x, method=VAE.encode)
-    per_image = lambda z: jax.vmap(recon)(z, x)             # z [8, z] -> [8]
-    def weight_grad(k, n, kind):
-      g = estimators.encoder_weight_gradient(kind, encode, per_image, enc, k, n)
-      return jnp.concatenate([v.ravel() for v in jax.tree.leaves(g)])
-    # Each flat gradient entry's layer, in the flat gradient's (jax.tree.leaves') order.
-    layer_of = np.concatenate(jax.tree.leaves(
-        {layer: jax.tree.map(lambda v, i=i: np.full(v.size, i), enc[layer])
-         for i, layer in enumerate(enc)}))
-    layers = {layer: layer_of == i for i, layer in enumerate(enc)}
-    wcurves, by_layer = {}, {layer: {} for layer in enc}
-    w_ns = ns[:4]
-    w_repeats = min(repeats, 10 if quick else 30)
-    for name in estimators.ESTIMATORS:
-      fn = jax.jit(lambda k, n, kind=name: weight_grad(k, n, kind), static_argnums=1)
-      wcurves[name], split = _variance_curve(fn, w_ns, w_repeats, key, layers)
-      for layer in enc:
+    wcurves, by_layer = {}, {layer: {} for layer in ENCODER}
+    for name, fn in weight_fns.items():
+      wcurves[name], split = _variance_curve(lambda k, n, fn=fn: fn(k, n, params), w_ns,
+                                             w_repeats, key, layers)
+      for layer in ENCODER:
         by_layer[layer][name] = split[layer]
     result["vae_weights"][stage] = {"ns": w_ns, "repeats": w_repeats, **wcurves,
                                     "by_layer": by_layer}
