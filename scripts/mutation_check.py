@@ -37,6 +37,7 @@ TESTS = ["tests/test_losses.py", "tests/test_model.py", "tests/test_parity.py",
 RUN_TESTS = ("tests/test_resume.py", "tests/test_bad_input.py")  # run.py, checkpoint.py
 LIKELIHOOD_TESTS = ("tests/test_likelihood.py",)  # likelihood.py, the IWAE terms, binarizing
 LATENT_TESTS = ("tests/test_beta.py", "tests/test_latent.py")  # --beta, warm-up, latent figures
+CVAE_TESTS = ("tests/test_cvae.py",)  # --model cvae
 
 TIMEOUT_S = 1800  # per mutant: the unmutated copy takes about 190 s on 2 cores
 
@@ -231,6 +232,18 @@ MUTANTS = [
            "return np.pad(vt[:2], ((0, 2 - len(vt[:2])), (0, 0)))",
            "return np.eye(2, latent)", "z > 2: the first two coordinates, not principal axes",
            tests=LATENT_TESTS),
+    # The conditional VAE.
+    Mutant("cvae_decoder_unconditioned", "vae_jax/model.py",
+           "h = nn.relu(self.fc3(self._join(z, y)))",
+           "h = nn.relu(self.fc3(self._join(z, None if y is None else 0 * y)))",
+           "the CVAE's decoder is always told digit 0", tests=CVAE_TESTS),
+    Mutant("cvae_labels_misaligned", "vae_jax/train.py", 'extra["y"] = labels[idx]',
+           'extra["y"] = labels[:len(idx)]', "each step trains on the first B labels, not its "
+           "images'", tests=CVAE_TESTS),
+    Mutant("cvae_one_hot_off_by_one", "vae_jax/model.py",
+           "jax.nn.one_hot(y, self.condition_dim, dtype=a.dtype)",
+           "jax.nn.one_hot(y + 1, self.condition_dim, dtype=a.dtype)",
+           "the label's one-hot shifted by one (digit 9: all zeros)", tests=CVAE_TESTS),
 ]
 
 
@@ -285,8 +298,7 @@ def main(argv=None) -> int:
     return 0
   chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
   if not args.skip_unmutated:  # a failure here would make every kill meaningless
-    needed = [t for t in (*TESTS, *RUN_TESTS, *LIKELIHOOD_TESTS)
-              if any(t in (m.tests or TESTS) for m in chosen)]
+    needed = list(dict.fromkeys(t for m in chosen for t in (m.tests or TESTS)))  # in order
     failed, by, seconds = run_one(UNMUTATED, needed, sys.executable)
     if failed:
       print(f"the unmutated copy fails {by}: fix that first")

@@ -58,6 +58,11 @@ def place(tmp_path_factory):
   arch.mkdir()
   (arch / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
   (arch / "config.json").write_text(Config(arch="burda").to_json())
+  cvae = bad / "model_mismatch"  # the same VAE's weights beside the config.json of its CVAE
+  cvae.mkdir()
+  (cvae / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
+  (cvae / "config.json").write_text(
+      Config.from_file(run_dir / "config.json").replace(model="cvae").to_json())
   dir_cfg = bad / "config_dir"
   (dir_cfg / "config.json").mkdir(parents=True)
   (dir_cfg / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
@@ -131,6 +136,10 @@ def _cases():
       ("adam eps 0", tr + ["{root}/new", "--adam-eps", "0"], "adam_eps must be"),
       ("blog weights, burda config", ev + ["{root}/files/arch_mismatch/params.msgpack"],
        "parameters of the burda model"),
+      ("VAE weights, CVAE config", ev + ["{root}/files/model_mismatch/params.msgpack"],
+       "the blog model (CVAE) of its config.json needs"),
+      ("cvae with the burda model", tr + ["{root}/new", "--model", "cvae", "--arch", "burda"],
+       "--model cvae is the blog's model"),
       ("likelihood k 0", lk + ["{root}/run/params.msgpack", "--k", "0"], "must be >= 1"),
       ("likelihood weights missing", lk + ["{root}/files/nope.pth"], "does not exist"),
       ("likelihood json exists", lk + ["{root}/run/params.msgpack", "--json",

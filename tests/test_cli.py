@@ -20,7 +20,7 @@ CONFIG_FLAGS = {"--latent-dim", "--hidden-dim", "--batch-size", "--epochs", "--l
                 "--seed", "--init", "--data-source", "--data-dir", "--train-limit",
                 "--test-limit", "--recon-every", "--matmul-precision", "--arch", "--binarize",
                 "--objective", "--k", "--adam-eps", "--schedule", "--beta",
-                "--kl-warmup-epochs"}
+                "--kl-warmup-epochs", "--model"}
 DATA = {"--data-source", "--data-dir"}
 LIMITS = {"--train-limit", "--test-limit"}
 CACHE = {"--no-compile-cache"}  # every subcommand that compiles
@@ -171,7 +171,8 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
 SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare",
            "gradient_study.py": "study"}
 OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py", "likelihood_report.py",
-              "epoch_variants.py", "beta_report.py"}  # scripts with a command line of their own
+              "epoch_variants.py", "beta_report.py",
+              "cvae_report.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 

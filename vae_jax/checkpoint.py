@@ -119,7 +119,7 @@ def load_weights(path):
 
   * `params.msgpack` of a run: its arrays give z and the hidden width; `config.json`
     beside it, when present, gives the rest (and must agree with those sizes); a run of
-    another `--arch` needs its config.json, and every array must have the shape that
+    another `--arch` or `--model` needs its config.json, and every array must have the shape that
     config's model gives it;
   * a PyTorch state dict, `.pth`/`.pt` (needs torch) or `.npz` (NumPy only), in the
     blog's layout.
@@ -132,7 +132,7 @@ def load_weights(path):
     raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
   cfg = path.parent / "config.json"
   run_config = Config.from_file(cfg) if path.suffix == ".msgpack" and cfg.exists() else None
-  if run_config is not None and run_config.arch != "blog":
+  if run_config is not None and (run_config.arch, run_config.model) != ("blog", "vae"):
     return _load_run_weights(path, run_config), run_config
   if path.suffix == ".msgpack":
     try:
@@ -155,19 +155,20 @@ def load_weights(path):
 
 
 def _load_run_weights(path: Path, config: Config):
-  """`params.msgpack` of a run whose config.json names a model other than the blog's."""
+  """`params.msgpack` of a run whose config.json names a model other than the blog's VAE."""
   from vae_jax.model import init_params, make_model
   want = jax.eval_shape(lambda: init_params(make_model(config), jax.random.PRNGKey(0)))
+  what = f"{config.arch} model" + (" (CVAE)" if config.model == "cvae" else "")
   fix = "they are not one run, or the file is damaged: retrain into a new --workdir"
   try:
     raw = serialization.msgpack_restore(path.read_bytes())
     params = serialization.from_state_dict(want, raw)
   except Exception as e:
-    raise ValueError(f"{path} does not hold the parameters of the {config.arch} model its "
-                     f"config.json describes ({type(e).__name__}: {e}): {fix}") from None
+    raise ValueError(f"{path} does not hold the parameters of the {what} its config.json "
+                     f"describes ({type(e).__name__}: {e}): {fix}") from None
   for (where, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(want)):
     if getattr(a, "shape", None) != b.shape:
       raise ValueError(f"{path}: {jax.tree_util.keystr(where)} has shape "
-                       f"{getattr(a, 'shape', None)}, the {config.arch} model of its "
+                       f"{getattr(a, 'shape', None)}, the {what} of its "
                        f"config.json needs {b.shape}: {fix}")
   return jax.tree.map(jax.numpy.asarray, params)

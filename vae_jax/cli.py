@@ -3,6 +3,7 @@
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
   vae-jax train --workdir runs/vae_2 --resume          # go on from the last checkpoint
+  vae-jax train --workdir runs/cvae_2 --model cvae     # the conditional VAE
   vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
   vae-jax likelihood --weights runs/vae_2/params.msgpack --k 5000    # L_5000, ELBO, active units
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
@@ -65,6 +66,8 @@ FIELD_HELP = {
     "beta": "the KL's weight in training (1: the blog's ELBO; the test loss reported stays "
             "the true negative ELBO)",
     "kl_warmup_epochs": "the KL's weight rises linearly from 0 (epoch 1) to --beta (epoch N + 1)",
+    "model": "vae, or cvae: the conditional VAE (Sohn et al. 2015), the digit's one-hot "
+             "joined to the encoder's and the decoder's input",
     "schedule": "constant learning rate, or burda: 3^i epochs at rate * 10^(-i/7), i = 0..7 "
                 "(3280 epochs, batch 20, Adam eps 1e-4 unless given)",
 }
@@ -144,9 +147,10 @@ def cmd_evaluate(args, config, parser):
   params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
   d = data.load_device_data(config, with_train=False, binarize=wconfig.binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
-  m = train.make_evaluate(model)(params, d.x_test)
+  m = train.make_evaluate(model)(params, d.x_test, *train.labels_of(model, d.y_test))
   n = len(d.x_test)
-  print(f"{args.weights} (z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
+  what = "CVAE, " if model.conditional else ""
+  print(f"{args.weights} ({what}z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
         f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
         f"test images, z = mu")
 
@@ -162,6 +166,9 @@ def cmd_likelihood(args, config, parser):
   if args.json is not None and Path(args.json).exists():
     raise FileExistsError(f"--json {args.json} exists: choose another name or delete it")
   params, wconfig = checkpoint.load_weights(args.weights)
+  if wconfig.model != "vae":
+    raise ValueError(f"--weights {args.weights} is a {wconfig.model}: the estimator scores "
+                     f"log p(x) of the VAE, not log p(x|y) of the CVAE")
   binarize = config.binarize if hasattr(args, "binarize") else wconfig.binarize
   d = data.load_device_data(config, with_train=False, binarize=binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
@@ -194,9 +201,10 @@ def cmd_export(args, config, parser):
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   params, wconfig = checkpoint.load_weights(args.weights)
-  if wconfig.arch != "blog":
-    raise ValueError(f"--weights {args.weights} is a {wconfig.arch} model: only the blog's "
-                     f"model has a PyTorch layout to export to")
+  if (wconfig.arch, wconfig.model) != ("blog", "vae"):
+    what = "a CVAE" if wconfig.model == "cvae" else f"a {wconfig.arch} model"
+    raise ValueError(f"--weights {args.weights} is {what}: only the blog's model (its VAE) has "
+                     f"a PyTorch layout to export to")
   torch_io.export_state_dict(params, out)
   print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
 
@@ -257,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=func, subparser=p)
     return p
 
-  t = command("train", cmd_train, "train the VAE and write every figure into --workdir")
+  t = command("train", cmd_train, "train the VAE (or the CVAE) and write every figure into "
+              "--workdir")
   t.add_argument("--workdir", required=True, help="run directory (created if missing)")
   t.add_argument("--overwrite", action="store_true",
                  help="replace the results in --workdir, once the new run has finished (it is "

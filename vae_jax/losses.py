@@ -69,16 +69,17 @@ class Metrics(NamedTuple):
   loss: jax.Array
 
 
-def batch_loss(params, model, x, eps, weight, kl_weight=1.0):
+def batch_loss(params, model, x, eps, weight, kl_weight=1.0, y=None):
   """Sum over the batch of weight * (recon + kl): the blog's `size_average=False`.
 
   model: a `VAE`; x: [B, 784] in [0, 1]; eps: [B, z] (zeros: z = mu, eval mode);
-  weight: [B] (1 a real example, 0 padding). Returns (loss, Metrics of the batch sums).
+  weight: [B] (1 a real example, 0 padding); y: int [B] labels, the CVAE's condition
+  (None for the VAE). Returns (loss, Metrics of the batch sums).
   `kl_weight` b (a scalar) makes the objective sum weight * (recon + b * kl): the
   beta-VAE (Higgins et al. 2017) and KL warm-up (Bowman et al. 2016); the Metrics stay
   the true terms, so `Metrics.loss` is the negative ELBO whatever b is.
   """
-  out = model.apply({"params": params}, x, eps)
+  out = model.apply({"params": params}, x, eps, y)
   terms = vae_loss(out.logits, x, out.mu, out.logvar)  # each [B]
   sums = Metrics(*(jnp.sum(weight * t) for t in terms))
   if isinstance(kl_weight, (int, float)) and kl_weight == 1:
@@ -86,11 +87,11 @@ def batch_loss(params, model, x, eps, weight, kl_weight=1.0):
   return jnp.sum(weight * (terms.recon + kl_weight * terms.kl)), sums
 
 
-def latent_statistics(params, model, x):
-  """Per latent dimension u, over the images x [N, 784]: the mean of
+def latent_statistics(params, model, x, y=None):
+  """Per latent dimension u, over the images x [N, 784] (labels y [N], the CVAE's): the mean of
   KL(q(z_u|x) || N(0, 1)) = -1/2 (1 + logvar_u - mu_u^2 - exp(logvar_u)), whose sum over u is
   the KL per image, and Var_x(mu_u), Burda et al.'s activity (active: > 0.01). -> [z], [z]."""
-  mu, logvar = model.apply({"params": params}, x, method="encode")  # [N, z] each
+  mu, logvar = model.apply({"params": params}, x, y, method="encode")  # [N, z] each
   kl = -0.5 * (1.0 + logvar - mu**2 - jnp.exp(logvar))              # [N, z]
   return kl.mean(axis=0), mu.var(axis=0)
 

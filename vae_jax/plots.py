@@ -1,4 +1,5 @@
-"""The blog's figures: learning curves, reconstructions, latent map, prior samples.
+"""The blog's figures: learning curves, reconstructions, latent map, prior samples; the
+manifold, interpolations and the CVAE's digits.
 
 Every `save_*` function takes NumPy arrays and a path and writes one PNG (Agg
 backend, no display needed). `latent_scatter` and `save_figure` are the pieces the
@@ -128,6 +129,19 @@ def save_interpolation(first: np.ndarray, path_images: np.ndarray, last: np.ndar
   ax.set_xticks([2 + 30 * j + 14 for j in (0, 1, steps, steps + 1)],
                 ["image", "t = 0", "t = 1", "image"])
   ax.set_title("decoded z = (1 - t) mu_a + t mu_b, t = 0 ... 1, between two test images")
+  save_figure(fig, path)
+
+
+def save_digits(images: np.ndarray, path) -> None:
+  """The CVAE's digits: images [10 * S, 784], row y the decoder's output for label y at the S
+  z shared by every row (column s: one z, so one style in ten digits)."""
+  columns = len(images) // 10
+  fig, ax = plt.subplots(figsize=(0.6 * columns + 1.0, 7.0))
+  ax.imshow(image_grid(images, columns), cmap="gray", vmin=0.0, vmax=1.0)
+  ax.set_yticks([2 + 30 * y + 14 for y in range(10)], [str(y) for y in range(10)])
+  ax.set_xticks([2 + 30 * s + 14 for s in range(columns)], [str(s + 1) for s in range(columns)])
+  ax.set(ylabel="label y", xlabel="z ~ N(0, I), the same in every row",
+         title="CVAE: sigmoid(decoder(z, y))")
   save_figure(fig, path)
 
 

@@ -14,7 +14,9 @@ the host reads each finished epoch behind the device. As it goes it writes
 and when training ends, the weights first and the figures after them:
 
   params.msgpack, loss_list.npy, test_loss_list.npy,
-  learning_curves.png, samples.png, latent.png, manifold.png, interpolation.png
+  learning_curves.png, samples.png, latent.png, manifold.png, interpolation.png,
+  kl_per_dim.png (z > 2); the CVAE (`--model cvae`) writes digits.png in place of
+  samples.png, manifold.png and interpolation.png
 
 What survives what:
 * a kill at any moment (SIGKILL, power loss): config.json, the checkpoints, the
@@ -59,6 +61,7 @@ from vae_jax.likelihood import ACTIVE_THRESHOLD
 
 RESULT_FILES = ("metrics.jsonl", "loss_list.npy", "test_loss_list.npy", "learning_curves.png",
                 "latent.png", "manifold.png", "interpolation.png", "kl_per_dim.png", "samples.png",
+                "digits.png",
                 "params.msgpack",
                 checkpoint.CHECKPOINT_DIR)
 
@@ -296,13 +299,15 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     state, history, start = jax.device_put(ckpt.state), ckpt.history, ckpt.epoch
 
   x_show = data.to_inputs(d.x_test[:8])  # the 8 images of every grid
+  y_show, y_test = (d.y_test[:8], d.y_test) if model.conditional else (None, None)  # CVAE
   t0 = time.perf_counter()
-  reconstruct = jax.jit(lambda p, x: jax.nn.sigmoid(model.apply({"params": p}, x).logits)
-                        ).lower(run.state.params, x_show).compile()
+  reconstruct = jax.jit(lambda p, x, y: jax.nn.sigmoid(model.apply({"params": p}, x, None, y
+                                                                   ).logits)
+                        ).lower(run.state.params, x_show, y_show).compile()
   all_finite = jax.jit(lambda p: jnp.all(jnp.stack([jnp.isfinite(a).all()
                                                     for a in jax.tree.leaves(p)])))
   x_test = data.to_inputs(d.x_test)  # float32 [N, 784], once: an argument, not a constant
-  latent_stats = jax.jit(lambda p, x: losses.latent_statistics(p, model, x))
+  latent_stats = jax.jit(lambda p, x, y: losses.latent_statistics(p, model, x, y))
   compile_s = run.compile_s + time.perf_counter() - t0
 
   metrics_path = out / "metrics.jsonl"  # the rows of the epochs kept, then one per epoch
@@ -355,9 +360,9 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     with open(metrics_path, "a") as metrics_file, _CtrlC() as ctrl_c:
       for epoch, state, train_m, test_m in train.run_epochs(run, d, config.epochs, state,
                                                             first=start + 1):  # dispatch only
-        recon = reconstruct(state.params, x_show) if epoch in grids else None
+        recon = reconstruct(state.params, x_show, y_show) if epoch in grids else None
         pending.append((epoch, state, train_m, test_m, recon, all_finite(state.params),
-                        latent_stats(state.params, x_test)))
+                        latent_stats(state.params, x_test, y_test)))
         if len(pending) == 2:  # read the previous epoch while this one runs
           record(metrics_file, *pending.pop(0))
         if ctrl_c.requested.is_set():
@@ -387,7 +392,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
 
   last = history[-1]
   resumed = f" (resumed after epoch {start})" if start else ""
-  print(f"z={config.latent_dim}: {config.epochs} epochs{resumed}, train loss "
+  print(f"{'CVAE, ' if model.conditional else ''}z={config.latent_dim}: {config.epochs} "
+        f"epochs{resumed}, train loss "
         f"{last['train_loss']:.2f}, test loss {last['test_loss']:.2f} (recon "
         f"{last['test_recon']:.2f} + KL {last['test_kl']:.2f}), "
         f"{sum(h['seconds'] for h in history):.1f} s + {compile_s:.1f} s compile "
@@ -407,11 +413,22 @@ def _write_results(config: Config, out: Path, params, history: list, run, d, plo
     images = jax.nn.sigmoid(model.apply({"params": params}, z, method="decode"))
     plots.save_grid(np.asarray(images), path, nrow=8)
 
+  def digits(path):  # the CVAE's: row y decodes the same ten z with the label y
+    z = jax.random.normal(run.keys.sample, (10, config.latent_dim))  # [10, z] ~ N(0, I)
+    y = jnp.repeat(jnp.arange(10), 10)                               # [100]: 0 x10, 1 x10, ...
+    images = jax.nn.sigmoid(model.apply({"params": params}, jnp.tile(z, (10, 1)), y,
+                                        method="decode"))            # [100, 784]
+    plots.save_digits(np.asarray(images), path)
+
   _draw("learning_curves.png", lambda path: plots.save_learning_curves(
-      history, path, title=f"z = {config.latent_dim}: negative ELBO per image" + (
+      history, path, title=("CVAE, " if model.conditional else "")
+      + f"z = {config.latent_dim}: negative ELBO per image" + (
           f" (train: -L_{config.k}, the IWAE bound)" if config.objective == "iwae" else "")),
       out / "learning_curves.png")
-  _draw("samples.png", samples, out / "samples.png")
+  if model.conditional:
+    _draw("digits.png", digits, out / "digits.png")
+  else:
+    _draw("samples.png", samples, out / "samples.png")
   if config.latent_dim > 2:
     _draw("kl_per_dim.png", lambda path: plots.save_kl_per_dim(history, path), out / "kl_per_dim.png")
   latent_figures(model, params, d.x_test, d.y_test, out)
@@ -420,12 +437,17 @@ def _write_results(config: Config, out: Path, params, history: list, run, d, plo
 
 def latent_figures(model, params, x_test_u8, y_test, out: Path) -> None:
   """latent.png (the test set's mu), manifold.png and interpolation.png (`vae_jax.latent`)
-  of a trained model, into `out`; a figure that fails is one line (`_draw`)."""
+  of a trained model, into `out`; a figure that fails is one line (`_draw`). The CVAE's
+  latent map encodes each image with its label; its decoder needs a label for every z, so
+  its manifold and interpolations are left out (digits.png shows what its z holds)."""
   from vae_jax import latent, plots
 
-  encode = jax.jit(lambda p, x: model.apply({"params": p}, data.to_inputs(x), method="encode"))
+  y_test = np.asarray(y_test)
+  labels = jnp.asarray(y_test) if model.conditional else None
+  encode = jax.jit(lambda p, x, y: model.apply({"params": p}, data.to_inputs(x), y,
+                                               method="encode"))
   decode = jax.jit(lambda p, z: jax.nn.sigmoid(model.apply({"params": p}, z, method="decode")))
-  mu = np.asarray(encode(params, x_test_u8)[0])  # [N, z]: eval mode's z
+  mu = np.asarray(encode(params, x_test_u8, labels)[0])  # [N, z]: eval mode's z
 
   def manifold(path):
     grid = latent.manifold_latents(mu)
@@ -440,6 +462,8 @@ def latent_figures(model, params, x_test_u8, y_test, out: Path) -> None:
     plots.save_interpolation(images[:len(a)], decoded, images[len(a):], labels, path)
 
   _draw("latent.png", lambda path: plots.save_latent_map(mu, y_test, path), out / "latent.png")
+  if model.conditional:
+    return
   _draw("manifold.png", manifold, out / "manifold.png")
   if len(mu) < 2:
     print(f"vae-jax: interpolation.png skipped: it joins two test images, and there is "

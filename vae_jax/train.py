@@ -160,17 +160,21 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: i
   `epoch_plan(key)`. `unroll` steps run per iteration of the compiled loop
   (`lax.scan(unroll=...)`): the same steps in the same order, fewer loop iterations.
   `kl_weight(count)` (`kl_weight_schedule`), when given, weighs the KL of each step's
-  objective; the returned sums stay the true loss.
+  objective; the returned sums stay the true loss. `labels` (int [N], the CVAE's) gives
+  each step the labels of its images, `labels[plan.idx[s]]`.
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-  def train_steps(state: TrainState, images_u8: jax.Array, plan: EpochPlan):
+  def train_steps(state: TrainState, images_u8: jax.Array, plan: EpochPlan,
+                  labels: jax.Array | None = None):
     def train_step(state: TrainState, batch):
       idx, weight, eps, bin_key = batch                           # [B], [B], [B, (k,) z]
       x = to_inputs(images_u8[idx])                               # [B, 784]
       if bin_key is not None:
         x = binarize_batch(bin_key, x)
       extra = {} if kl_weight is None else {"kl_weight": kl_weight(state.opt_state.count)}
+      if labels is not None:
+        extra["y"] = labels[idx]                                  # [B]: the CVAE's condition
       (_, sums), grads = grad_fn(state.params, model, x, eps, weight, **extra)
       updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
       return TrainState(optax.apply_updates(state.params, updates), opt_state), sums
@@ -183,7 +187,8 @@ def make_train_steps(model: VAE, optimizer, loss_fn=losses.batch_loss, unroll: i
 def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: int,
                      loss_fn=losses.batch_loss, samples: int | None = None,
                      binarize: bool = False, unroll: int = 1, kl_weight=None):
-  """Returns `train_epoch(state, images_u8, key) -> (state, Metrics)`, pure and jittable.
+  """Returns `train_epoch(state, images_u8, key[, labels]) -> (state, Metrics)`, pure and
+  jittable (the labels: the CVAE's, int [num_examples]).
 
   images_u8: uint8 [num_examples, 784] on the device. The epoch draws its
   shuffle and every eps from `key` (`epoch_plan`) and runs its steps
@@ -195,26 +200,29 @@ def make_train_epoch(model: VAE, optimizer, *, num_examples: int, batch_size: in
   """
   train_steps = make_train_steps(model, optimizer, loss_fn, unroll, kl_weight)
 
-  def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array):
+  def train_epoch(state: TrainState, images_u8: jax.Array, key: jax.Array,
+                  labels: jax.Array | None = None):
     plan = epoch_plan(key, num_examples=num_examples, batch_size=batch_size,
                       latent_dim=model.latent_dim, samples=samples, binarize=binarize)
-    state, sums = train_steps(state, images_u8, plan)  # sums: Metrics of [steps]
+    state, sums = train_steps(state, images_u8, plan, labels)  # sums: Metrics of [steps]
     return state, Metrics(*(s.sum() for s in sums))
 
   return train_epoch
 
 
 def make_evaluate(model: VAE, loss_fn=losses.batch_loss):
-  """Returns `evaluate(params, images_u8) -> Metrics`: a whole split in eval mode.
+  """Returns `evaluate(params, images_u8[, labels]) -> Metrics`: a whole split in eval mode.
 
   Eval mode is `loss_fn` with eps = 0: z = mu + sigma * 0 = mu exactly (the
-  blog's `model.eval()`), for the blog's loss and for every variant alike.
+  blog's `model.eval()`), for the blog's loss and for every variant alike. The CVAE
+  is scored on the labels of the split (int [N]).
   """
 
-  def evaluate(params, images_u8: jax.Array) -> Metrics:
+  def evaluate(params, images_u8: jax.Array, labels: jax.Array | None = None) -> Metrics:
     x = to_inputs(images_u8)                           # [N, 784]
     eps = jnp.zeros((len(x), model.latent_dim))        # [N, z]: z = mu
-    return loss_fn(params, model, x, eps, jnp.ones(len(x)))[1]
+    extra = {} if labels is None else {"y": labels}
+    return loss_fn(params, model, x, eps, jnp.ones(len(x)), **extra)[1]
 
   return evaluate
 
@@ -261,9 +269,15 @@ def epoch_options(config: Config, loss_fn=None, num_examples: int | None = None)
 
 
 class Programs(NamedTuple):
-  """The two compiled programs of a run, for one config's shapes and one data size."""
-  train_epoch: Callable  # (TrainState, x_train u8, key) -> (TrainState, Metrics of sums)
-  evaluate: Callable     # (params, x_test u8) -> Metrics of sums
+  """The two compiled programs of a run, for one config's shapes and one data size.
+  The CVAE's take the split's labels last (`labels_of`)."""
+  train_epoch: Callable  # (TrainState, x_train u8, key[, y_train]) -> (TrainState, Metrics)
+  evaluate: Callable     # (params, x_test u8[, y_test]) -> Metrics of sums
+
+
+def labels_of(model: VAE, labels) -> tuple:
+  """The extra arguments of a run's programs: `(labels,)` for the CVAE, `()` for the VAE."""
+  return (labels,) if model.conditional else ()
 
 
 class Setup(NamedTuple):
@@ -298,9 +312,10 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=None,
     epoch = make_train_epoch(model, optimizer, num_examples=n_train,
                              **epoch_options(config, loss_fn, n_train))
     programs = Programs(
-        jax.jit(epoch).lower(state, data.x_train, keys.train).compile(),
+        jax.jit(epoch).lower(state, data.x_train, keys.train,
+                             *labels_of(model, data.y_train)).compile(),
         jax.jit(make_evaluate(model, loss_fn or losses.batch_loss)).lower(
-            state.params, data.x_test).compile())
+            state.params, data.x_test, *labels_of(model, data.y_test)).compile())
   return Setup(model, optimizer, keys, state, programs, time.perf_counter() - t0)
 
 
@@ -314,10 +329,11 @@ def run_epochs(run: Setup, data: DeviceData, epochs: int,
   epoch's key depends on its number alone, so the epochs are the same.
   """
   state = run.state if state is None else state
+  y_train, y_test = labels_of(run.model, data.y_train), labels_of(run.model, data.y_test)
   for epoch in range(first, epochs + 1):
     state, train_sums = run.programs.train_epoch(state, data.x_train,
-                                                 epoch_key(run.keys.train, epoch))
-    yield epoch, state, train_sums, run.programs.evaluate(state.params, data.x_test)
+                                                 epoch_key(run.keys.train, epoch), *y_train)
+    yield epoch, state, train_sums, run.programs.evaluate(state.params, data.x_test, *y_test)
 
 
 class Fit(NamedTuple):

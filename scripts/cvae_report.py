@@ -1,0 +1,72 @@
+"""VAE against CVAE, from the runs' own files: `python scripts/cvae_report.py RUN [RUN ...]`.
+
+Each RUN is the directory of one training run (of the VAE, or of the CVAE: `--model cvae`).
+Prints a Markdown table: the model, z, the last epoch's test loss (the negative ELBO at
+z = mu; for the CVAE, of log p(x|y)) and its two parts, the seconds its epochs took, and how
+much the latent code still says about the digit:
+
+  eta^2 = sum_k n_k |mean_k(mu) - mean(mu)|^2 / sum_i |mu_i - mean(mu)|^2,
+
+the share of the variance of the test set's mu (encoded with each image's label for the
+CVAE) that lies between the ten digits' means: 1 when mu is the digit alone, 0 when every
+digit's mu has the same mean. The test images come from the default MNIST cache
+($VAE_JAX_DATA_DIR, else ~/.cache/vae_jax).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("runs", nargs="+", type=Path, help="run directories")
+  return p.parse_args(argv)
+
+
+def between_digit_share(mu: np.ndarray, labels: np.ndarray) -> float:
+  """eta^2 of mu [N, z] by labels [N] (module docstring), in float64."""
+  mu = np.asarray(mu, np.float64)
+  mean = mu.mean(0)
+  between = sum((labels == k).sum() * np.sum((mu[labels == k].mean(0) - mean) ** 2)
+                for k in np.unique(labels))
+  return float(between / np.sum((mu - mean) ** 2))
+
+
+def row(run: Path, test) -> str:
+  import jax
+
+  from vae_jax import checkpoint, data
+  from vae_jax.model import make_model
+
+  params, config = checkpoint.load_weights(run / "params.msgpack")
+  model = make_model(config)
+  y = jax.numpy.asarray(test.y_test) if model.conditional else None
+  mu = model.apply({"params": params}, data.to_inputs(test.x_test), y, method="encode")[0]
+  history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+  last = history[-1]
+  return (f"| {config.model.upper()} | {config.latent_dim} | {last['epoch']} | "
+          f"{last['test_loss']:.2f} | {last['test_recon']:.2f} | {last['test_kl']:.2f} | "
+          f"{between_digit_share(np.asarray(mu), np.asarray(test.y_test)):.3f} | "
+          f"{sum(h['seconds'] for h in history):.0f} |")
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  from vae_jax import data
+  from vae_jax.config import Config
+  test = data.load_device_data(Config(), with_train=False)
+  print("| model | z | epochs | test loss | recon | KL | eta^2 of mu by digit | seconds |")
+  print("|---|---|---|---|---|---|---|---|")
+  for run in args.runs:
+    print(row(run, test))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
