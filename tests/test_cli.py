@@ -234,6 +234,15 @@ def _script_module(name):
   return module
 
 
+def test_every_mutant_applies_to_exactly_one_place():
+  # scripts/mutation_check.py stops at a mutant whose text is gone or ambiguous: an edit to
+  # the package must move the mutant with it.
+  mutants = _script_module("mutation_check.py").MUTANTS
+  counts = {m.name: (ROOT / m.path).read_text().count(m.old) for m in mutants}
+  assert {name: n for name, n in counts.items() if n != 1} == {}
+  assert len({m.name for m in mutants}) == len(mutants)
+
+
 def test_scripts_are_either_subcommands_or_have_their_own_parser():
   assert {p.name for p in (ROOT / "scripts").glob("*.py")} == set(SCRIPTS) | OWN_PARSER
 
