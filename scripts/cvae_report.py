@@ -9,8 +9,8 @@ much the latent code still says about the digit:
 
 the share of the variance of the test set's mu (encoded with each image's label for the
 CVAE) that lies between the ten digits' means: 1 when mu is the digit alone, 0 when every
-digit's mu has the same mean. The test images come from the default MNIST cache
-($VAE_JAX_DATA_DIR, else ~/.cache/vae_jax).
+digit's mu has the same mean. Each run is scored on the test images its config.json names
+(its data source, cache, limit and binarization).
 """
 
 from __future__ import annotations
@@ -38,13 +38,14 @@ def between_digit_share(mu: np.ndarray, labels: np.ndarray) -> float:
   return float(between / np.sum((mu - mean) ** 2))
 
 
-def row(run: Path, test) -> str:
+def row(run: Path) -> str:
   import jax
 
   from vae_jax import checkpoint, data
   from vae_jax.model import make_model
 
   params, config = checkpoint.load_weights(run / "params.msgpack")
+  test = data.load_device_data(config, with_train=False)  # the images the run was scored on
   model = make_model(config)
   y = jax.numpy.asarray(test.y_test) if model.conditional else None
   mu = model.apply({"params": params}, data.to_inputs(test.x_test), y, method="encode")[0]
@@ -58,13 +59,10 @@ def row(run: Path, test) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from vae_jax import data
-  from vae_jax.config import Config
-  test = data.load_device_data(Config(), with_train=False)
   print("| model | z | epochs | test loss | recon | KL | eta^2 of mu by digit | seconds |")
   print("|---|---|---|---|---|---|---|---|")
   for run in args.runs:
-    print(row(run, test))
+    print(row(run))
   return 0
 
 

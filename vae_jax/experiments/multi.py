@@ -60,6 +60,8 @@ def _stack(trees):
 
 def _stacked_setups(config: Config, members):
   """One `train.setup` per member (no programs), stacked: initial states [S] and train keys [S]."""
+  if config.model != "vae":
+    raise ValueError(f"stacked runs train the VAE, not --model {config.model}")
   setups = [train.setup(_member_config(config, m)) for m in members]
   return setups[0], _stack([s.state for s in setups]), jnp.stack([s.keys.train for s in setups])
 

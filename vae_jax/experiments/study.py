@@ -124,7 +124,7 @@ def compute_variance(d: DeviceData, quick: bool = False):
 
   def weight_grad(k, n, params, kind):
     # Encoder weights: the estimators' surrogate losses, differentiated wrt fc1, fc21, fc22.
-    enc = {k_: params[k_] for k_ in ENCODER}
+    enc = {layer: params[layer] for layer in ENCODER}
     encode = lambda e: model.apply({"params": {**params, **e}}, x, method=VAE.encode)
     per_image = lambda z: jax.vmap(lambda zi, xi: recon(params, zi, xi))(z, x)  # [8, z] -> [8]
     g = estimators.encoder_weight_gradient(kind, encode, per_image, enc, k, n)
@@ -134,9 +134,9 @@ def compute_variance(d: DeviceData, quick: bool = False):
   weight_fns = {name: jax.jit(lambda k, n, p, kind=name: weight_grad(k, n, p, kind),
                               static_argnums=1) for name in estimators.ESTIMATORS}
   # Each flat gradient entry's layer, in the flat gradient's (jax.tree.leaves') order.
-  enc_shapes = {layer: init[layer] for layer in ENCODER}
+  enc_init = {layer: init[layer] for layer in ENCODER}
   layer_of = np.concatenate(jax.tree.leaves(
-      {layer: jax.tree.map(lambda v, i=i: np.full(v.size, i), enc_shapes[layer])
+      {layer: jax.tree.map(lambda v, i=i: np.full(v.size, i), enc_init[layer])
        for i, layer in enumerate(ENCODER)}))
   layers = {layer: layer_of == i for i, layer in enumerate(ENCODER)}
 
