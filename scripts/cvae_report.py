@@ -16,7 +16,6 @@ digit's mu has the same mean. Each run is scored on the test images its config.j
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -41,7 +40,7 @@ def between_digit_share(mu: np.ndarray, labels: np.ndarray) -> float:
 def row(run: Path) -> str:
   import jax
 
-  from vae_jax import checkpoint, data
+  from vae_jax import checkpoint, data, likelihood
   from vae_jax.model import make_model
 
   params, config = checkpoint.load_weights(run / "params.msgpack")
@@ -49,12 +48,12 @@ def row(run: Path) -> str:
   model = make_model(config)
   y = jax.numpy.asarray(test.y_test) if model.conditional else None
   mu = model.apply({"params": params}, data.to_inputs(test.x_test), y, method="encode")[0]
-  history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-  last = history[-1]
-  return (f"| {config.model.upper()} | {config.latent_dim} | {last['epoch']} | "
+  summary = likelihood.run_summary(run / "metrics.jsonl")  # epochs, seconds, the last row
+  last = summary["last"]
+  return (f"| {config.model.upper()} | {config.latent_dim} | {summary['epochs']} | "
           f"{last['test_loss']:.2f} | {last['test_recon']:.2f} | {last['test_kl']:.2f} | "
           f"{between_digit_share(np.asarray(mu), np.asarray(test.y_test)):.3f} | "
-          f"{sum(h['seconds'] for h in history):.0f} |")
+          f"{summary['train_seconds']:.0f} |")
 
 
 def main(argv=None) -> int:

@@ -442,8 +442,8 @@ def latent_figures(model, params, x_test_u8, y_test, out: Path) -> None:
   its manifold and interpolations are left out (digits.png shows what its z holds)."""
   from vae_jax import latent, plots
 
-  y_test = np.asarray(y_test)
-  labels = jnp.asarray(y_test) if model.conditional else None
+  labels = y_test if model.conditional else None  # on the device already (DeviceData)
+  y_test = np.asarray(y_test)                       # the figures' colours and row names
   encode = jax.jit(lambda p, x, y: model.apply({"params": p}, data.to_inputs(x), y,
                                                method="encode"))
   decode = jax.jit(lambda p, z: jax.nn.sigmoid(model.apply({"params": p}, z, method="decode")))
