@@ -339,6 +339,7 @@ def run_epochs(run: Setup, data: DeviceData, epochs: int,
 class Fit(NamedTuple):
   params: Any
   history: list  # one dict per epoch: epoch_row plus the on_epoch values
+  state: TrainState | None = None  # the final state, Adam's moments too
 
 
 def fit(run: Setup, data: DeviceData, epochs: int, on_epoch=None) -> Fit:
@@ -347,12 +348,11 @@ def fit(run: Setup, data: DeviceData, epochs: int, on_epoch=None) -> Fit:
   `on_epoch(params) -> {name: scalar}` (jitted by the caller) adds values to each
   epoch's row, e.g. gradient norms.
   """
-  per_epoch, params = [], run.state.params
+  per_epoch, state = [], run.state
   for epoch, state, train_sums, test_sums in run_epochs(run, data, epochs):
     extra = on_epoch(state.params) if on_epoch is not None else {}
     per_epoch.append((train_sums, test_sums, extra))
-    params = state.params
   n_train, n_test = len(data.x_train), len(data.x_test)
   history = [{**epoch_row(e, tm, em, n_train, n_test), **{k: float(v) for k, v in extra.items()}}
              for e, (tm, em, extra) in enumerate(jax.device_get(per_epoch), start=1)]
-  return Fit(params, history)
+  return Fit(state.params, history, state)
