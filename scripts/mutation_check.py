@@ -38,6 +38,7 @@ RUN_TESTS = ("tests/test_resume.py", "tests/test_bad_input.py")  # run.py, check
 LIKELIHOOD_TESTS = ("tests/test_likelihood.py",)  # likelihood.py, the IWAE terms, binarizing
 LATENT_TESTS = ("tests/test_beta.py", "tests/test_latent.py")  # --beta, warm-up, latent figures
 CVAE_TESTS = ("tests/test_cvae.py",)  # --model cvae
+SWEEP_TESTS = ("tests/test_sweep.py",)  # the sweep subcommand: grids, devices, processes
 
 TIMEOUT_S = 1800  # per mutant: the unmutated copy takes about 190 s on 2 cores
 
@@ -250,6 +251,29 @@ MUTANTS = [
     Mutant("cvae_digits_transposed", "vae_jax/run.py", "y = jnp.repeat(jnp.arange(10), 10)",
            "y = jnp.tile(jnp.arange(10), 10)", "digits.png: each row all ten digits, not one",
            tests=CVAE_TESTS),
+    # The sweep.
+    Mutant("sweep_padding_first", "vae_jax/experiments/multi.py",
+           "return list(members) + [members[-1]] * (-len(members) % mesh.size)",
+           "return [members[-1]] * (-len(members) % mesh.size) + list(members)",
+           "the padding goes first: member i reads another member's results", tests=SWEEP_TESTS),
+    Mutant("sweep_not_sharded", "vae_jax/experiments/multi.py",
+           'shard = NamedSharding(mesh, P("members"))', "shard = NamedSharding(mesh, P())",
+           "every device trains every member (replicated, not sharded)", tests=SWEEP_TESTS),
+    Mutant("sweep_shares_overlap", "vae_jax/experiments/sweep.py",
+           "if i % processes == process]", "if i % processes == 0]",
+           "every process trains process 0's share", tests=SWEEP_TESTS),
+    Mutant("sweep_retrains_all", "vae_jax/experiments/sweep.py",
+           "todo = [m for m in members if not _finished(workdir / m.name, m.config)]",
+           "todo = [m for m in members if not _finished(workdir / m.name, m.config) or True]",
+           "a rerun trains the finished members again", tests=SWEEP_TESTS),
+    Mutant("sweep_std_ddof0", "vae_jax/experiments/sweep.py",
+           '"std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,\n                    "min"',
+           '"std": float(v.std()) if len(v) > 1 else 0.0,\n                    "min"',
+           "the spread over seeds is the population std, not the sample's", tests=SWEEP_TESTS),
+    Mutant("sweep_seed_ignored", "vae_jax/experiments/sweep.py",
+           "[(m.config.seed, m.config.learning_rate) for m in group]",
+           "[(group[0].config.seed, m.config.learning_rate) for m in group]",
+           "every member of a group trains with the first one's seed", tests=SWEEP_TESTS),
 ]
 
 

@@ -38,6 +38,9 @@ EXPECTED_FLAGS = {
     "compare": DATA | LIMITS | CACHE | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
                                 "--sweep-epochs", "--strategy", "--bench-epochs", "--redraw"},
     "study": DATA | LIMITS | CACHE | {"--out", "--only", "--quick", "--redraw"},
+    "sweep": (CONFIG_FLAGS - {"--recon-every"}) | CACHE | {
+        "--workdir", "--strategy", "--figures", "--no-progress", "--coordinator",
+        "--num-processes", "--process-id"},
 }
 
 
@@ -64,6 +67,7 @@ def test_each_subcommand_offers_exactly_its_flags():
     ["compare", "--recon-every", "5"],
     ["data", "--no-compile-cache"],
     ["export", "--weights", "W", "--out", "o.npz", "--matmul-precision", "default"],
+    ["sweep", "--workdir", "W", "--recon-every", "5"],
 ])
 def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys):
   with pytest.raises(SystemExit) as exit_:
@@ -206,12 +210,12 @@ def documented_commands() -> list[tuple[str, list[str]]]:
 
 def test_the_documentation_shows_commands():
   found = {argv[0] for _, argv in documented_commands()}
-  assert {"train", "evaluate", "likelihood", "export", "data", "bench", "compare",
+  assert {"train", "sweep", "evaluate", "likelihood", "export", "data", "bench", "compare",
           "study"} <= found
 
 
 @pytest.mark.parametrize("where, argv", documented_commands(), ids=lambda v: str(v))
-def test_documented_command_parses(where, argv):
+def test_documented_command_parses(where, argv, tmp_path):
   if argv[0] in OWN_PARSER:
     module = _script_module(argv[0])
     module.parse_args(argv[1:])  # exits 2 on a broken example
@@ -224,6 +228,9 @@ def test_documented_command_parses(where, argv):
     return
   assert not extra, f"{where}: {' '.join(argv)}: unrecognized {extra}"
   cli.config_from_args(args)  # and its values make a valid Config
+  if argv[0] == "sweep":  # every member of the grid does
+    from vae_jax.experiments import sweep
+    sweep.plan(cli.sweep_lists(args), tmp_path / "sweep")
 
 
 def _script_module(name):

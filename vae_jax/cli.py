@@ -1,9 +1,10 @@
-"""Command line: `vae-jax train | evaluate | likelihood | export | data | bench | compare | study`.
+"""Command line: `vae-jax train | sweep | evaluate | likelihood | export | data | bench | compare | study`.
 
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
   vae-jax train --workdir runs/vae_2 --resume          # go on from the last checkpoint
   vae-jax train --workdir runs/cvae_2 --model cvae     # the conditional VAE
+  vae-jax sweep --workdir runs/sweep --latent-dim 2,20 --seed 1,2,3   # every combination
   vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
   vae-jax likelihood --weights runs/vae_2/params.msgpack --k 5000    # L_5000, ELBO, active units
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
@@ -41,6 +42,8 @@ FIELDS = {
     "likelihood": DATA + ("test_limit", "matmul_precision", "binarize", "seed"),
     "compare": DATA + LIMITS,
     "study": DATA + LIMITS,
+    # every field but the reconstruction grids' (a sweep's members draw none), as comma lists
+    "sweep": tuple(f.name for f in dataclasses.fields(Config) if f.name != "recon_every"),
 }
 
 
@@ -81,12 +84,36 @@ def _parse_value(kind):
   return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
+def _parse_list(kind, choices):
+  """A comma list of `kind` values, each one of `choices` when given: "2,5,10" -> [2, 5, 10]."""
+  one = _parse_value(kind)
+
+  def parse(text: str) -> list:
+    values = []
+    for item in text.split(","):
+      if not item.strip():
+        raise argparse.ArgumentTypeError(f"an empty value in {text!r}: give a comma list "
+                                         f"such as 2,5,10")
+      try:
+        value = one(item.strip())
+      except ValueError:
+        raise argparse.ArgumentTypeError(f"{item.strip()!r} is not "
+                                         f"{'an integer' if kind is int else 'a number'}") from None
+      if choices and value not in choices:
+        raise argparse.ArgumentTypeError(f"invalid choice: {value!r} (choose from "
+                                         f"{', '.join(map(str, choices))})")
+      values.append(value)
+    return values
+  return parse
+
+
+def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = False) -> None:
   """One flag per Config field in `names` (default: all), typed; the default is in the help.
 
   A flag left out is left out of the parsed arguments too (argparse.SUPPRESS), so
   `config_from_args` knows which fields the user gave: `--resume` keeps the rest
-  from the run, and `--redraw` refuses them.
+  from the run, and `--redraw` refuses them. `lists`: each flag takes a comma list
+  (the sweep subcommand).
   """
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
@@ -95,6 +122,13 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
     hint = hints[field.name]
     kind = next((t for t in (int, float, str) if t == hint or t in typing.get_args(hint)), str)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+    if lists:
+      parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
+                          type=_parse_list(kind, choices), default=argparse.SUPPRESS,
+                          metavar="A,B,..", help=f"{FIELD_HELP[field.name]}; default: "
+                          f"{field.default}" + (f"; from {{{','.join(choices)}}}" if choices
+                                                else ""))
+      continue
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
                         type=_parse_value(kind), choices=choices, default=argparse.SUPPRESS,
                         help=f"{FIELD_HELP[field.name]}; default: {field.default}")
@@ -102,10 +136,20 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None) -> None:
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
   """`base` (default: the defaults, with the presets of `--arch burda` / `--schedule burda`)
-  with the Config fields the user gave."""
+  with the Config fields the user gave. For `sweep`, whose flags are lists: the fields every
+  member shares (the data's; the grid itself is `sweep_lists`)."""
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
            if hasattr(args, f.name)}
+  if args.command == "sweep":
+    from vae_jax.experiments.sweep import SINGLE  # no jax
+    given = {k: v[0] for k, v in given.items() if k in SINGLE and len(v) == 1}
   return Config.with_presets(given, base)
+
+
+def sweep_lists(args: argparse.Namespace) -> dict:
+  """{field: [values]} of the Config flags given to `sweep`, in the order of Config's fields."""
+  return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
+          if hasattr(args, f.name)}
 
 
 def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:
@@ -241,6 +285,21 @@ def cmd_compare(args, config, parser):
                        strategy=args.strategy, bench_epochs=args.bench_epochs, base=config)
 
 
+def cmd_sweep(args, config, parser):
+  from vae_jax.experiments import sweep
+  lists = sweep_lists(args)
+  command = " ".join(["vae-jax", "sweep", "--workdir", str(args.workdir)]
+                     + [f"--{k.replace('_', '-')} {','.join(map(sweep._text, v))}"
+                        for k, v in lists.items() if k not in sweep.WHERE_FROM]
+                     + [f"--strategy {args.strategy}"] + ["--figures"] * args.figures)
+  sweep.plan(lists, args.workdir, command)  # every refusal, before any work or connection
+  if args.coordinator is not None:
+    import jax
+    jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+  sweep.run(lists, args.workdir, strategy=args.strategy, figures=args.figures,
+            progress=not args.no_progress, command=command)
+
+
 def cmd_study(args, config, parser):
   from vae_jax.experiments import study
   if args.redraw:
@@ -278,6 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
                  help="write a checkpoint every N epochs (and after the last); default: 1")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+  from vae_jax.experiments import (COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS,  # no jax
+                                   TORCH_LOOPS)
+  w = command("sweep", cmd_sweep, "train every combination of comma-listed settings (x seeds), "
+              "stacked by shape and sharded over the devices; a table and a figure into "
+              "--workdir")
+  w.add_argument("--workdir", required=True,
+                 help="one directory per member below it, and sweep.md / .json / .png; a rerun "
+                      "skips the members already finished")
+  w.add_argument("--strategy", choices=STRATEGIES, default="auto",
+                 help="how each group of members trains: one vmapped program sharded over the "
+                      "devices, one after another, or auto (measure both); default: auto")
+  w.add_argument("--figures", action="store_true",
+                 help="also write each member's figures (a single run's, less the "
+                      "reconstruction grids)")
+  w.add_argument("--no-progress", action="store_true", help="no progress bars")
+  w.add_argument("--coordinator", default=None,
+                 help="HOST:PORT of process 0, to share the members among several processes "
+                      "(jax.distributed.initialize; docs/sweep.md); with --num-processes and "
+                      "--process-id")
+  w.add_argument("--num-processes", type=_positive, default=None,
+                 help="how many processes share the sweep (with --coordinator)")
+  w.add_argument("--process-id", type=int, default=None,
+                 help="this process's number, 0 .. N - 1 (with --coordinator)")
+
   e = command("evaluate", cmd_evaluate,
               "test loss (z = mu) of saved weights: ours or a PyTorch vae.pth")
   e.add_argument("--weights", required=True,
@@ -300,9 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
   lk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
   command("data", cmd_data, "fetch, convert and cache MNIST; print its checks")
-
-  from vae_jax.experiments import (COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS,  # no jax
-                                   TORCH_LOOPS)
   b = command("bench", cmd_bench, "seconds per epoch: this JAX trainer vs the blog's PyTorch loop")
   b.add_argument("--bench-epochs", type=_positive, default=3,
                  help="epochs timed per loop (median); default: 3")
@@ -340,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="only redraw the figures from the JSON already in --out, in seconds")
 
   for name, p in sub.choices.items():
-    add_config_flags(p, FIELDS[name])
+    add_config_flags(p, FIELDS[name], lists=name == "sweep")
     if name in COMPILES:
       p.add_argument("--no-compile-cache", action="store_true",
                      help="compile every program afresh (by default compiled programs are "
@@ -348,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-COMPILES = ("train", "evaluate", "likelihood", "bench", "compare", "study")  # take --no-compile-cache
+COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study")  # take --no-compile-cache
 
 
 def main(argv=None) -> int:
@@ -363,6 +443,13 @@ def main(argv=None) -> int:
     sub.error(str(e))
   if args.command == "bench" and args.no_torch and args.torch_loops is not None:
     sub.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
+  if args.command == "sweep":
+    hosts = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in hosts) and any(v is None for v in hosts):
+      sub.error("--coordinator, --num-processes and --process-id go together: give all three "
+                "or none")
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+      sub.error(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
   from vae_jax import data
   try:
     if args.command == "train" and args.resume:  # the run's own config, then the flags given

@@ -147,14 +147,15 @@ def save_digits(images: np.ndarray, path) -> None:
 
 def save_kl_per_dim(history: list[dict], path) -> None:
   """Left: the last epoch's test KL of each latent dimension, largest first; right: the active
-  units (Var_x(mu_u) > 0.01) over the epochs."""
+  units (Var_x(mu_u) > 0.01) over the epochs that counted them."""
   kl = np.sort(np.asarray(history[-1]["test_kl_per_dim"]))[::-1]
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   ax.bar(np.arange(len(kl)), kl)
   ax.set(xlabel="latent dimension, by KL", ylabel="KL per test image (nats)",
          title=f"KL of each dimension, epoch {history[-1]['epoch']} (sum {kl.sum():.2f})")
   ax.grid(True, axis="y")
-  ax2.plot([h["epoch"] for h in history], [h["active_units"] for h in history])
+  counted = [h for h in history if "active_units" in h]  # a sweep's member: the last epoch only
+  ax2.plot([h["epoch"] for h in counted], [h["active_units"] for h in counted], marker=".")
   ax2.set(xlabel="epoch", ylabel="active units", ylim=(0, len(kl) + 0.5),
           title="active units: Var_x(mu_u) > 0.01 over the test set")
   ax2.grid(True)

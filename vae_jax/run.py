@@ -383,7 +383,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     bar.close()
 
   try:
-    params = _write_results(config, out, state.params, history, run, d, plots)
+    params = write_results(config, out, state.params, history, run, d)
     if out != plan.final:
       _swap_in(out, plan.final)
   except KeyboardInterrupt:
@@ -401,11 +401,16 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   return RunResult(params, history, compile_s)
 
 
-def _write_results(config: Config, out: Path, params, history: list, run, d, plots):
-  """The weights first (nothing after them can lose them), then the loss arrays and figures."""
+def write_results(config: Config, out: Path, params, history: list, run, d, *,
+                  figures: bool = True):
+  """The weights first (nothing after them can lose them), then the loss arrays and, if asked,
+  the figures (`run`: the run's `train.Setup`, for its model and sample key)."""
   checkpoint.save_params(params, out / "params.msgpack")
   for name, key in (("loss_list.npy", "train_loss"), ("test_loss_list.npy", "test_loss")):
     _save_npy(out / name, np.array([h[key] for h in history]))
+  if not figures:
+    return params
+  from vae_jax import plots
   model = run.model
 
   def samples(path):

@@ -2,7 +2,9 @@
 
   bench.py       seconds per epoch: this JAX trainer against the blog's PyTorch loop
   torch_ref.py   the blog's PyTorch model, loss and loop (benchmark and parity tests)
-  multi.py       many seeds / learning rates at once (vmap, or one after another)
+  multi.py       many seeds / learning rates at once (vmap sharded over the devices, or one
+                 after another)
+  sweep.py       a grid of settings x seeds: members, groups, summary (the sweep subcommand)
   compare.py     the blog's numbers with error bars (`vae-jax compare`)
   estimators.py  pathwise, score-function and stop-gradient gradient estimators
   variants.py    the loss with other samplers and variance parameterisations

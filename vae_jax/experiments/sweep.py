@@ -1,0 +1,413 @@
+"""Sweeps: every combination of some settings, x seeds, stacked and spread over the devices.
+
+  vae-jax sweep --workdir runs/sweep_z --latent-dim 2,5,10,20,50 --seed 1,2,3,4,5
+  vae-jax sweep --workdir runs/sweep_lr --learning-rate 1e-3,3e-4 --seed 1,2,3 --epochs 20
+
+Every Config flag takes a comma list, and every combination is a *member*: the
+run the train subcommand makes of that config alone (its seed's keys, its data).
+Members that differ only in seed and learning rate share every shape (Adam's rate
+lives in its state) and form one *group*, trained by `multi.train_many`: one
+vmapped program whose member axis is sharded over all local devices, or the
+members one after another, as `--strategy` says (`auto` measures both).
+
+WORKDIR/<member>/ (e.g. `latent_dim=2,seed=1`, named by the swept fields) holds
+what a single run writes: config.json, metrics.jsonl, params.msgpack, the loss
+arrays, the last epoch's checkpoint (so `vae-jax train --workdir WORKDIR/<member>
+--resume --epochs N` trains it on) and, with --figures, a single run's figures.
+A member is written to `<member>.new` and renamed when whole, so a kill never
+leaves half a member; a rerun skips the members already finished and trains the
+rest. WORKDIR/sweep.md and sweep.json: the final losses of every member and their
+mean and spread over seeds; sweep.png: test loss against each swept field, a band
+over the seeds.
+
+Several hosts: start the same command on each, with `--coordinator HOST:PORT
+--num-processes P --process-id I` (`jax.distributed.initialize`); member i
+trains on process i mod P, each process over its own devices, and process 0
+writes the summary once all have finished (docs/sweep.md). WORKDIR must be one
+shared folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from vae_jax import checkpoint
+from vae_jax.config import Config
+
+# Where the data come from, not what they are: a member's name and a rerun's check ignore them.
+WHERE_FROM = ("data_dir", "data_source")
+# One value per sweep: every member trains on the same images (reconstruction grids: none).
+SINGLE = WHERE_FROM + ("train_limit", "test_limit")
+SUMMARY = ("sweep.json", "sweep.md", "sweep.png")
+
+
+class Member(NamedTuple):
+  name: str       # its directory under WORKDIR
+  config: Config
+
+
+class Plan(NamedTuple):
+  members: list      # [Member], every combination, in the order of the flags' values
+  swept: tuple       # the fields given with more than one value
+  todo: list         # [Member] not yet finished
+  command: str
+
+
+def _text(value) -> str:
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def member_name(values: dict, swept) -> str:
+  """`latent_dim=2,seed=1`: the swept fields (given more than one value) and this member's
+  values; "run" when nothing is swept."""
+  return ",".join(f"{k}={_text(v)}" for k, v in values.items() if k in swept) or "run"
+
+
+def plan(lists: dict, workdir, command: str = "") -> Plan:
+  """Every member of the grid `lists` ({field: [values]}), checked in one line before any work.
+
+  Refused: a field listed twice over, a list for a field every member must share
+  (`SINGLE`), a combination Config refuses, and a member directory holding something
+  other than this member's finished run.
+  """
+  workdir = checkpoint.check_directory(Path(workdir), "--workdir")
+  for field, values in lists.items():
+    flag = f"--{field.replace('_', '-')}"
+    if field in SINGLE and len(values) > 1:
+      raise ValueError(f"{flag} takes one value in a sweep: every member trains on the same "
+                       f"images")
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+      raise ValueError(f"{flag} lists {_text(seen[0])} twice: give each value once")
+  fields = list(lists)
+  swept = tuple(f for f in fields if len(lists[f]) > 1)
+  members = []
+  for combo in itertools.product(*lists.values()):
+    values = dict(zip(fields, combo))
+    name = member_name(values, swept)
+    try:
+      config = Config.with_presets(values)
+    except ValueError as e:
+      raise ValueError(f"member {name}: {e}") from None
+    members.append(Member(name, config))
+  todo = [m for m in members if not _finished(workdir / m.name, m.config)]
+  return Plan(members, swept, todo, command)
+
+
+def _same_run(a: Config, b: Config) -> bool:
+  return all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(Config)
+             if f.name not in WHERE_FROM)
+
+
+def _finished(run_dir: Path, config: Config) -> bool:
+  """Whether `run_dir` holds this member's finished run; refuses anything else it could hold."""
+  from vae_jax import run
+  if not run_dir.exists():
+    return False
+  checkpoint.check_directory(run_dir, "--workdir")
+  status = run.run_status(run_dir)
+  if status.state == "empty":
+    return False
+  fix = f"delete {run_dir}, or choose another --workdir"
+  try:
+    saved = Config.from_file(run_dir / "config.json")
+  except ValueError as e:
+    raise ValueError(f"{e}") from None
+  if not _same_run(saved, config):
+    field = next(f.name for f in dataclasses.fields(Config)
+                 if getattr(saved, f.name) != getattr(config, f.name) and f.name not in WHERE_FROM)
+    raise ValueError(f"{run_dir} holds a run with --{field.replace('_', '-')} "
+                     f"{_text(getattr(saved, field))}, not this member's "
+                     f"{_text(getattr(config, field))}: {fix}")
+  if status.state == "unfinished":
+    raise ValueError(f"{run_dir} holds an unfinished single run: finish it with "
+                     f"`vae-jax train --workdir {run_dir} --resume`, or {fix}")
+  return True
+
+
+def group_key(config: Config) -> tuple:
+  """What members of one stacked program share: everything but the seed and (at a constant
+  rate, which Adam keeps in its state) the learning rate."""
+  free = ("seed", "learning_rate") if config.schedule == "constant" else ("seed",)
+  return tuple((f.name, getattr(config, f.name)) for f in dataclasses.fields(Config)
+               if f.name not in free + WHERE_FROM)
+
+
+def groups(members) -> list[list]:
+  """`members` in groups of equal `group_key`, in order of first appearance."""
+  out: dict = {}
+  for m in members:
+    out.setdefault(group_key(m.config), []).append(m)
+  return list(out.values())
+
+
+# --------------------------------------------------------------------------
+# Training, and writing each member's directory.
+
+
+def _history(config: Config, rows: list, seconds: float) -> list:
+  """metrics.jsonl's rows as a single run writes them: the KL's weight and the objective when
+  training weighed the KL, and `seconds`, the member's share of its group's training time."""
+  out = []
+  for row in rows:
+    row = {**row, "seconds": seconds}
+    if config.weights_kl:
+      w = config.kl_weight(row["epoch"])
+      row.update(kl_weight=w, **{f"{s}_objective": row[f"{s}_recon"] + w * row[f"{s}_kl"]
+                                 for s in ("train", "test")})
+    out.append(row)
+  return out
+
+
+def write_member(workdir: Path, member: Member, state, rows: list, seconds: float, d,
+                 figures: bool) -> None:
+  """Writes one trained member into `<workdir>/<name>.new`, then renames it into place.
+
+  The last row gains the test set's KL per latent dimension and active units (a
+  single run measures them every epoch; a stacked run at the end only).
+  """
+  import jax
+
+  from vae_jax import data, run, train
+
+  config = member.config
+  out, final = workdir / f"{member.name}.new", workdir / member.name
+  if out.exists():
+    shutil.rmtree(out)  # a member a kill interrupted while it was written: written anew
+  out.mkdir(parents=True)
+  state = jax.device_get(state)
+  setup = train.setup(config)  # the model and its keys (no programs)
+  history = _history(config, rows, seconds)
+  y = d.y_test if setup.model.conditional else None
+  kl, mu_var = jax.device_get(_latent_statistics(setup.model)(
+      state.params, data.to_inputs(d.x_test), y))
+  history[-1].update(test_kl_per_dim=[float(v) for v in kl],
+                     active_units=int((mu_var > run.ACTIVE_THRESHOLD).sum()))
+  checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
+  checkpoint.atomic_write_bytes(out / "metrics.jsonl",
+                                "".join(json.dumps(r) + "\n" for r in history).encode())
+  checkpoint.save_checkpoint(out, config.epochs, state, history, config)
+  run.write_results(config, out, state.params, history, setup, d, figures=figures)
+  os.replace(out, final)
+
+
+_STATS: dict = {}
+
+
+def _latent_statistics(model):
+  """`losses.latent_statistics` of `model`, compiled once per model."""
+  import jax
+
+  from vae_jax import losses
+  if model not in _STATS:
+    _STATS[model] = jax.jit(lambda p, x, y: losses.latent_statistics(p, model, x, y))
+  return _STATS[model]
+
+
+def _share(members, process: int, processes: int) -> list:
+  """The members process `process` of `processes` trains: every `processes`-th, from its own."""
+  return [m for i, m in enumerate(members) if i % processes == process]
+
+
+def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
+        progress: bool = True, command: str = "") -> Plan:
+  """Trains every unfinished member of the grid `lists`, then writes the summary."""
+  import jax
+
+  from vae_jax import data
+  from vae_jax.experiments import multi
+
+  workdir = Path(workdir)
+  p = plan(lists, workdir, command)  # every refusal, before any work
+  process, processes = jax.process_index(), jax.process_count()
+  mine = {m.name for m in _share(p.members, process, processes)}
+  todo = [m for m in p.todo if m.name in mine]
+  done = len(p.members) - len(p.todo)
+  print(f"sweep: {len(p.members)} members, {done} finished already"
+        + (f"; process {process} of {processes} trains {len(todo)}" if processes > 1 else
+           f", {len(todo)} to train") + f", on {jax.local_device_count()} "
+        f"{jax.local_devices()[0].platform} device(s)", file=sys.stderr)
+  workdir.mkdir(parents=True, exist_ok=True)
+  loaded: dict = {}
+  log = []
+  for group in groups(todo):
+    config = group[0].config
+    key = (config.binarize, config.train_limit, config.test_limit)
+    if key not in loaded:
+      loaded[key] = data.load_device_data(config)  # to the device once per kind of data
+    d = loaded[key]
+    t0 = time.perf_counter()
+    result = multi.train_many(config, [(m.config.seed, m.config.learning_rate) for m in group],
+                              d, strategy=strategy, progress=progress)
+    share = result.train_s / len(group) / config.epochs
+    for i, m in enumerate(group):
+      write_member(workdir, m, jax.tree.map(lambda x: x[i], result.states), result.histories[i],
+                   share, d, figures)
+    log.append({"setting": _describe(config, p.swept), "members": [m.name for m in group],
+                "strategy": result.strategy,
+                "devices": result.devices, "compile_s": result.compile_s,
+                "train_s": result.train_s, "wall_s": time.perf_counter() - t0,
+                "calibration_s_per_step": result.calibration})
+    print(f"sweep: {len(group)} member(s) of {_describe(config, p.swept)} trained "
+          f"({result.strategy} on {result.devices} device(s), {result.train_s:.1f} s + "
+          f"{result.compile_s:.1f} s compile)", file=sys.stderr)
+  if processes > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("every member of the sweep trained")
+  if process == 0:
+    write_summary(workdir, p, log, _machine())
+    print(f"sweep: wrote {workdir}/sweep.md, sweep.json and sweep.png", file=sys.stderr)
+  return p
+
+
+def _machine() -> str:
+  from vae_jax.experiments import bench
+  import jax
+  return bench.describe_machine() + (f"; {jax.process_count()} processes"
+                                     if jax.process_count() > 1 else "")
+
+
+def _describe(config: Config, swept) -> str:
+  shown = [f"{f}={_text(getattr(config, f))}" for f in swept if f not in ("seed", "learning_rate")]
+  return ", ".join(shown) or "the setting"
+
+
+# --------------------------------------------------------------------------
+# The summary: a table and a figure over every member of the grid.
+
+
+def summary(workdir, p: Plan) -> dict:
+  """Every member's last epoch, and per setting (the swept fields but the seed) the mean and
+  spread over its seeds."""
+  import numpy as np
+
+  from vae_jax import likelihood
+  rows = []
+  for m in p.members:
+    last = likelihood.run_summary(Path(workdir) / m.name / "metrics.jsonl")["last"]
+    rows.append({"name": m.name, "seed": m.config.seed,
+                 **{f: getattr(m.config, f) for f in p.swept},
+                 **{k: last[k] for k in ("epoch", "train_loss", "test_loss", "test_recon",
+                                         "test_kl", "active_units") if k in last}})
+  settings = [f for f in p.swept if f != "seed"]
+  by_setting: dict = {}
+  for r in rows:
+    by_setting.setdefault(tuple(r[f] for f in settings), []).append(r)
+  table = []
+  for values, rs in by_setting.items():
+    entry = {**dict(zip(settings, values)), "seeds": [r["seed"] for r in rs]}
+    for key in ("train_loss", "test_loss", "test_recon", "test_kl"):
+      v = np.array([r[key] for r in rs])
+      entry[key] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                    "min": float(v.min()), "max": float(v.max()), "values": v.tolist()}
+    table.append(entry)
+  return {"swept": list(p.swept), "settings": settings, "members": rows, "table": table}
+
+
+def markdown(report: dict) -> str:
+  settings = report["settings"]
+  lines = ["# Sweep", "", f"Machine: {report['machine']}.", ""]
+  if report.get("command"):
+    lines += [f"Command: `{report['command']}`.", ""]
+  lines += [f"{len(report['members'])} members; losses are nats per image at the last epoch "
+            "(train with sampled z, test with z = mu); mean ± standard deviation over seeds.", "",
+            "| " + " | ".join(settings + ["seeds", "test loss", "test recon", "test KL",
+                                         "train loss", "test loss per seed"]) + " |",
+            "|" + "---|" * (len(settings) + 6)]
+  for e in report["table"]:
+    ms = lambda k: f"{e[k]['mean']:.2f} ± {e[k]['std']:.2f}"
+    lines.append("| " + " | ".join([_text(e[f]) for f in settings] + [
+        str(len(e["seeds"])), f"**{ms('test_loss')}**", ms("test_recon"), ms("test_kl"),
+        ms("train_loss"), ", ".join(f"{v:.2f}" for v in e["test_loss"]["values"])]) + " |")
+  lines += ["", "![test loss against each swept field](sweep.png)", ""]
+  if report.get("groups"):
+    lines += ["How the members trained (each group: one stacked program, or one run after "
+              "another):", ""]
+    for g in report["groups"]:
+      lines.append(f"* {g.get('setting', 'the setting')}: {len(g['members'])} member(s), "
+                   f"{g['strategy']} on {g['devices']} device(s): {g['train_s']:.1f} s of "
+                   f"training, {g['compile_s']:.1f} s compile")
+  return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, path) -> None:
+  """Per swept field (but the seed), the final test loss against its values: a line per setting
+  of the other fields, the mean over seeds, a band from the lowest seed to the highest."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from vae_jax import plots
+  settings, table = report["settings"], report["table"]
+  if not settings:  # seeds alone: each seed's test loss
+    fig, ax = plt.subplots(figsize=(5, 4))
+    e = table[0]
+    ax.plot(e["seeds"], e["test_loss"]["values"], "o")
+    ax.axhline(e["test_loss"]["mean"], color="grey", label="mean over seeds")
+    ax.set(xlabel="seed", ylabel="test loss (nats per image)", title="test loss per seed")
+    ax.legend()
+    ax.grid(True)
+    plots.save_figure(fig, path)
+    return
+  fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4), squeeze=False)
+  for ax, field in zip(axes[0], settings):
+    others = [f for f in settings if f != field]
+    lines: dict = {}
+    for e in table:
+      lines.setdefault(tuple(e[f] for f in others), []).append(e)
+    numeric = all(isinstance(e[field], (int, float)) for e in table)
+    ticks = sorted({e[field] for e in table}, key=lambda v: (v if numeric else str(v)))
+    for rest, es in lines.items():
+      es = sorted(es, key=lambda e: ticks.index(e[field]))
+      x = [e[field] if numeric else ticks.index(e[field]) for e in es]
+      mean = [e["test_loss"]["mean"] for e in es]
+      label = ", ".join(f"{f}={_text(v)}" for f, v in zip(others, rest)) or None
+      line, = ax.plot(x, mean, marker="o", label=label)
+      ax.fill_between(x, [e["test_loss"]["min"] for e in es], [e["test_loss"]["max"] for e in es],
+                      color=line.get_color(), alpha=0.25)
+    if numeric and min(ticks) > 0 and max(ticks) / min(ticks) >= 10:
+      ax.set_xscale("log")
+    ax.set_xticks(ticks if numeric else range(len(ticks)), [_text(t) for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    seeds = max(len(e["seeds"]) for e in table)
+    ax.set(xlabel=field, ylabel="test loss (nats per image)",
+           title=f"mean of {seeds} seed(s), band: lowest to highest" if seeds > 1 else "one seed")
+    ax.grid(True)
+    if any(label for label in [l.get_label() for l in ax.get_lines()] if not label.startswith("_")):
+      ax.legend(fontsize=8)
+  plots.save_figure(fig, path)
+
+
+def _earlier_groups(workdir: Path, p: Plan, log: list) -> list:
+  """The groups an earlier invocation trained that still belong to this grid (from the
+  sweep.json it wrote): how every member trained, not only this invocation's."""
+  try:
+    old = json.loads((workdir / "sweep.json").read_text()).get("groups", [])
+  except (OSError, ValueError, AttributeError):
+    return []
+  names, now = {m.name for m in p.members}, {n for g in log for n in g["members"]}
+  return [g for g in old if isinstance(g, dict) and set(g.get("members", ())) <= names
+          and not set(g["members"]) & now]
+
+
+def write_summary(workdir, p: Plan, log: list, machine: str) -> dict:
+  """sweep.json, sweep.md and sweep.png in `workdir`, each written whole or not at all."""
+  workdir = Path(workdir)
+  report = {"machine": machine, "command": p.command, **summary(workdir, p),
+            "groups": _earlier_groups(workdir, p, log) + log}
+  checkpoint.atomic_write_bytes(workdir / "sweep.json",
+                                (json.dumps(report, indent=1) + "\n").encode())
+  checkpoint.atomic_write_bytes(workdir / "sweep.md", markdown(report).encode())
+  tmp = workdir / ".sweep.tmp.png"
+  plot(report, tmp)
+  os.replace(tmp, workdir / "sweep.png")
+  return report
