@@ -4,9 +4,11 @@ a latent-size sweep, the PyTorch timing, written as JSON + Markdown + figures.
   vae-jax compare --out results     # about 45 minutes on 2 CPU cores
   vae-jax compare --out results --redraw   # figures and Markdown again, from the JSON
 
-Every run is the blog's setting (784-512-z, Adam 1e-3, batch 128, continuous MNIST)
-trained by `multi.train_many`, which stacks the seeds and picks vmap or one after
-another by measuring both.
+Every run is the blog's setting (784-512-z, Adam 1e-3, batch 128, continuous MNIST),
+trained as a sweep (experiments/sweep.py, the sweep subcommand) into OUT/runs/main (z = 2
+and 20) and OUT/runs/sweep (the other latent sizes): each run keeps its directory,
+the seeds of one z train as one stack (vmap or one after another, whichever measured
+faster), and a rerun of the comparison trains only the runs not yet finished.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np  # noqa: E402
 from vae_jax import data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
-from vae_jax.experiments import bench, multi  # noqa: E402
+from vae_jax.experiments import bench, multi, sweep  # noqa: E402
 
 # What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
 BLOG_SAYS = {2: "test loss converges around 150", 20: "test loss falls into the 90s"}
@@ -51,18 +53,33 @@ def summarise(histories, epoch: int | None = None) -> dict:
   return out
 
 
-def run_group(config: Config, seeds, d: data.DeviceData, strategy: str) -> dict:
-  t0 = time.perf_counter()
-  result = multi.train_many(config, [(s, config.learning_rate) for s in seeds], d,
-                            strategy=strategy)
-  wall = time.perf_counter() - t0
-  return {"latent_dim": config.latent_dim, "epochs": config.epochs, "seeds": list(seeds),
-          "strategy": result.strategy, "calibration_s_per_step": result.calibration,
-          "compile_s": result.compile_s, "train_s": result.train_s, "wall_s": wall,
-          "histories": result.histories,
-          "settle_epoch": [settle_epoch([r["test_loss"] for r in h])
-                           for h in result.histories],
-          "final": summarise(result.histories)}
+def run_group(base: Config, out: Path, zs, seeds, epochs: int, strategy: str) -> dict:
+  """The runs of latent sizes `zs` x `seeds`, `epochs` each, as one sweep in `out`
+  (the sweep subcommand: one directory a run; a rerun skips the finished ones); per z, what
+  the comparison reports of its group."""
+  given = {f: [getattr(base, f)] for f in sweep.SINGLE if getattr(base, f) is not None}
+  lists = {**given, "latent_dim": list(zs), "epochs": [epochs], "seed": list(seeds)}
+  p = sweep.run(lists, out, strategy=strategy)
+  groups = json.loads((out / "sweep.json").read_text())["groups"]
+  keys = ("epoch", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
+  report = {}
+  for z in zs:
+    names = {m.name for m in p.members if m.config.latent_dim == z}
+    trained = [g for g in groups if set(g["members"]) & names]
+    histories = [[{k: r[k] for k in keys} for r in _rows(out / m.name)]
+                 for m in p.members if m.name in names]
+    report[z] = {"latent_dim": z, "epochs": epochs, "seeds": list(seeds),
+                 "strategy": "+".join(sorted({g["strategy"] for g in trained})) or "unknown",
+                 "calibration_s_per_step": trained[0]["calibration_s_per_step"] if trained else {},
+                 **{k: sum(g[k] for g in trained) for k in ("compile_s", "train_s", "wall_s")},
+                 "histories": histories,
+                 "settle_epoch": [settle_epoch([r["test_loss"] for r in h]) for h in histories],
+                 "final": summarise(histories)}
+  return report
+
+
+def _rows(run_dir: Path) -> list:
+  return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["seeds"],
@@ -84,20 +101,23 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
 
   report = {"machine": bench.describe_machine(), "setting": setting(base, d), "command": command,
             "blog_says": BLOG_SAYS, "main": {}, "sweep": {}, "timing": {}}
-  for z in (2, 20):
-    report["main"][z] = run_group(base.replace(latent_dim=z, epochs=epochs), seed_list, d,
-                                  strategy)
+  report["main"] = run_group(base, out / "runs" / "main", (2, 20), seed_list, epochs, strategy)
 
   # The sweep: `sweep_seeds` seeds, `sweep_epochs` epochs. For z already in the main
   # runs, their first `sweep_epochs` epochs are exactly a shorter run (an epoch's keys
   # depend on its number only), so they are reused.
+  reused = [z for z in sweep if z in report["main"] and sweep_epochs <= epochs
+            and sweep_seeds <= seeds]
+  fresh = [z for z in sweep if z not in reused]
+  groups = run_group(base, out / "runs" / "sweep", fresh, sweep_list, sweep_epochs,
+                     strategy) if fresh else {}
   for z in sweep:
-    if z in report["main"] and sweep_epochs <= epochs and sweep_seeds <= seeds:
+    if z in reused:
       hist = [h[:sweep_epochs] for h in report["main"][z]["histories"][:sweep_seeds]]
       report["sweep"][z] = {"final": summarise(hist), "reused_from_main": True}
     else:
-      g = run_group(base.replace(latent_dim=z, epochs=sweep_epochs), sweep_list, d, strategy)
-      report["sweep"][z] = {"final": g["final"], "reused_from_main": False, "wall_s": g["wall_s"]}
+      report["sweep"][z] = {"final": groups[z]["final"], "reused_from_main": False,
+                            "wall_s": groups[z]["wall_s"]}
     report["sweep"][z].update(seeds=sweep_list, epochs=sweep_epochs)
 
   # Timing: one full epoch of the main runs' seeds both ways, then JAX vs PyTorch.
