@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/vae_2
 ARGS ?=
+# pytest-xdist processes for `make test`, each taking one test file at a time (0: no workers)
+TEST_WORKERS ?= 2
 
 .PHONY: train test bench clean
 
@@ -22,7 +24,7 @@ train: $(VENV)/.base
 	$(PY) -m vae_jax train --workdir $(WORKDIR) $(ARGS)
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) -m vae_jax bench $(ARGS)

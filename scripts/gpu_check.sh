@@ -4,7 +4,8 @@
 #   2. float32 matrix-product error at each --matmul-precision, against float64;
 #   3. the epoch variants (scripts/epoch_variants.py) and a profile of the base epoch;
 #   4. the benchmark (JAX at highest and default, PyTorch's loops on CUDA);
-#   5. `vae-jax train` (z = 2, 100 epochs) twice: a cold, then a warm compilation cache.
+#   5. `vae-jax train` (z = 2, 100 epochs) twice: a cold, then a warm compilation cache;
+#   6. stacked seeds: a sweep of one seed against one of five, 3 epochs, one vmapped program.
 # Usage, from the repository root, with MNIST cached in $VAE_JAX_DATA_DIR:
 #   OUT=gpu_out bash scripts/gpu_check.sh [pytest args...]
 # Logs go to $OUT; the HLO texts and the profile to $OUT/variants.tar.gz.
@@ -51,4 +52,10 @@ for run in cold warm; do
   timeout 60 $PY -m vae_jax train --workdir "/tmp/vae_2_$run" --epochs "$TRAIN_EPOCHS" --no-progress 2>&1 | tail -4
   awk -v a="$start" -v b="$EPOCHREALTIME" -v r="$run" 'BEGIN{printf "%s: whole command %.1f s\n", r, b - a}'
 done 2>&1 | tee "$OUT/train.log"
+
+step "stacked seeds: 1 against 5, ${SWEEP_EPOCHS:=3} epochs, --strategy vmap"
+for seeds in 1 1,2,3,4,5; do
+  timeout 120 $PY -m vae_jax sweep --workdir "/tmp/sweep_$seeds" --seed "$seeds" \
+    --epochs "$SWEEP_EPOCHS" --strategy vmap --no-progress 2>&1 | grep "trained"
+done 2>&1 | tee "$OUT/sweep.log"
 step done
