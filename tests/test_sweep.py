@@ -134,6 +134,9 @@ def test_a_rerun_trains_only_what_is_missing(swept, data_dir, capsys):
   leftover = work / "latent_dim=2,seed=3.new"  # as a kill while writing that member leaves it
   leftover.mkdir()
   (leftover / "config.json").write_text("{")
+  started = work / "latent_dim=3,seed=3"  # a train killed before its first epoch: no results
+  started.mkdir()
+  (started / "config.json").write_text(Config(latent_dim=3, seed=3).to_json())
   capsys.readouterr()
   argv = [a if a != "1,2" else "1,2,3" for a in argv]
   assert cli.main(argv) == 0
@@ -142,6 +145,7 @@ def test_a_rerun_trains_only_what_is_missing(swept, data_dir, capsys):
   for p, (content, mtime) in kept.items():
     assert p.read_bytes() == content and p.stat().st_mtime_ns == mtime
   assert not leftover.exists() and (work / "latent_dim=2,seed=3" / "params.msgpack").exists()
+  assert (started / "params.msgpack").exists()
   report = json.loads((work / "sweep.json").read_text())
   assert [e["seeds"] for e in report["table"]] == [[1, 2, 3], [1, 2, 3]]
   # Nothing left to train: no program runs, the summary is written again.

@@ -74,9 +74,9 @@ def member_name(values: dict, swept) -> str:
 def plan(lists: dict, workdir, command: str = "") -> Plan:
   """Every member of the grid `lists` ({field: [values]}), checked in one line before any work.
 
-  Refused: a field listed twice over, a list for a field every member must share
-  (`SINGLE`), a combination Config refuses, and a member directory holding something
-  other than this member's finished run.
+  Refused: a value listed twice, a list for a field every member must share (`SINGLE`),
+  a combination Config refuses, and a member directory holding something other than this
+  member's finished run.
   """
   workdir = checkpoint.check_directory(Path(workdir), "--workdir")
   for field, values in lists.items():
@@ -117,10 +117,7 @@ def _finished(run_dir: Path, config: Config) -> bool:
   if status.state == "empty":
     return False
   fix = f"delete {run_dir}, or choose another --workdir"
-  try:
-    saved = Config.from_file(run_dir / "config.json")
-  except ValueError as e:
-    raise ValueError(f"{e}") from None
+  saved = Config.from_file(run_dir / "config.json")  # unreadable: a ValueError naming the fix
   if not _same_run(saved, config):
     field = next(f.name for f in dataclasses.fields(Config)
                  if getattr(saved, f.name) != getattr(config, f.name) and f.name not in WHERE_FROM)
@@ -196,6 +193,8 @@ def write_member(workdir: Path, member: Member, state, rows: list, seconds: floa
                                 "".join(json.dumps(r) + "\n" for r in history).encode())
   checkpoint.save_checkpoint(out, config.epochs, state, history, config)
   run.write_results(config, out, state.params, history, setup, d, figures=figures)
+  if final.exists():  # holds no results (`plan` checked): at most a config.json
+    shutil.rmtree(final)
   os.replace(out, final)
 
 
