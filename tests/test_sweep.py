@@ -174,11 +174,46 @@ def test_an_unfinished_single_run_in_a_member_directory_is_refused(tmp_path, dat
   err = capsys.readouterr().err
   assert "holds an unfinished single run" in err and "--resume" in err
   assert not (tmp_path / "W" / "seed=2").exists()
+  # A directory with files of the user's (no run's) is not replaced by a member either.
+  (member / "metrics.jsonl").unlink()
+  (member / "notes.txt").write_text("mine")
+  assert cli.main(["sweep", "--workdir", str(tmp_path / "W"), "--seed", "1,2",
+                   "--data-dir", str(data_dir)]) == 2
+  assert "holds files that are not a run's (notes.txt)" in capsys.readouterr().err
+  assert (member / "notes.txt").read_text() == "mine"
+
+
+def test_an_interrupted_sweep_keeps_each_member_finished_before_it(data_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+  """One after another, each member is written as soon as it is trained: Ctrl-C during the
+  second loses only the second, and the rerun trains only it."""
+  fit, calls = train.fit, []
+
+  def fit_then_stop(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return fit(*args, **kwargs)
+
+  argv = ["sweep", "--workdir", str(tmp_path / "W"), "--data-dir", str(data_dir), "--seed",
+          "1,2", "--strategy", "sequential", *SMALL]
+  monkeypatch.setattr(train, "fit", fit_then_stop)
+  assert cli.main(argv) == 130
+  assert (tmp_path / "W" / "seed=1" / "params.msgpack").exists()
+  assert not (tmp_path / "W" / "seed=2").exists()
+  monkeypatch.setattr(train, "fit", fit)
+  capsys.readouterr()
+  assert cli.main(argv) == 0
+  assert "2 members, 1 finished already, 1 to train" in capsys.readouterr().err
+  report = json.loads((tmp_path / "W" / "sweep.json").read_text())
+  assert sorted(m for g in report["groups"] for m in g["members"]) == ["seed=1", "seed=2"]
+  assert len(report["groups"]) == 2  # one invocation each, both recorded
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--data-dir", "a,b"], "--data-dir takes one value in a sweep"),
-    (["--train-limit", "10,20"], "--train-limit takes one value in a sweep"),
+    (["--train-limit", "10,20"], "--train-limit: invalid int value: '10,20'"),
+    (["--learning-rate", "0.001,0.0010000001"], "two members would share the directory "
+                                                "learning_rate=0.001"),
     (["--seed", "1,2,1"], "--seed lists 1 twice"),
     (["--latent-dim", "2,,3"], "an empty value in '2,,3'"),
     (["--latent-dim", "2,x"], "'x' is not an integer"),
@@ -260,6 +295,7 @@ def test_two_processes_share_the_members_and_one_summary(data_dir, tmp_path):
   assert "wrote" in outs[0][1] and "wrote" not in outs[1][1]  # process 0 writes the summary
   report = json.loads((work / "sweep.json").read_text())
   assert [m["name"] for m in report["members"]] == ["seed=1", "seed=2", "seed=3"]
+  assert sorted(g["members"] for g in report["groups"]) == [["seed=1", "seed=3"], ["seed=2"]]
   assert report["table"][0]["seeds"] == [1, 2, 3]
   for seed in (1, 2, 3):  # whichever process trained it: the single run's numbers
     fit = _single(Config(seed=seed, epochs=2, hidden_dim=32, batch_size=64), data_dir)

@@ -26,6 +26,7 @@ import sys
 import typing
 
 from vae_jax.config import Config
+from vae_jax.experiments import SWEEP_SHARED  # names only: nothing heavy
 
 _NONE = "none"
 
@@ -81,6 +82,7 @@ def _parse_value(kind):
     if text.lower() == _NONE:
       return None
     return kind(text)
+  parse.__name__ = kind.__name__  # argparse's message: "invalid int value: 'x'"
   return parse
 
 
@@ -122,7 +124,7 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = 
     hint = hints[field.name]
     kind = next((t for t in (int, float, str) if t == hint or t in typing.get_args(hint)), str)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
-    if lists:
+    if lists and field.name not in SWEEP_SHARED:
       parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
                           type=_parse_list(kind, choices), default=argparse.SUPPRESS,
                           metavar="A,B,..", help=f"{FIELD_HELP[field.name]}; default: "
@@ -140,16 +142,16 @@ def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Co
   member shares (the data's; the grid itself is `sweep_lists`)."""
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
            if hasattr(args, f.name)}
-  if args.command == "sweep":
-    from vae_jax.experiments.sweep import SINGLE  # no jax
-    given = {k: v[0] for k, v in given.items() if k in SINGLE and len(v) == 1}
+  if args.command == "sweep":  # the fields every member shares
+    given = {k: v for k, v in given.items() if k in SWEEP_SHARED}
   return Config.with_presets(given, base)
 
 
 def sweep_lists(args: argparse.Namespace) -> dict:
-  """{field: [values]} of the Config flags given to `sweep`, in the order of Config's fields."""
-  return {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
-          if hasattr(args, f.name)}
+  """{field: [values]} of the Config flags given to `sweep`, in the order of Config's fields
+  (the shared data fields, one value each, as a list of one)."""
+  return {f.name: (lambda v: v if isinstance(v, list) else [v])(getattr(args, f.name))
+          for f in dataclasses.fields(Config) if hasattr(args, f.name)}
 
 
 def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> list[str]:

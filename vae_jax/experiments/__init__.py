@@ -16,6 +16,11 @@ STRATEGIES = ("auto", "vmap", "sequential")  # how stacked runs train (multi.py)
 COMPARE_DEFAULTS = {"out": "results", "seeds": 5, "epochs": 100, "sweep": (2, 5, 10, 20, 50),
                     "sweep_seeds": 2, "sweep_epochs": 50, "strategy": "auto", "bench_epochs": 3}
 
+# The sweep's fields that take one value (every member trains on the same images), and of
+# them those that say where the data come from, not what they are (a rerun ignores them).
+SWEEP_WHERE_FROM = ("data_dir", "data_source")
+SWEEP_SHARED = SWEEP_WHERE_FROM + ("train_limit", "test_limit")
+
 # The gradient-flow study's experiments, in the order `vae-jax study` runs them.
 STUDY_EXPERIMENTS = ("likelihood", "stop_gradient", "scalar_eps", "parameterisation",
                      "gradient_flow", "variance")

@@ -13,6 +13,7 @@ faster), and a rerun of the comparison trains only the runs not yet finished.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -27,7 +28,8 @@ import numpy as np  # noqa: E402
 from vae_jax import data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
-from vae_jax.experiments import bench, multi, sweep  # noqa: E402
+from vae_jax.experiments import bench, multi  # noqa: E402
+from vae_jax.experiments import sweep as sweeps  # noqa: E402  (`sweep`: compare_blog's z list)
 
 # What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
 BLOG_SAYS = {2: "test loss converges around 150", 20: "test loss falls into the 90s"}
@@ -53,14 +55,19 @@ def summarise(histories, epoch: int | None = None) -> dict:
   return out
 
 
-def run_group(base: Config, out: Path, zs, seeds, epochs: int, strategy: str) -> dict:
-  """The runs of latent sizes `zs` x `seeds`, `epochs` each, as one sweep in `out`
-  (the sweep subcommand: one directory a run; a rerun skips the finished ones); per z, what
-  the comparison reports of its group."""
-  given = {f: [getattr(base, f)] for f in sweep.SINGLE if getattr(base, f) is not None}
-  lists = {**given, "latent_dim": list(zs), "epochs": [epochs], "seed": list(seeds)}
-  p = sweep.run(lists, out, strategy=strategy)
+def grid(base: Config, zs, seeds, epochs: int) -> dict:
+  """The sweep of latent sizes `zs` x `seeds`, `epochs` each, every other field `base`'s."""
+  same = {f.name: [getattr(base, f.name)] for f in dataclasses.fields(Config)
+          if f.name not in ("latent_dim", "epochs", "seed")}
+  return {**same, "latent_dim": list(zs), "epochs": [epochs], "seed": list(seeds)}
+
+
+def run_group(lists: dict, out: Path, strategy: str) -> dict:
+  """The sweep `lists` (`grid`) in `out` (the sweep subcommand: one directory a run; a rerun
+  skips the finished ones); per z, what the comparison reports of its runs."""
+  p = sweeps.run(lists, out, strategy=strategy)
   groups = json.loads((out / "sweep.json").read_text())["groups"]
+  zs, seeds, epochs = lists["latent_dim"], lists["seed"], lists["epochs"][0]
   keys = ("epoch", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
   report = {}
   for z in zs:
@@ -71,7 +78,7 @@ def run_group(base: Config, out: Path, zs, seeds, epochs: int, strategy: str) ->
     report[z] = {"latent_dim": z, "epochs": epochs, "seeds": list(seeds),
                  "strategy": "+".join(sorted({g["strategy"] for g in trained})) or "unknown",
                  "calibration_s_per_step": trained[0]["calibration_s_per_step"] if trained else {},
-                 **{k: sum(g[k] for g in trained) for k in ("compile_s", "train_s", "wall_s")},
+                 **{k: sum(g[k] for g in trained) for k in ("compile_s", "train_s")},
                  "histories": histories,
                  "settle_epoch": [settle_epoch([r["test_loss"] for r in h]) for h in histories],
                  "final": summarise(histories)}
@@ -101,23 +108,25 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
 
   report = {"machine": bench.describe_machine(), "setting": setting(base, d), "command": command,
             "blog_says": BLOG_SAYS, "main": {}, "sweep": {}, "timing": {}}
-  report["main"] = run_group(base, out / "runs" / "main", (2, 20), seed_list, epochs, strategy)
-
   # The sweep: `sweep_seeds` seeds, `sweep_epochs` epochs. For z already in the main
   # runs, their first `sweep_epochs` epochs are exactly a shorter run (an epoch's keys
   # depend on its number only), so they are reused.
-  reused = [z for z in sweep if z in report["main"] and sweep_epochs <= epochs
-            and sweep_seeds <= seeds]
+  reused = [z for z in sweep if z in (2, 20) and sweep_epochs <= epochs and sweep_seeds <= seeds]
   fresh = [z for z in sweep if z not in reused]
-  groups = run_group(base, out / "runs" / "sweep", fresh, sweep_list, sweep_epochs,
-                     strategy) if fresh else {}
+  main_grid = grid(base, (2, 20), seed_list, epochs)
+  sweep_grid = grid(base, fresh, sweep_list, sweep_epochs) if fresh else None
+  sweeps.plan(main_grid, out / "runs" / "main")  # both refused or accepted before any training
+  if sweep_grid:
+    sweeps.plan(sweep_grid, out / "runs" / "sweep")
+  report["main"] = run_group(main_grid, out / "runs" / "main", strategy)
+  groups = run_group(sweep_grid, out / "runs" / "sweep", strategy) if fresh else {}
   for z in sweep:
     if z in reused:
       hist = [h[:sweep_epochs] for h in report["main"][z]["histories"][:sweep_seeds]]
       report["sweep"][z] = {"final": summarise(hist), "reused_from_main": True}
     else:
       report["sweep"][z] = {"final": groups[z]["final"], "reused_from_main": False,
-                            "wall_s": groups[z]["wall_s"]}
+                            "train_s": groups[z]["train_s"]}
     report["sweep"][z].update(seeds=sweep_list, epochs=sweep_epochs)
 
   # Timing: one full epoch of the main runs' seeds both ways, then JAX vs PyTorch.

@@ -160,13 +160,17 @@ def calibrate(config: Config, members, d: DeviceData, steps: int = 64,
 
 
 def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto",
-               progress: bool = True, devices=None) -> ManyResult:
+               progress: bool = True, devices=None, on_member=None) -> ManyResult:
   """Trains one model per member for `config.epochs` epochs; evaluates each every epoch.
 
   Metrics per member and epoch are the single run's (losses per image: train with
   sampled z, test with z = mu). `vmap` shards the members over `devices` (default:
   every local device); `auto` picks it only where it measured faster, and never for
-  members that cannot stack (`stackable`).
+  members that cannot stack (`stackable`). `on_member(i, state, history, seconds, how)`
+  is called as soon as member i is trained (one after another: after each member;
+  vmap: all at the end), with its final state, its rows, its share of the training
+  seconds and `how` ({strategy, devices, compile_s, calibration_s_per_step}), so that
+  a caller can save it before the next member starts.
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
@@ -204,16 +208,25 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
     # How many parts the member axis was cut into, read off the result (1: not sharded).
     devices = len({str(s.index) for s in jax.tree.leaves(state)[0].addressable_shards})
     states = jax.tree.map(lambda x: x[:len(members)], state)
+    how = {"strategy": strategy, "devices": devices, "compile_s": compile_s,
+           "calibration_s_per_step": calibration}
+    for i in range(len(members)) if on_member else ():
+      on_member(i, _take(states, i), histories[i], train_s / len(members), how)
   else:
     devices = 1
     programs, fits, compile_s, train_s = None, [], 0.0, 0.0
-    for m in members:
+    for i, m in enumerate(members):
       run = train.setup(_member_config(config, m), d, programs=programs)  # compiled once
       programs, compile_s = run.programs, compile_s + run.compile_s
       t0 = time.perf_counter()
       fits.append(train.fit(run, d, config.epochs))
-      train_s += time.perf_counter() - t0
+      seconds = time.perf_counter() - t0
+      train_s += seconds
       bar.update(config.epochs)
+      if on_member:
+        on_member(i, fits[-1].state, fits[-1].history, seconds,
+                  {"strategy": strategy, "devices": 1, "compile_s": compile_s,
+                   "calibration_s_per_step": calibration})
     histories = [f.history for f in fits]
     states = _stack([f.state for f in fits])
   bar.close()

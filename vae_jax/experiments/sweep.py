@@ -42,10 +42,8 @@ from typing import NamedTuple
 from vae_jax import checkpoint
 from vae_jax.config import Config
 
-# Where the data come from, not what they are: a member's name and a rerun's check ignore them.
-WHERE_FROM = ("data_dir", "data_source")
-# One value per sweep: every member trains on the same images (reconstruction grids: none).
-SINGLE = WHERE_FROM + ("train_limit", "test_limit")
+from vae_jax.experiments import SWEEP_SHARED as SINGLE  # one value: the same images for all
+from vae_jax.experiments import SWEEP_WHERE_FROM as WHERE_FROM  # a rerun's check ignores them
 SUMMARY = ("sweep.json", "sweep.md", "sweep.png")
 
 
@@ -97,6 +95,9 @@ def plan(lists: dict, workdir, command: str = "") -> Plan:
       config = Config.with_presets(values)
     except ValueError as e:
       raise ValueError(f"member {name}: {e}") from None
+    if any(m.name == name for m in members):
+      raise ValueError(f"two members would share the directory {name}: give values that "
+                       f"differ in their first 6 digits")
     members.append(Member(name, config))
   todo = [m for m in members if not _finished(workdir / m.name, m.config)]
   return Plan(members, swept, todo, command)
@@ -114,9 +115,14 @@ def _finished(run_dir: Path, config: Config) -> bool:
     return False
   checkpoint.check_directory(run_dir, "--workdir")
   status = run.run_status(run_dir)
-  if status.state == "empty":
-    return False
   fix = f"delete {run_dir}, or choose another --workdir"
+  if status.state == "empty":
+    other = sorted(p.name for p in run_dir.iterdir() if p.name != "config.json"
+                   and p.name not in run.RESULT_FILES and not p.name.startswith("."))
+    if other:  # not a run's: the member would replace them
+      raise ValueError(f"{run_dir} holds files that are not a run's ({', '.join(other[:3])}): "
+                       f"{fix}")
+    return False
   saved = Config.from_file(run_dir / "config.json")  # unreadable: a ValueError naming the fix
   if not _same_run(saved, config):
     field = next(f.name for f in dataclasses.fields(Config)
@@ -164,12 +170,17 @@ def _history(config: Config, rows: list, seconds: float) -> list:
   return out
 
 
+GROUP_FILE = "sweep_group.json"  # in each member: how its group trained
+
+
 def write_member(workdir: Path, member: Member, state, rows: list, seconds: float, d,
-                 figures: bool) -> None:
+                 figures: bool, group: dict) -> None:
   """Writes one trained member into `<workdir>/<name>.new`, then renames it into place.
 
   The last row gains the test set's KL per latent dimension and active units (a
-  single run measures them every epoch; a stacked run at the end only).
+  single run measures them every epoch; a stacked run at the end only). `seconds`:
+  the member's training time (its share of a stacked program's); `group`: how its
+  group trained, kept in the member as GROUP_FILE for the summary.
   """
   import jax
 
@@ -182,13 +193,14 @@ def write_member(workdir: Path, member: Member, state, rows: list, seconds: floa
   out.mkdir(parents=True)
   state = jax.device_get(state)
   setup = train.setup(config)  # the model and its keys (no programs)
-  history = _history(config, rows, seconds)
+  history = _history(config, rows, seconds / config.epochs)
   y = d.y_test if setup.model.conditional else None
   kl, mu_var = jax.device_get(_latent_statistics(setup.model)(
       state.params, data.to_inputs(d.x_test), y))
   history[-1].update(test_kl_per_dim=[float(v) for v in kl],
                      active_units=int((mu_var > run.ACTIVE_THRESHOLD).sum()))
   checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
+  checkpoint.atomic_write_bytes(out / GROUP_FILE, (json.dumps(group) + "\n").encode())
   checkpoint.atomic_write_bytes(out / "metrics.jsonl",
                                 "".join(json.dumps(r) + "\n" for r in history).encode())
   checkpoint.save_checkpoint(out, config.epochs, state, history, config)
@@ -236,25 +248,20 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
         f"{jax.local_devices()[0].platform} device(s)", file=sys.stderr)
   workdir.mkdir(parents=True, exist_ok=True)
   loaded: dict = {}
-  log = []
   for group in groups(todo):
     config = group[0].config
     key = (config.binarize, config.train_limit, config.test_limit)
     if key not in loaded:
       loaded[key] = data.load_device_data(config)  # to the device once per kind of data
     d = loaded[key]
-    t0 = time.perf_counter()
+    record = {"id": f"{group[0].name} {time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()}",
+              "setting": _describe(config, p.swept), "members": [m.name for m in group]}
+
+    def save(i, state, rows, seconds, how, group=group, d=d, record=record):
+      write_member(workdir, group[i], state, rows, seconds, d, figures, {**record, **how})
+
     result = multi.train_many(config, [(m.config.seed, m.config.learning_rate) for m in group],
-                              d, strategy=strategy, progress=progress)
-    share = result.train_s / len(group) / config.epochs
-    for i, m in enumerate(group):
-      write_member(workdir, m, jax.tree.map(lambda x: x[i], result.states), result.histories[i],
-                   share, d, figures)
-    log.append({"setting": _describe(config, p.swept), "members": [m.name for m in group],
-                "strategy": result.strategy,
-                "devices": result.devices, "compile_s": result.compile_s,
-                "train_s": result.train_s, "wall_s": time.perf_counter() - t0,
-                "calibration_s_per_step": result.calibration})
+                              d, strategy=strategy, progress=progress, on_member=save)
     print(f"sweep: {len(group)} member(s) of {_describe(config, p.swept)} trained "
           f"({result.strategy} on {result.devices} device(s), {result.train_s:.1f} s + "
           f"{result.compile_s:.1f} s compile)", file=sys.stderr)
@@ -262,7 +269,7 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("every member of the sweep trained")
   if process == 0:
-    write_summary(workdir, p, log, _machine())
+    write_summary(workdir, p, _machine())
     print(f"sweep: wrote {workdir}/sweep.md, sweep.json and sweep.png", file=sys.stderr)
   return p
 
@@ -322,7 +329,8 @@ def markdown(report: dict) -> str:
                                          "train loss", "test loss per seed"]) + " |",
             "|" + "---|" * (len(settings) + 6)]
   for e in report["table"]:
-    ms = lambda k: f"{e[k]['mean']:.2f} ± {e[k]['std']:.2f}"
+    ms = lambda k: (f"{e[k]['mean']:.2f} ± {e[k]['std']:.2f}" if len(e["seeds"]) > 1
+                    else f"{e[k]['mean']:.2f}")
     lines.append("| " + " | ".join([_text(e[f]) for f in settings] + [
         str(len(e["seeds"])), f"**{ms('test_loss')}**", ms("test_recon"), ms("test_kl"),
         ms("train_loss"), ", ".join(f"{v:.2f}" for v in e["test_loss"]["values"])]) + " |")
@@ -386,23 +394,33 @@ def plot(report: dict, path) -> None:
   plots.save_figure(fig, path)
 
 
-def _earlier_groups(workdir: Path, p: Plan, log: list) -> list:
-  """The groups an earlier invocation trained that still belong to this grid (from the
-  sweep.json it wrote): how every member trained, not only this invocation's."""
-  try:
-    old = json.loads((workdir / "sweep.json").read_text()).get("groups", [])
-  except (OSError, ValueError, AttributeError):
-    return []
-  names, now = {m.name for m in p.members}, {n for g in log for n in g["members"]}
-  return [g for g in old if isinstance(g, dict) and set(g.get("members", ())) <= names
-          and not set(g["members"]) & now]
+def trained_groups(workdir, p: Plan) -> list:
+  """How every member of the grid trained, from the GROUP_FILE each keeps: per group (one
+  stacked program, or members one after another, whichever process or invocation ran it)
+  its strategy, devices, compile seconds and training seconds (the sum of its members')."""
+  workdir, out = Path(workdir), {}
+  for m in p.members:
+    path = workdir / m.name / GROUP_FILE
+    if not path.is_file():  # trained by the train subcommand, or before sweeps kept this
+      continue
+    g = json.loads(path.read_text())
+    seconds = sum(r.get("seconds", 0.0) for r in _rows(workdir / m.name))
+    entry = out.setdefault(g["id"], {**g, "members": [], "train_s": 0.0, "compile_s": 0.0})
+    entry["members"].append(m.name)
+    entry["train_s"] += seconds
+    entry["compile_s"] = max(entry["compile_s"], g["compile_s"])  # one compile per group
+  return list(out.values())
 
 
-def write_summary(workdir, p: Plan, log: list, machine: str) -> dict:
+def _rows(run_dir: Path) -> list:
+  return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def write_summary(workdir, p: Plan, machine: str) -> dict:
   """sweep.json, sweep.md and sweep.png in `workdir`, each written whole or not at all."""
   workdir = Path(workdir)
   report = {"machine": machine, "command": p.command, **summary(workdir, p),
-            "groups": _earlier_groups(workdir, p, log) + log}
+            "groups": trained_groups(workdir, p)}
   checkpoint.atomic_write_bytes(workdir / "sweep.json",
                                 (json.dumps(report, indent=1) + "\n").encode())
   checkpoint.atomic_write_bytes(workdir / "sweep.md", markdown(report).encode())
