@@ -218,12 +218,19 @@ def test_the_package_epoch_matches_the_blog_loop_on_the_same_batches(z):
   # (1.03 lr bounds one Adam step in the first 8, bias correction included; two runs
   # differ by at most twice that). Measured: 2 weights of fc1's 401,408 beyond 1e-6
   # (at most 3.4e-6); median 3e-9 to 6e-9.
+  # On a GPU the two frameworks' products are different kernels (PyTorch's cuBLAS, XLA's
+  # Triton) that sum in other orders, so such weights are more frequent: measured on an
+  # NVIDIA H200, z = 2, 4.9e-4 of fc1's weights over 1e-6 (at most 1.4e-4) and one of its
+  # 512 biases (1.5e-6), where 0.1% of the tensor is half a weight. There (PyTorch on
+  # CUDA) a tensor may hold one such weight beyond its 0.1%; the CPU's bound stays as is.
   final = torch_io.state_dict_from_params(state.params)
-  for k, v in tmodel.state_dict().items():
-    err = np.abs(final[k] - _numpy(v))
+  errors = {k: np.abs(final[k] - _numpy(v)) for k, v in tmodel.state_dict().items()}
+  for k, err in errors.items():  # every tensor printed before any is judged
     print(f"  {k}: max {err.max():.1e}, median {np.median(err):.1e}, "
-          f"share over 1e-6 {np.mean(err > 1e-6):.1e}")
-    assert np.mean(err > 1e-6) < 1e-3, k
+          f"share over 1e-6 {np.mean(err > 1e-6):.1e} ({np.sum(err > 1e-6)} of {err.size})")
+  for k, err in errors.items():
+    over = int(np.sum(err > 1e-6))
+    assert over < 1e-3 * err.size + (1 if DEVICE == "cuda" else 0), k
     assert err.max() < 2 * 8 * 1.03 * config.learning_rate, k
 
   # Eval mode (z = mu), the blog's test loss, on PyTorch's trained weights and 500

@@ -4,6 +4,10 @@ and --overwrite that keeps the old results until the new run has finished.
 The killed runs are real processes: a small wrapper around `vae_jax.cli.main` sends
 itself SIGKILL right after the checkpoint of epoch k (or between writing that
 checkpoint's temporary file and renaming it), so the kill lands at a known point.
+They compute on the CPU, and so do the runs compared with them bit for bit (`_cli`):
+on a GPU, XLA picks each product's kernel per process by timing candidates, so two
+processes that compile the same program may round differently (README, "Numbers across
+backends"); bit for bit across processes is the CPU's guarantee.
 """
 
 import json
@@ -65,6 +69,18 @@ def _env():
   return {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
 
 
+def _cli(argv, capsys) -> tuple[int, str, str]:
+  """`vae-jax argv` on the CPU -> (exit code, stdout, stderr): in this process when it
+  computes on the CPU, else in a CPU process like the killed runs'."""
+  if jax.default_backend() == "cpu":
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+  done = subprocess.run([sys.executable, "-m", "vae_jax", *argv], env=_env(),
+                        capture_output=True, text=True, timeout=300)
+  return done.returncode, done.stdout, done.stderr
+
+
 def _rows(workdir):
   rows = [json.loads(line) for line in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
   return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
@@ -89,9 +105,17 @@ def uninterrupted(tiny_data_dir, tmp_path):
   return workdir
 
 
+@pytest.fixture
+def uninterrupted_cpu(tiny_data_dir, tmp_path, capsys):
+  """The same run on the CPU, where the killed runs compute (`_cli`)."""
+  workdir = tmp_path / "whole"
+  assert _cli(_train_args(workdir, tiny_data_dir), capsys)[0] == 0
+  return workdir
+
+
 @pytest.mark.parametrize("kill_epoch,mode", [(2, "after"), (3, "during")])
 def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(
-    kill_epoch, mode, uninterrupted, tiny_data_dir, tmp_path, capsys):
+    kill_epoch, mode, uninterrupted_cpu, tiny_data_dir, tmp_path, capsys):
   workdir = tmp_path / "killed"
   _killed(kill_epoch, mode, _train_args(workdir, tiny_data_dir))
   kept = kill_epoch if mode == "after" else kill_epoch - 1
@@ -104,15 +128,16 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(
   assert len(_rows(workdir)) == kill_epoch  # each row written as soon as its epoch was read
 
   # The same command without --resume is refused, and says how to go on.
-  assert cli.main(_train_args(workdir, tiny_data_dir)) == 2
-  err = capsys.readouterr().err.strip()
-  assert "unfinished run" in err and "--resume" in err and len(err.splitlines()) == 1
+  code, _, err = _cli(_train_args(workdir, tiny_data_dir), capsys)
+  err = err.strip()
+  assert code == 2 and "unfinished run" in err and "--resume" in err
+  assert len(err.splitlines()) == 1
 
   # --resume takes every flag from the run itself.
-  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
-                   "--no-compile-cache"]) == 0
-  assert f"resumed after epoch {kept}" in capsys.readouterr().out
-  _assert_same_run(uninterrupted, workdir)
+  code, out, _ = _cli(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+                       "--no-compile-cache"], capsys)
+  assert code == 0 and f"resumed after epoch {kept}" in out
+  _assert_same_run(uninterrupted_cpu, workdir)
 
 
 def test_a_larger_epochs_extends_a_finished_run_to_the_longer_run(uninterrupted, tiny_data_dir,
@@ -173,7 +198,7 @@ def _killed(kill_epoch, mode, argv, returncode=-signal.SIGKILL):
 
 
 def test_ctrl_c_stops_after_the_epoch_in_flight_with_exit_130_and_resumes(
-    uninterrupted, tiny_data_dir, tmp_path, capsys):
+    uninterrupted_cpu, tiny_data_dir, tmp_path, capsys):
   workdir = tmp_path / "ctrl_c"
   done = _killed(1, "sigint", _train_args(workdir, tiny_data_dir), returncode=130)
   err = done.stderr.strip().splitlines()
@@ -182,23 +207,23 @@ def test_ctrl_c_stops_after_the_epoch_in_flight_with_exit_130_and_resumes(
   rows = _rows(workdir)
   assert len(rows) in (1, 2)  # epoch 1, and epoch 2 if it was already in flight
   assert checkpoint.checkpoints(workdir)[-1].name == f"epoch_{len(rows):04d}.msgpack"
-  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
-                   "--no-compile-cache"]) == 0
-  _assert_same_run(uninterrupted, workdir)
+  assert _cli(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+               "--no-compile-cache"], capsys)[0] == 0
+  _assert_same_run(uninterrupted_cpu, workdir)
 
 
 def test_a_kill_while_drawing_the_figures_keeps_the_weights_and_resume_redraws(
-    uninterrupted, tiny_data_dir, tmp_path, capsys):
+    uninterrupted_cpu, tiny_data_dir, tmp_path, capsys):
   workdir = tmp_path / "figures"
   _killed(0, "figures", _train_args(workdir, tiny_data_dir))
   assert (workdir / "params.msgpack").read_bytes() == (
-      uninterrupted / "params.msgpack").read_bytes()
+      uninterrupted_cpu / "params.msgpack").read_bytes()
   assert not (workdir / "latent.png").exists()
-  assert cli.main(_train_args(workdir, tiny_data_dir)) == 2  # finished: says how to redraw
-  assert "--resume" in capsys.readouterr().err
-  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
-                   "--no-compile-cache"]) == 0
-  _assert_same_run(uninterrupted, workdir)
+  code, _, err = _cli(_train_args(workdir, tiny_data_dir), capsys)
+  assert code == 2 and "--resume" in err  # finished: says how to redraw
+  assert _cli(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+               "--no-compile-cache"], capsys)[0] == 0
+  _assert_same_run(uninterrupted_cpu, workdir)
 
 
 def test_a_diverging_learning_rate_stops_with_exit_3_and_one_line(tiny_data_dir, tmp_path,
