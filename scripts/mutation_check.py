@@ -274,6 +274,12 @@ MUTANTS = [
            "[(m.config.seed, m.config.learning_rate) for m in group]",
            "[(group[0].config.seed, m.config.learning_rate) for m in group]",
            "every member of a group trains with the first one's seed", tests=SWEEP_TESTS),
+    # The compilation cache.
+    Mutant("cache_small_programs_left_out", "vae_jax/train.py",
+           '"jax_persistent_cache_min_compile_time_secs", 0)',
+           '"jax_persistent_cache_min_compile_time_secs", 0.1)',
+           "the eager operations' small programs are compiled again by every process",
+           tests=("tests/test_compile_cache.py",)),
 ]
 
 

@@ -35,13 +35,15 @@ def enable_compile_cache(directory) -> Path:
   """Keeps every compiled program in `directory` (JAX's persistent compilation cache).
 
   A second process with the same shapes, config and JAX version then loads the
-  epoch and evaluation programs instead of compiling them again. Programs that took
-  under 0.1 s to compile are not worth a file each and are left out. The CLI puts the
-  cache beside the MNIST cache (`data.compile_cache_dir`) unless --no-compile-cache.
+  epoch and evaluation programs instead of compiling them again, and also the forty-odd
+  small programs of the eager operations around them (figures, checkpoints), each of
+  which compiles in a few hundredths of a second: together about 1.4 s of a warm
+  one-epoch `train` on our 2-core AMD EPYC (12.8 s -> 11.4 s). The CLI puts the cache
+  beside the MNIST cache (`data.compile_cache_dir`) unless --no-compile-cache.
   """
   directory = Path(directory)
   jax.config.update("jax_compilation_cache_dir", str(directory))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return directory
 
