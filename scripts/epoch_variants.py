@@ -14,13 +14,17 @@ baseline's (0 when it computes the same numbers bit for bit). Variants:
 * ``unroll-N``: `lax.scan(unroll=N)`, N Adam steps per loop iteration;
 * ``flat-adam``: Adam over one flat vector of all parameters (`optax.flatten`):
   one update kernel instead of one per parameter array;
+* ``stack-N``: N seeds (1..N) in one program, the epoch vmapped over the stacked
+  states and keys as a sweep with `--strategy vmap` builds it, on one device; its
+  milliseconds are for all N, and its weights compared are those of seed 1 (the
+  base run's seed), so the difference is what stacking changes;
 * ``xla:NAME``: the base program under other XLA flags (command buffers, i.e.
   CUDA graphs, for the loop too), each in a child process, since XLA reads its
-  flags once per process.
+  flags once per process; ``xla:NAME/stack-N``: a stack under those flags.
 
 With --out, the optimized HLO of each in-process variant is written there
 (`hlo_<name>.txt`: count the kernels of one step), and with --trace a JAX profile
-of one base epoch (`trace/`).
+of one epoch of the base and of each stack (`trace_<name>/`), summarised kernel by kernel.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ XLA_VARIANTS = {
 
 
 def build(variant: str, config, d):
+  import jax
   import optax
 
   from vae_jax import train
@@ -51,6 +56,18 @@ def build(variant: str, config, d):
   run = train.setup(config)  # model, Adam, keys, initial state: no programs yet
   optimizer, state = run.optimizer, run.state
   unroll = 1
+  if variant.startswith("stack-"):
+    from vae_jax.experiments import multi
+
+    seeds = range(1, int(variant[6:]) + 1)
+    members = [multi.Member(seed, config.learning_rate) for seed in seeds]
+    mesh = multi.member_mesh(jax.local_devices()[:1])
+    first, states, keys = multi._stacked_setups(config, members, mesh)
+    epoch = train.make_train_epoch(first.model, first.optimizer, num_examples=len(d.x_train),
+                                   **train.epoch_options(config))
+    # states [S], images shared, keys [S]: the stacked run's program
+    return first._replace(keys=first.keys._replace(train=keys)), states, jax.vmap(
+        epoch, in_axes=(0, None, 0))
   if variant.startswith("unroll-"):
     unroll = int(variant.split("-")[1])
   elif variant.startswith("flat-adam"):
@@ -83,13 +100,16 @@ def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: b
     t0 = time.perf_counter()
     state, _ = jax.block_until_ready(compiled(state, d.x_train, train.epoch_key(run.keys.train, e)))
     times.append(time.perf_counter() - t0)
-  leaves = [np.asarray(x) for x in jax.tree.leaves(state.params)]
+  params = state.params
+  if variant.startswith("stack-"):  # seed 1's weights, to compare with the base run's
+    params = jax.tree.map(lambda x: x[0], params)
+  leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
   if trace:  # one more epoch, profiled: every kernel of every step, with its time
-    with jax.profiler.trace(os.path.join(out, "trace"), create_perfetto_trace=True):
+    folder = os.path.join(out, f"trace_{variant}")
+    with jax.profiler.trace(folder, create_perfetto_trace=True):
       jax.block_until_ready(compiled(state, d.x_train, train.epoch_key(run.keys.train, 99)))
-    print(f"profile of one {variant} epoch in {out}/trace", flush=True)
-    for found in glob.glob(os.path.join(out, "trace", "**", "perfetto_trace.json.gz"),
-                           recursive=True):
+    print(f"profile of one {variant} epoch in {folder}", flush=True)
+    for found in glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True):
       print(summarize_trace(found, train.steps_per_epoch(config)), flush=True)
   return {"variant": variant, "compile_s": compile_s, "ms": 1e3 * float(np.median(times[1:])),
           "ms_all": [1e3 * t for t in times]}, leaves
@@ -136,7 +156,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "left out of the median)")
   p.add_argument("--out", default=None, help="folder for HLO texts, the profile and JSON")
   p.add_argument("--trace", action="store_true", help="profile one base epoch into OUT/trace")
-  p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+  p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the variant to run
   return p.parse_args(argv)
 
 
@@ -154,7 +174,7 @@ def main(argv=None):
   if args.out:
     os.makedirs(args.out, exist_ok=True)
   if args.child:  # one variant under this process's XLA_FLAGS: JSON on the last line
-    row, leaves = time_variant("base", config, d, args.epochs, None)
+    row, leaves = time_variant(args.child, config, d, args.epochs, None)
     np.savez(os.path.join(args.out, "child_params.npz"), *leaves)
     print(json.dumps(row))
     return 0
@@ -164,10 +184,12 @@ def main(argv=None):
   rows, ref = [], None
   for variant in args.variants:
     if variant.startswith("xla:"):
-      flags = XLA_VARIANTS[variant[4:]]
+      name, _, inner = variant[4:].partition("/")
+      flags = XLA_VARIANTS[name]
       env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()}
       tmp = args.out or "."
-      proc = subprocess.run([sys.executable, __file__, "--child", "--epochs", str(args.epochs),
+      proc = subprocess.run([sys.executable, __file__, "--child", inner or "base",
+                             "--epochs", str(args.epochs),
                              "--precision", args.precision, "--out", tmp],
                             env=env, capture_output=True, text=True)
       if proc.returncode != 0:
@@ -178,14 +200,18 @@ def main(argv=None):
         leaves = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
     else:
       row, leaves = time_variant(variant, config, d, args.epochs, args.out,
-                                 trace=args.trace and args.out and variant == "base")
+                                 trace=bool(args.trace and args.out) and (
+                                     variant == "base" or variant.startswith("stack-")))
     if ref is None:
       ref = leaves
     row["max_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves, ref))
+    if "stack-" in variant and rows:
+      row["vs_first"] = row["ms"] / rows[0]["ms"]
     rows.append(row)
     print(f"{row['variant']:>22}: {row['ms']:8.2f} ms/epoch ({1e3 * row['ms'] / 469:6.1f} us/step)"
           f"  compile {row['compile_s']:5.1f} s  max |dw| vs first {row['max_diff']:.2e}  "
-          f"epochs {' '.join(f'{t:.1f}' for t in row['ms_all'])}", flush=True)
+          f"epochs {' '.join(f'{t:.1f}' for t in row['ms_all'])}"
+          + (f"  {row['vs_first']:.2f}x the first" if "vs_first" in row else ""), flush=True)
   if args.out:
     with open(os.path.join(args.out, "variants.json"), "w") as f:
       json.dump(rows, f, indent=1)
