@@ -73,7 +73,7 @@ def run_group(lists: dict, out: Path, strategy: str) -> dict:
   for z in zs:
     names = {m.name for m in p.members if m.config.latent_dim == z}
     trained = [g for g in groups if set(g["members"]) & names]
-    histories = [[{k: r[k] for k in keys} for r in _rows(out / m.name)]
+    histories = [[{k: r[k] for k in keys} for r in sweeps.metrics_rows(out / m.name)]
                  for m in p.members if m.name in names]
     report[z] = {"latent_dim": z, "epochs": epochs, "seeds": list(seeds),
                  "strategy": "+".join(sorted({g["strategy"] for g in trained})) or "unknown",
@@ -83,10 +83,6 @@ def run_group(lists: dict, out: Path, strategy: str) -> dict:
                  "settle_epoch": [settle_epoch([r["test_loss"] for r in h]) for h in histories],
                  "final": summarise(histories)}
   return report
-
-
-def _rows(run_dir: Path) -> list:
-  return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["seeds"],

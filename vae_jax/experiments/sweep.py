@@ -404,7 +404,7 @@ def trained_groups(workdir, p: Plan) -> list:
     if not path.is_file():  # trained by the train subcommand, or before sweeps kept this
       continue
     g = json.loads(path.read_text())
-    seconds = sum(r.get("seconds", 0.0) for r in _rows(workdir / m.name))
+    seconds = sum(r.get("seconds", 0.0) for r in metrics_rows(workdir / m.name))
     entry = out.setdefault(g["id"], {**g, "members": [], "train_s": 0.0, "compile_s": 0.0})
     entry["members"].append(m.name)
     entry["train_s"] += seconds
@@ -412,7 +412,8 @@ def trained_groups(workdir, p: Plan) -> list:
   return list(out.values())
 
 
-def _rows(run_dir: Path) -> list:
+def metrics_rows(run_dir: Path) -> list:
+  """A run's metrics.jsonl: one dict per epoch."""
   return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
