@@ -159,6 +159,12 @@ def calibrate(config: Config, members, d: DeviceData, steps: int = 64,
   return timing
 
 
+def _how(strategy: str, devices: int, compile_s: float, calibration: dict) -> dict:
+  """How a group trained, as `on_member` gets it and a sweep records it (`sweep_group.json`)."""
+  return {"strategy": strategy, "devices": devices, "compile_s": compile_s,
+          "calibration_s_per_step": calibration}
+
+
 def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto",
                progress: bool = True, devices=None, on_member=None) -> ManyResult:
   """Trains one model per member for `config.epochs` epochs; evaluates each every epoch.
@@ -208,8 +214,7 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
     # How many parts the member axis was cut into, read off the result (1: not sharded).
     devices = len({str(s.index) for s in jax.tree.leaves(state)[0].addressable_shards})
     states = jax.tree.map(lambda x: x[:len(members)], state)
-    how = {"strategy": strategy, "devices": devices, "compile_s": compile_s,
-           "calibration_s_per_step": calibration}
+    how = _how(strategy, devices, compile_s, calibration)
     for i in range(len(members)) if on_member else ():
       on_member(i, _take(states, i), histories[i], train_s / len(members), how)
   else:
@@ -225,8 +230,7 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
       bar.update(config.epochs)
       if on_member:
         on_member(i, fits[-1].state, fits[-1].history, seconds,
-                  {"strategy": strategy, "devices": 1, "compile_s": compile_s,
-                   "calibration_s_per_step": calibration})
+                  _how(strategy, 1, compile_s, calibration))
     histories = [f.history for f in fits]
     states = _stack([f.state for f in fits])
   bar.close()
