@@ -31,8 +31,17 @@ def tiny_data_dir(tmp_path):
   return d
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_compile_cache(tmp_path_factory):
+  """One persistent compilation cache for every test of this process (pytest-xdist: of this
+  worker): the many small runs compile the same programs, and the second and later ones load
+  them instead (the executables are the same, and so are the numbers)."""
+  train.enable_compile_cache(tmp_path_factory.getbasetemp() / "jax_compile_cache")
+
+
 @pytest.fixture(autouse=True)
 def no_compile_cache(monkeypatch):
-  """The CLI's persistent compilation cache is process-wide JAX state: tests that call
-  `cli.main` in-process leave it off (tests/test_compile_cache.py runs it in subprocesses)."""
+  """The CLI's own cache, beside the data, is process-wide JAX state: tests that call
+  `cli.main` in-process keep the shared one above (tests/test_compile_cache.py runs the
+  CLI's in subprocesses)."""
   monkeypatch.setattr(train, "enable_compile_cache", lambda directory: directory)

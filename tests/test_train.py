@@ -90,7 +90,16 @@ def test_same_seed_same_numbers_bit_for_bit(tmp_path, tiny_data_dir):
   assert strip(c.history) != strip(a.history)
 
 
-def test_nothing_compiles_after_the_first_epoch(tmp_path, tiny_data_dir):
+@pytest.fixture
+def no_persistent_cache():
+  """Programs compiled, not loaded: the tests' shared persistent cache off for one test."""
+  was = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  yield
+  jax.config.update("jax_enable_compilation_cache", was)
+
+
+def test_nothing_compiles_after_the_first_epoch(tmp_path, tiny_data_dir, no_persistent_cache):
   compiles = []
 
   def listen(event, duration, **kwargs):
