@@ -1,7 +1,7 @@
 """The persistent compilation cache: a second process loads its programs instead of compiling.
 
-Run in subprocesses: the cache is process-wide JAX state (conftest keeps it off for the
-in-process tests). Counted through JAX's monitoring events, not timed.
+Run in subprocesses: the cache is process-wide JAX state (conftest gives the in-process
+tests a shared one of their own). Counted through JAX's monitoring events, not timed.
 """
 
 import os
