@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/vae_2
 ARGS ?=
-# pytest-xdist processes for `make test`, each taking one test file at a time (0: no workers)
+# pytest-xdist processes for `make test`, each taking the next test as it frees up (0: no workers)
 TEST_WORKERS ?= 2
 
 .PHONY: train test bench clean
@@ -24,7 +24,7 @@ train: $(VENV)/.base
 	$(PY) -m vae_jax train --workdir $(WORKDIR) $(ARGS)
 
 test: $(VENV)/.dev
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 bench: $(VENV)/.dev
 	$(PY) -m vae_jax bench $(ARGS)
