@@ -9,6 +9,8 @@
 #   4. the test suite on CUDA (pytest-xdist, 16 workers), in the time left.
 # Usage, from the repository root, with MNIST cached in $VAE_JAX_DATA_DIR:
 #   OUT=gpu_out bash scripts/gpu_check.sh [pytest args...]
+# STEPS picks the steps (default: all four); e.g. only the tests, or some of them:
+#   OUT=gpu_out STEPS="machine tests" bash scripts/gpu_check.sh tests/test_resume.py
 # Logs go to $OUT; the HLO texts and the profiles to $OUT/variants.tar.gz.
 set -u
 OUT=${OUT:-gpu_out}
@@ -17,8 +19,11 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 PY=${PYTHON:-python3}
 BUDGET=${BUDGET:-570}
 START=$SECONDS
+STEPS=${STEPS:-machine train variants tests}
 step() { echo "== $* ($(date +%T), $((SECONDS - START)) s in)"; }
+wanted() { [[ " $STEPS " == *" $1 "* ]]; }
 
+if wanted machine; then
 step machine
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 $PY -c "import jax, flax, optax, torch; print('jax', jax.__version__, 'flax', flax.__version__,
@@ -42,7 +47,9 @@ t5 = time.perf_counter()
 print(f"import jax {t1 - t0:.2f} s; start CUDA (jax.devices) {t2 - t1:.2f} s; import flax + optax "
       f"{t3 - t2:.2f} s; import the package {t4 - t3:.2f} s; pyplot {t5 - t4:.2f} s")
 EOF
+fi
 
+if wanted train; then
 step "train, z = 2, ${TRAIN_EPOCHS:=100} epochs: cold, warm, warm under cProfile"
 rm -rf "${VAE_JAX_DATA_DIR:-$HOME/.cache/vae_jax}/jax_compile_cache" /tmp/vae_2_cold /tmp/vae_2_warm /tmp/vae_2_prof
 for run in cold warm; do
@@ -54,7 +61,9 @@ timeout 60 $PY -m cProfile -o /tmp/train.prof -m vae_jax train --workdir /tmp/va
   --epochs "$TRAIN_EPOCHS" --no-progress > /dev/null 2>&1
 $PY -c "import pstats; pstats.Stats('/tmp/train.prof').sort_stats('cumulative').print_stats(40)" \
   2>&1 | grep -v "^$" | head -60 >> "$OUT/train.log"
+fi
 
+if wanted variants; then
 step "epoch programs: one seed against 5 stacked, matmul ${PRECISIONS:-highest}"
 for precision in ${PRECISIONS:-highest}; do
   timeout 150 $PY scripts/epoch_variants.py --epochs "${VARIANT_EPOCHS:-4}" --precision "$precision" --out "$OUT/ev_$precision" \
@@ -63,10 +72,13 @@ done | tee "$OUT/variants.log"
 (cd "$OUT" && for d in ev_*; do for f in $(find "$d" -name 'perfetto_trace.json.gz'); do
    mv "$f" "$d/$(echo "$f" | sed 's|.*/trace_\([^/]*\)/.*|\1|').json.gz"; done; rm -rf "$d"/trace_*; done
  tar czf variants.tar.gz ev_* && rm -rf ev_*)
+fi
 
+if wanted tests; then
 LEFT=$((BUDGET - (SECONDS - START) - 10))
 step "tests on CUDA, ${LEFT} s left"
 JAX_PLATFORMS=cuda timeout "$LEFT" $PY -m pytest -p no:cacheprovider -n "${WORKERS:-16}" \
   --dist worksteal --timeout 400 -v -rfEs --tb=short --durations=25 "$@" 2>&1 \
   | tee "$OUT/tests.log" | grep -v " PASSED " | tail -70
+fi
 step done
