@@ -274,6 +274,11 @@ MUTANTS = [
            "[(m.config.seed, m.config.learning_rate) for m in group]",
            "[(group[0].config.seed, m.config.learning_rate) for m in group]",
            "every member of a group trains with the first one's seed", tests=SWEEP_TESTS),
+    Mutant("resume_restarts_over_results", "vae_jax/run.py",
+           'if not overwrite and run_status(where).state != "empty":',
+           'if False:',
+           "--resume without a checkpoint starts over and truncates the run's results",
+           tests=("tests/test_resume.py",)),
     # The compilation cache.
     Mutant("cache_small_programs_left_out", "vae_jax/train.py",
            '"jax_persistent_cache_min_compile_time_secs", 0)',

@@ -166,6 +166,21 @@ def test_resume_with_nothing_to_resume_is_refused(tmp_path, capsys):
   assert "no run to resume" in capsys.readouterr().err
 
 
+def test_results_without_a_checkpoint_are_never_truncated_by_resume(uninterrupted, capsys):
+  # As the repository's results/vae_2 is: metrics, loss arrays and figures, but its weights
+  # and checkpoints left out. --resume would have started over and truncated metrics.jsonl.
+  for p in [uninterrupted / "params.msgpack", *checkpoint.checkpoints(uninterrupted)]:
+    p.unlink()
+  before = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
+  for flags in ([], ["--resume"]):
+    assert cli.main(["train", "--workdir", str(uninterrupted), "--no-compile-cache",
+                     *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no checkpoint to continue from" in err, err
+    assert "--overwrite" in err and "with --resume" not in err
+  assert {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()} == before
+
+
 def test_checkpoints_hold_the_state_and_history_and_only_the_last_two_stay(uninterrupted):
   names = [p.name for p in checkpoint.checkpoints(uninterrupted)]
   assert names == ["epoch_0003.msgpack", "epoch_0004.msgpack"]

@@ -143,6 +143,12 @@ class Plan(NamedTuple):
 RESUMABLE_CHANGES = ("epochs", "data_dir")
 
 
+def _no_checkpoint(run_dir: Path) -> str:
+  return (f"{run_dir} holds the results of a run but no checkpoint to continue from: start "
+          f"again with --overwrite (the old results stay until the new run finishes), or "
+          f"choose another --workdir")
+
+
 def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool = False) -> Plan:
   """Checks the run directory (one line, before any work) and says where the run writes.
 
@@ -171,7 +177,9 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       if (where / "params.msgpack").exists():
         raise ValueError(f"--resume: {where} holds finished weights but no checkpoint to "
                          f"continue from: choose another --workdir")
-      return Plan(final, where, None)  # no epoch was checkpointed: from the start
+      if not overwrite and run_status(where).state != "empty":  # a start would truncate them
+        raise ValueError(_no_checkpoint(where))
+      return Plan(final, where, None)  # nothing written but config.json: from the start
     from vae_jax import train
     ckpt = checkpoint.load_checkpoint(ckpts[-1], train.setup(config).state)  # read it now
     if ckpt.config.replace(**{f: getattr(config, f) for f in RESUMABLE_CHANGES}) != config:
@@ -180,6 +188,8 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
     return Plan(final, where, ckpt)
   status = run_status(final)
   if status.state != "empty" and not overwrite:
+    if status.state == "unfinished" and not status.last_checkpoint:
+      raise FileExistsError(_no_checkpoint(final))
     if status.state == "unfinished":
       raise FileExistsError(
           f"{final} holds an unfinished run (last checkpoint: epoch {status.last_checkpoint} "
@@ -377,8 +387,10 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
                          f"checkpoint kept; continue with: {resume_hint}", exit_code=130)
   except KeyboardInterrupt:  # a second Ctrl-C: every file on disk is still whole
     last = checkpoint.checkpoints(out)
+    again = (f"continue with: {resume_hint}" if last or out != plan.final else
+             f"start again with: vae-jax train --workdir {plan.final} --overwrite")
     raise RunStopped(f"interrupted; the last checkpoint is {last[-1] if last else 'none'}; "
-                     f"continue with: {resume_hint}", exit_code=130) from None
+                     f"{again}", exit_code=130) from None
   finally:
     bar.close()
 
