@@ -144,6 +144,13 @@ def _cases():
       ("likelihood weights missing", lk + ["{root}/files/nope.pth"], "does not exist"),
       ("likelihood json exists", lk + ["{root}/run/params.msgpack", "--json",
                                        "{root}/files/empty.npz"], "exists"),
+      # Refused before the estimate (minutes at the default k), not when writing its result.
+      ("likelihood json in a missing folder", lk + ["{root}/run/params.msgpack", "--json",
+                                                    "{root}/no/such/l.json"], "does not exist"),
+      ("likelihood json below a file", lk + ["{root}/run/params.msgpack", "--json",
+                                             "{root}/files/afile/l.json"], "afile is a file"),
+      ("export below a file", ["export", "--weights", "{root}/run/params.msgpack", "--out",
+                               "{root}/files/afile/vae.npz"], "afile is a file"),
       ("resume a corrupt config", ["train", "--workdir", "{root}/files/corrupt", "--resume"],
        "is not valid JSON"),
   ]

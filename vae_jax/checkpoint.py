@@ -39,6 +39,19 @@ def check_directory(path, flag: str, *, writable: bool = True) -> Path:
   return path
 
 
+def check_new_file(path, flag: str) -> Path:
+  """`path` must not exist yet, and its folder must (writable): refused in one line naming
+  `flag`, before any work."""
+  path = Path(path)
+  if path.exists():
+    raise FileExistsError(f"{flag} {path} exists: choose another {flag} or delete it")
+  check_directory(path.parent, flag)  # a file on the way, or a folder not writable
+  if not path.parent.is_dir():
+    raise FileNotFoundError(f"{flag} {path}: the folder {path.parent} does not exist: create "
+                            f"it or choose another {flag}")
+  return path
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
   """Writes `data` to `path` so that `path` is always whole: temp file, fsync, rename."""
   path = Path(path)

@@ -209,8 +209,8 @@ def cmd_likelihood(args, config, parser):
 
   from vae_jax import checkpoint, data, likelihood
   from vae_jax.model import make_model
-  if args.json is not None and Path(args.json).exists():
-    raise FileExistsError(f"--json {args.json} exists: choose another name or delete it")
+  if args.json is not None:
+    checkpoint.check_new_file(args.json, "--json")
   params, wconfig = checkpoint.load_weights(args.weights)
   if wconfig.model != "vae":
     raise ValueError(f"--weights {args.weights} is a {wconfig.model}: the estimator scores "
@@ -238,12 +238,7 @@ def cmd_export(args, config, parser):
   from pathlib import Path
 
   from vae_jax import checkpoint, torch_io
-  out = Path(args.out)
-  if out.exists():
-    raise FileExistsError(f"--out {out} exists: choose another --out or delete it")
-  if not out.parent.is_dir():
-    raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist: create it "
-                            f"or choose another --out")
+  out = checkpoint.check_new_file(args.out, "--out")
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   params, wconfig = checkpoint.load_weights(args.weights)
