@@ -279,6 +279,10 @@ MUTANTS = [
            'if False:',
            "--resume without a checkpoint starts over and truncates the run's results",
            tests=("tests/test_resume.py",)),
+    Mutant("study_overwrites_silently", "vae_jax/experiments/study.py",
+           "if earlier and not overwrite:", "if False:",
+           "a study replaces the results already in --out without --overwrite",
+           tests=("tests/test_study.py",)),
     # The compilation cache.
     Mutant("cache_small_programs_left_out", "vae_jax/train.py",
            '"jax_persistent_cache_min_compile_time_secs", 0)',

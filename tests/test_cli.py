@@ -35,7 +35,7 @@ EXPECTED_FLAGS = {
                                       "--torch-loops"},
     "compare": DATA | LIMITS | CACHE | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
                                 "--sweep-epochs", "--strategy", "--bench-epochs", "--redraw"},
-    "study": DATA | LIMITS | CACHE | {"--out", "--only", "--quick", "--redraw"},
+    "study": DATA | LIMITS | CACHE | {"--out", "--only", "--quick", "--overwrite", "--redraw"},
     "sweep": (CONFIG_FLAGS - {"--recon-every"}) | CACHE | {
         "--workdir", "--strategy", "--figures", "--no-progress", "--coordinator",
         "--num-processes", "--process-id"},
@@ -80,6 +80,7 @@ def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys)
                                   ["compare", "--redraw", "--seeds", "2"],
                                   ["study", "--redraw", "--test-limit", "5"],
                                   ["study", "--redraw", "--no-compile-cache"],
+                                  ["study", "--redraw", "--overwrite"],
                                   ["compare", "--redraw", "--no-compile-cache"]])
 def test_redraw_refuses_the_flags_of_a_computation(argv, capsys):
   with pytest.raises(SystemExit) as exit_:

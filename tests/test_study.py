@@ -117,6 +117,14 @@ def test_smoke_run_writes_json_and_figures(tmp_path):
   assert flow["history"][0]["kl/fc4"] == 0.0 and flow["history"][0]["recon/fc4"] > 0
   with pytest.raises(ValueError, match="unknown experiment"):
     study.run(tmp_path, ["nope"], d=d)
+  # A second study into the same folder is refused before any work, unless --overwrite.
+  before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+  with pytest.raises(FileExistsError, match="stop_gradient.json holds an earlier study's"):
+    study.run(tmp_path, ["stop_gradient", "likelihood"], quick=True, d=d)
+  assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
+  study.run(tmp_path, ["likelihood"], quick=True, d=d, overwrite=True)
+  assert json.loads((tmp_path / "likelihood.json").read_text())["setting"] == {
+      "quick": True, "train_images": 100, "test_images": 50}
 
 
 # The report's gradient-scale table (variants.gradient_scale_at) and the variance split.

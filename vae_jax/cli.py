@@ -300,13 +300,13 @@ def cmd_sweep(args, config, parser):
 def cmd_study(args, config, parser):
   from vae_jax.experiments import study
   if args.redraw:
-    given = _given(args, parser, ("quick", "no_compile_cache") + FIELDS["study"])
+    given = _given(args, parser, ("quick", "overwrite", "no_compile_cache") + FIELDS["study"])
     if given:
       parser.error(f"--redraw draws from the JSON in {args.out} and takes no {', '.join(given)}")
     for name in study.redraw(args.out, args.only):
       print(f"redrew {args.out}/{name}.png")
     return
-  study.run(args.out, args.only, args.quick, config=config)
+  study.run(args.out, args.only, args.quick, config=config, overwrite=args.overwrite)
 
 
 # --------------------------------------------------------------------------
@@ -413,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="output directory; default: results/gradient_flow")
   s.add_argument("--only", nargs="+", choices=STUDY_EXPERIMENTS, help="run only these")
   s.add_argument("--quick", action="store_true", help="shrink every experiment (a smoke run)")
+  s.add_argument("--overwrite", action="store_true",
+                 help="replace the results of experiments already in --out (each once its "
+                      "new numbers are in)")
   s.add_argument("--redraw", action="store_true",
                  help="only redraw the figures from the JSON already in --out, in seconds")
 

@@ -1,6 +1,6 @@
 """The gradient-flow study: six experiments, each computing numbers, then a figure from them.
 
-  vae-jax study --out results/gradient_flow                 # all six, about 11 minutes
+  vae-jax study --out results/gradient_flow --overwrite     # all six again, about 11 minutes
   vae-jax study --out results/gradient_flow --only variance stop_gradient
   vae-jax study --out results/gradient_flow --redraw        # every figure again, in seconds
 
@@ -8,12 +8,14 @@ Each experiment is a pair: `compute_<name>(d, quick) -> (result, arrays)` trains
 measures (`quick` shrinks it for the tests), and `draw_<name>(result, arrays)`
 returns its figure. `run` writes `<name>.json` (the numbers), `<name>.npz` (the
 arrays a figure plots, when it needs more than the JSON holds) and `<name>.png`;
-`redraw` reads the first two back and draws again. docs/gradient_flow.md
+`redraw` reads the first two back and draws again. Each JSON says how it was made
+(`setting`: quick or not, how many train and test images). docs/gradient_flow.md
 discusses the results.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import data, losses, plots, train  # noqa: E402
+from vae_jax import checkpoint, data, losses, plots, train  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.data import DeviceData  # noqa: E402
 from vae_jax.experiments import STUDY_EXPERIMENTS, estimators, variants  # noqa: E402
@@ -486,24 +488,35 @@ def _draw(out: Path, name: str, result: dict, arrays: dict) -> None:
 
 
 def run(out="results/gradient_flow", only=None, quick: bool = False, d: DeviceData | None = None,
-        config: Config = Config()):
+        config: Config = Config(), overwrite: bool = False):
   """Runs the experiments `only` (default: all) and writes each one's files into `out`.
 
   `config` says where the data come from (source, cache, limits); each experiment
-  sets its own model and training settings.
+  sets its own model and training settings. Results already in `out` are refused
+  unless `overwrite`; each experiment's files are replaced once its numbers are in.
   """
   names = _check_names(only)
-  out = Path(out)
+  out = checkpoint.check_directory(out, "--out")
+  earlier = [name for name in names if (out / f"{name}.json").exists()]
+  if earlier and not overwrite:
+    raise FileExistsError(f"{out}/{earlier[0]}.json holds an earlier study's results: pass "
+                          f"--overwrite to replace them, or choose another --out")
   out.mkdir(parents=True, exist_ok=True)
   d = d or data.load_device_data(config)
+  setting = {"quick": quick, "train_images": len(d.x_train), "test_images": len(d.x_test)}
   results = {}
   for name in names:
     t0 = time.perf_counter()
     result, arrays = EXPERIMENTS[name][0](d, quick)
     result["seconds"] = time.perf_counter() - t0
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    result["setting"] = setting
+    checkpoint.atomic_write_bytes(out / f"{name}.json", json.dumps(result, indent=1).encode())
     if arrays:
-      np.savez_compressed(out / f"{name}.npz", **arrays)
+      buffer = io.BytesIO()
+      np.savez_compressed(buffer, **arrays)
+      checkpoint.atomic_write_bytes(out / f"{name}.npz", buffer.getvalue())
+    elif (out / f"{name}.npz").exists():
+      (out / f"{name}.npz").unlink()  # an older version's arrays: not this result's
     _draw(out, name, result, arrays)
     results[name] = result
     print(f"{name}: {result['seconds']:.1f} s -> {out}/{name}.json")
