@@ -134,6 +134,8 @@ def _cases():
       ("burda schedule past its end", tr + ["{root}/new", "--schedule", "burda", "--epochs",
                                            "4000"], "3280 or fewer"),
       ("adam eps 0", tr + ["{root}/new", "--adam-eps", "0"], "adam_eps must be"),
+      ("a warm-up to beta 0", tr + ["{root}/new", "--beta", "0", "--kl-warmup-epochs", "3"],
+       "change nothing"),
       ("blog weights, burda config", ev + ["{root}/files/arch_mismatch/params.msgpack"],
        "parameters of the burda model"),
       ("VAE weights, CVAE config", ev + ["{root}/files/model_mismatch/params.msgpack"],
