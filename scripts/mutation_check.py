@@ -283,6 +283,11 @@ MUTANTS = [
            "if earlier and not overwrite:", "if False:",
            "a study replaces the results already in --out without --overwrite",
            tests=("tests/test_study.py",)),
+    Mutant("sweep_rerun_renames_members", "vae_jax/experiments/sweep.py",
+           "named_by = set(swept) | set(named_by) | names_in(workdir)",
+           "named_by = set(swept) | set(named_by)",
+           "a rerun with fewer values names its members anew and trains them again",
+           tests=SWEEP_TESTS),
     # The compilation cache.
     Mutant("cache_small_programs_left_out", "vae_jax/train.py",
            '"jax_persistent_cache_min_compile_time_secs", 0)',

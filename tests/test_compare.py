@@ -37,3 +37,13 @@ def test_settle_epoch():
   assert compare.settle_epoch([200, 150, 120, 101, 100.5, 100]) == 4  # 101 is within 1% of 100
   assert compare.settle_epoch([100, 100]) == 1
   assert compare.settle_epoch([100, 90, 100]) == 3  # left the band at epoch 2, back at 3
+
+
+def test_its_runs_are_named_by_z_and_seed_however_many_it_lists(tmp_path):
+  """A comparison whose sweep adds one z finds the runs of an earlier one: `--sweep 2 5`
+  then `--sweep 2 5 10` both name z = 5's run `latent_dim=5,seed=1` (not `run`)."""
+  from vae_jax.config import Config
+  from vae_jax.experiments import sweep
+  for zs in ([5], [5, 10]):
+    p = sweep.plan(compare.grid(Config(), zs, [1], 1), tmp_path / "W", named_by=compare.NAMED_BY)
+    assert p.members[0].name == "latent_dim=5,seed=1"

@@ -151,6 +151,12 @@ def test_a_rerun_trains_only_what_is_missing(swept, data_dir, capsys):
   # Nothing left to train: no program runs, the summary is written again.
   assert cli.main(argv) == 0
   assert "6 members, 6 finished already, 0 to train" in capsys.readouterr().err
+  # One z of the grid: its members keep their names (`latent_dim=2,seed=1`, not `seed=1`).
+  narrow = [a if a != "2,3" else "2" for a in argv]
+  assert cli.main(narrow) == 0
+  assert "3 members, 3 finished already, 0 to train" in capsys.readouterr().err
+  assert json.loads((work / "sweep.json").read_text())["members"][0]["name"] == \
+      "latent_dim=2,seed=1"
 
 
 def test_a_member_directory_holding_another_run_is_refused_before_any_work(swept, capsys):

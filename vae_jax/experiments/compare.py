@@ -62,10 +62,15 @@ def grid(base: Config, zs, seeds, epochs: int) -> dict:
   return {**same, "latent_dim": list(zs), "epochs": [epochs], "seed": list(seeds)}
 
 
+# Every run is named by its z and seed, however many the command lists: a comparison with
+# another --sweep or --seeds finds the runs it shares with an earlier one.
+NAMED_BY = ("latent_dim", "seed")
+
+
 def run_group(lists: dict, out: Path, strategy: str) -> dict:
   """The sweep `lists` (`grid`) in `out` (the sweep subcommand: one directory a run; a rerun
   skips the finished ones); per z, what the comparison reports of its runs."""
-  p = sweeps.run(lists, out, strategy=strategy)
+  p = sweeps.run(lists, out, strategy=strategy, named_by=NAMED_BY)
   groups = json.loads((out / "sweep.json").read_text())["groups"]
   zs, seeds, epochs = lists["latent_dim"], lists["seed"], lists["epochs"][0]
   keys = ("epoch", "train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
@@ -111,9 +116,9 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
   fresh = [z for z in sweep if z not in reused]
   main_grid = grid(base, (2, 20), seed_list, epochs)
   sweep_grid = grid(base, fresh, sweep_list, sweep_epochs) if fresh else None
-  sweeps.plan(main_grid, out / "runs" / "main")  # both refused or accepted before any training
-  if sweep_grid:
-    sweeps.plan(sweep_grid, out / "runs" / "sweep")
+  sweeps.plan(main_grid, out / "runs" / "main", named_by=NAMED_BY)  # both refused or accepted
+  if sweep_grid:                                                     # before any training
+    sweeps.plan(sweep_grid, out / "runs" / "sweep", named_by=NAMED_BY)
   report["main"] = run_group(main_grid, out / "runs" / "main", strategy)
   groups = run_group(sweep_grid, out / "runs" / "sweep", strategy) if fresh else {}
   for z in sweep:

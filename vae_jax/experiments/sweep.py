@@ -10,7 +10,8 @@ lives in its state) and form one *group*, trained by `multi.train_many`: one
 vmapped program whose member axis is sharded over all local devices, or the
 members one after another, as `--strategy` says (`auto` measures both).
 
-WORKDIR/<member>/ (e.g. `latent_dim=2,seed=1`, named by the swept fields) holds
+WORKDIR/<member>/ (e.g. `latent_dim=2,seed=1`, named by the swept fields and those
+that name the members already in WORKDIR) holds
 what a single run writes: config.json, metrics.jsonl, params.msgpack, the loss
 arrays, the last epoch's checkpoint (so `vae-jax train --workdir WORKDIR/<member>
 --resume --epochs N` trains it on) and, with --figures, a single run's figures.
@@ -63,15 +64,32 @@ def _text(value) -> str:
   return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def member_name(values: dict, swept) -> str:
-  """`latent_dim=2,seed=1`: the swept fields (given more than one value) and this member's
-  values; "run" when nothing is swept."""
-  return ",".join(f"{k}={_text(v)}" for k, v in values.items() if k in swept) or "run"
+FIELDS = [f.name for f in dataclasses.fields(Config)]
 
 
-def plan(lists: dict, workdir, command: str = "") -> Plan:
+def member_name(values: dict, named_by) -> str:
+  """`latent_dim=2,seed=1`: this member's values of the fields `named_by`, in Config's
+  order; "run" when there are none."""
+  return ",".join(f"{k}={_text(values[k])}" for k in FIELDS if k in named_by and k in values
+                  ) or "run"
+
+
+def names_in(workdir: Path) -> set:
+  """The fields that name the members already in `workdir` (its `a=1,b=2` directories)."""
+  found = set()
+  for d in (workdir.iterdir() if workdir.is_dir() else ()):
+    keys = {part.partition("=")[0] for part in d.name.removesuffix(".new").split(",")}
+    if d.is_dir() and "=" in d.name and keys <= set(FIELDS):
+      found |= keys
+  return found
+
+
+def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
   """Every member of the grid `lists` ({field: [values]}), checked in one line before any work.
 
+  A member is named by the swept fields (given more than one value), the fields `named_by`
+  and those that name the members already in `workdir`: a rerun with fewer values (`--seed
+  1,2` after `--latent-dim 2,5 --seed 1,2`) finds the members it shares with the first.
   Refused: a value listed twice, a list for a field every member must share (`SINGLE`),
   a combination Config refuses, and a member directory holding something other than this
   member's finished run.
@@ -87,14 +105,15 @@ def plan(lists: dict, workdir, command: str = "") -> Plan:
       raise ValueError(f"{flag} lists {_text(seen[0])} twice: give each value once")
   fields = list(lists)
   swept = tuple(f for f in fields if len(lists[f]) > 1)
+  named_by = set(swept) | set(named_by) | names_in(workdir)
   members = []
   for combo in itertools.product(*lists.values()):
     values = dict(zip(fields, combo))
-    name = member_name(values, swept)
     try:
       config = Config.with_presets(values)
     except ValueError as e:
-      raise ValueError(f"member {name}: {e}") from None
+      raise ValueError(f"member {member_name(values, named_by)}: {e}") from None
+    name = member_name(dataclasses.asdict(config), named_by)
     if any(m.name == name for m in members):
       raise ValueError(f"two members would share the directory {name}: give values that "
                        f"differ in their first 6 digits")
@@ -229,15 +248,16 @@ def _share(members, process: int, processes: int) -> list:
 
 
 def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
-        progress: bool = True, command: str = "") -> Plan:
-  """Trains every unfinished member of the grid `lists`, then writes the summary."""
+        progress: bool = True, command: str = "", named_by=()) -> Plan:
+  """Trains every unfinished member of the grid `lists` (named as `plan` says), then writes
+  the summary of this grid."""
   import jax
 
   from vae_jax import data
   from vae_jax.experiments import multi
 
   workdir = Path(workdir)
-  p = plan(lists, workdir, command)  # every refusal, before any work
+  p = plan(lists, workdir, command, named_by)  # every refusal, before any work
   process, processes = jax.process_index(), jax.process_count()
   mine = {m.name for m in _share(p.members, process, processes)}
   todo = [m for m in p.todo if m.name in mine]
