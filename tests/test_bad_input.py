@@ -8,11 +8,13 @@ import sys
 import types
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
-from vae_jax import cli, data, torch_io
+from vae_jax import checkpoint, cli, data, torch_io
 from vae_jax.config import Config
+from vae_jax.model import init_params, make_model
 
 from conftest import synthetic_mnist
 
@@ -40,10 +42,15 @@ def place(tmp_path_factory):
   state = {k: np.zeros(s, np.float32) for k, s in torch_io.expected_shapes(2).items()}
   np.savez(bad / "flat_fc21.npz", **{**state, "fc21.weight": np.zeros(1024, np.float32)})
   (bad / "weights.txt").write_text("fc1.weight ...\n")
+  np.savez(bad / "nan.npz", **{**state, "fc3.bias": np.full(512, np.nan, np.float32)})
+  np.savez(bad / "int.npz", **{k: v.astype(np.int32) for k, v in state.items()})
+  alone = bad / "cvae_alone"  # a CVAE's weights without the config.json that says so
+  alone.mkdir()
+  checkpoint.save_params(init_params(make_model(Config(model="cvae")), jax.random.PRNGKey(0)),
+                         alone / "params.msgpack")
   # a z = 5 params.msgpack beside a config.json that says z = 2
   z5 = bad / "z5"
   z5.mkdir()
-  from vae_jax import checkpoint
   checkpoint.save_params(torch_io.params_from_state_dict(
       {k: np.zeros(s, np.float32) for k, s in torch_io.expected_shapes(5).items()}),
       z5 / "params.msgpack")
@@ -90,6 +97,16 @@ def _cases():
   return [
       ("weights is a directory", ev + ["{root}/files"], "is not a file"),
       ("weights missing", ev + ["{root}/files/nope.pth"], "does not exist"),
+      ("compare --redraw with nothing to redraw", ["compare", "--redraw", "--out",
+                                                  "{root}/files"], "holds no blog_comparison"),
+      ("a checkpoint as weights", ev + ["{root}/run/checkpoints/epoch_0001.msgpack"],
+       "is a checkpoint (an epoch's training state), not a run's weights"),
+      ("NaN weights", ev + ["{root}/files/nan.npz"], "'fc3.bias' holds 512 NaN or infinite"),
+      ("integer weights", ev + ["{root}/files/int.npz"], "holds int32 values, not floating"),
+      ("NaN weights exported", ["export", "--weights", "{root}/files/nan.npz", "--out",
+                                "{root}/nan.pth"], "NaN or infinite"),
+      ("CVAE weights without config.json", ev + ["{root}/files/cvae_alone/params.msgpack"],
+       "config.json is missing"),
       ("weights suffix", ev + ["{root}/files/weights.txt"], "unknown suffix"),
       ("empty npz", ev + ["{root}/files/empty.npz"], "is empty"),
       ("1-D fc21.weight", ev + ["{root}/files/flat_fc21.npz"], "'fc21.weight' has shape [1024]"),

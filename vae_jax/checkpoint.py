@@ -147,17 +147,25 @@ def load_weights(path):
   run_config = Config.from_file(cfg) if path.suffix == ".msgpack" and cfg.exists() else None
   if run_config is not None and (run_config.arch, run_config.model) != ("blog", "vae"):
     return _load_run_weights(path, run_config), run_config
+  # Weights that do not fit the blog's VAE may be another model's whose config.json is gone.
+  alone = (f"; {cfg} is missing, and a run of another --arch or --model needs it beside its "
+           f"weights" if path.suffix == ".msgpack" and not cfg.exists() else "")
   if path.suffix == ".msgpack":
+    raw = _restore_weights(path)
     try:
-      raw = serialization.msgpack_restore(path.read_bytes())
       state = torch_io.state_dict_from_params(raw)
     except Exception as e:
       raise ValueError(f"{path} does not hold the blog VAE's parameters "
-                       f"({type(e).__name__}: {e})") from None
+                       f"({type(e).__name__}: {e}){alone}") from None
   else:
     state = torch_io.load_state_dict(path)
-  latent_dim, hidden_dim = torch_io.dims_of(state, path)
-  params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
+  try:
+    latent_dim, hidden_dim = torch_io.dims_of(state, path)
+    params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
+  except ValueError as e:
+    raise ValueError(f"{e}{alone}") from None
+  for key, array in state.items():
+    torch_io.check_values(array, f"'{key}'", path)
   config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
   if run_config is not None:
     config = run_config
@@ -167,14 +175,29 @@ def load_weights(path):
   return params, config
 
 
+def _restore_weights(path: Path):
+  """The tree in a weights `.msgpack`; a checkpoint passed instead is named as one."""
+  try:
+    raw = serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:
+    raise ValueError(f"{path} does not hold a model's parameters ({type(e).__name__}: {e})"
+                     ) from None
+  if isinstance(raw, dict) and {"epoch", "state"} <= raw.keys():
+    raise ValueError(f"{path} is a checkpoint (an epoch's training state), not a run's "
+                            f"weights: pass the params.msgpack of the run, written when it "
+                            f"finishes (`vae-jax train --workdir RUN --resume` finishes it)")
+  return raw
+
+
 def _load_run_weights(path: Path, config: Config):
   """`params.msgpack` of a run whose config.json names a model other than the blog's VAE."""
+  from vae_jax import torch_io
   from vae_jax.model import init_params, make_model
   want = jax.eval_shape(lambda: init_params(make_model(config), jax.random.PRNGKey(0)))
   what = f"{config.arch} model" + (" (CVAE)" if config.model == "cvae" else "")
   fix = "they are not one run, or the file is damaged: retrain into a new --workdir"
+  raw = _restore_weights(path)
   try:
-    raw = serialization.msgpack_restore(path.read_bytes())
     params = serialization.from_state_dict(want, raw)
   except Exception as e:
     raise ValueError(f"{path} does not hold the parameters of the {what} its config.json "
@@ -184,4 +207,5 @@ def _load_run_weights(path: Path, config: Config):
       raise ValueError(f"{path}: {jax.tree_util.keystr(where)} has shape "
                        f"{getattr(a, 'shape', None)}, the {what} of its "
                        f"config.json needs {b.shape}: {fix}")
+    torch_io.check_values(a, jax.tree_util.keystr(where), path)
   return jax.tree.map(jax.numpy.asarray, params)

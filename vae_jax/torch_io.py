@@ -40,6 +40,18 @@ def dims_of(state_dict: Mapping, name="state dict") -> tuple[int, int]:
   return int(shape[0]), int(shape[1])
 
 
+def check_values(array, key: str, name) -> None:
+  """Trained weights are finite floating-point numbers: anything else is refused, naming `key`."""
+  array = _to_numpy(array)
+  if not np.issubdtype(array.dtype, np.floating):
+    raise ValueError(f"{name}: {key} holds {array.dtype} values, not floating point: these "
+                     f"are not a trained model's weights")
+  bad = int(array.size - np.isfinite(array).sum())
+  if bad:
+    raise ValueError(f"{name}: {key} holds {bad} NaN or infinite values: the run that wrote "
+                     f"it diverged, or the file is damaged")
+
+
 def params_from_state_dict(state_dict: Mapping, latent_dim: int | None = None,
                            hidden_dim: int | None = None, name="state dict") -> dict:
   """PyTorch state dict (arrays or tensors) -> Flax params {"fc1": {"kernel", "bias"}, ...}.

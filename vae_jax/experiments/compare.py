@@ -269,6 +269,9 @@ def markdown(report: dict) -> str:
 def redraw(out: str | Path = "results") -> None:
   """Redraws the figures and the Markdown from an existing blog_comparison.json."""
   out = Path(out)
+  if not (out / "blog_comparison.json").is_file():
+    raise FileNotFoundError(f"{out} holds no blog_comparison.json to redraw from: run "
+                            f"`vae-jax compare --out {out}` first")
   report = json.loads((out / "blog_comparison.json").read_text())
   plot_curves(report, out / "blog_comparison_curves.png")
   plot_sweep(report, out / "blog_comparison_sweep.png")
