@@ -1,4 +1,4 @@
-"""The gradient-flow study: `python scripts/gradient_study.py --out results/gradient_flow` (also `vae-jax study ...`)."""
+"""The gradient-flow study: `python scripts/gradient_study.py --out results/gradient_flow --overwrite` (also `vae-jax study ...`)."""
 import sys
 
 from vae_jax.cli import main

@@ -44,6 +44,10 @@ def place(tmp_path_factory):
   (bad / "weights.txt").write_text("fc1.weight ...\n")
   np.savez(bad / "nan.npz", **{**state, "fc3.bias": np.full(512, np.nan, np.float32)})
   np.savez(bad / "int.npz", **{k: v.astype(np.int32) for k, v in state.items()})
+  (bad / "int_msgpack").mkdir()
+  checkpoint.save_params(jax.tree.map(lambda a: np.asarray(a).astype(np.int32),
+                                      torch_io.params_from_state_dict(state)),
+                         bad / "int_msgpack" / "params.msgpack")
   alone = bad / "cvae_alone"  # a CVAE's weights without the config.json that says so
   alone.mkdir()
   checkpoint.save_params(init_params(make_model(Config(model="cvae")), jax.random.PRNGKey(0)),
@@ -103,6 +107,8 @@ def _cases():
        "is a checkpoint (an epoch's training state), not a run's weights"),
       ("NaN weights", ev + ["{root}/files/nan.npz"], "'fc3.bias' holds 512 NaN or infinite"),
       ("integer weights", ev + ["{root}/files/int.npz"], "holds int32 values, not floating"),
+      ("integer weights, msgpack", ev + ["{root}/files/int_msgpack/params.msgpack"],
+       "holds int32 values, not floating"),
       ("NaN weights exported", ["export", "--weights", "{root}/files/nan.npz", "--out",
                                 "{root}/nan.pth"], "NaN or infinite"),
       ("CVAE weights without config.json", ev + ["{root}/files/cvae_alone/params.msgpack"],

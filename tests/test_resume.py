@@ -172,13 +172,31 @@ def test_results_without_a_checkpoint_are_never_truncated_by_resume(uninterrupte
   for p in [uninterrupted / "params.msgpack", *checkpoint.checkpoints(uninterrupted)]:
     p.unlink()
   before = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
-  for flags in ([], ["--resume"]):
+  # The command it suggests: this one's flags with --overwrite; under --resume, the run's.
+  for flags, suggested in (([], "again with --overwrite (the"),
+                           (["--resume"], "again with --overwrite and the flags --epochs 4 (")):
     assert cli.main(["train", "--workdir", str(uninterrupted), "--no-compile-cache",
                      *flags]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no checkpoint to continue from" in err, err
-    assert "--overwrite" in err and "with --resume" not in err
+    assert len(err.splitlines()) == 1 and "no weights or checkpoint to continue from" in err
+    assert suggested in err and "with --resume" not in err, err
   assert {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(
+    uninterrupted, tiny_data_dir, tmp_path, capsys):
+  # With --checkpoint-every 2, a kill during epoch 2 leaves epoch 1's row and grid, no
+  # checkpoint: nothing of a finished run, so --resume starts over (and ends as a whole run).
+  killed = tmp_path / "killed"
+  killed.mkdir()
+  for name in ("config.json", "reconstruction_1.png"):
+    (killed / name).write_bytes((uninterrupted / name).read_bytes())
+  (killed / "metrics.jsonl").write_text((uninterrupted / "metrics.jsonl").read_text(
+      ).splitlines()[0] + "\n")
+  assert cli.main(["train", "--workdir", str(killed), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 0
+  assert _rows(killed) == _rows(uninterrupted)
+  assert (killed / "params.msgpack").read_bytes() == (uninterrupted / "params.msgpack").read_bytes()
 
 
 def test_checkpoints_hold_the_state_and_history_and_only_the_last_two_stay(uninterrupted):

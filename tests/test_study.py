@@ -123,6 +123,7 @@ def test_smoke_run_writes_json_and_figures(tmp_path):
     study.run(tmp_path, ["stop_gradient", "likelihood"], quick=True, d=d)
   assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
   study.run(tmp_path, ["likelihood"], quick=True, d=d, overwrite=True)
+  assert (tmp_path / "likelihood.json").read_bytes() != before[tmp_path / "likelihood.json"]
   assert json.loads((tmp_path / "likelihood.json").read_text())["setting"] == {
       "quick": True, "train_images": 100, "test_images": 50}
 

@@ -45,7 +45,7 @@ def check_new_file(path, flag: str) -> Path:
   path = Path(path)
   if path.exists():
     raise FileExistsError(f"{flag} {path} exists: choose another {flag} or delete it")
-  check_directory(path.parent, flag)  # a file on the way, or a folder not writable
+  check_directory(path, flag)  # a file on the way, or a folder not writable
   if not path.parent.is_dir():
     raise FileNotFoundError(f"{flag} {path}: the folder {path.parent} does not exist: create "
                             f"it or choose another {flag}")
@@ -152,6 +152,8 @@ def load_weights(path):
            f"weights" if path.suffix == ".msgpack" and not cfg.exists() else "")
   if path.suffix == ".msgpack":
     raw = _restore_weights(path)
+    for where, array in jax.tree_util.tree_leaves_with_path(raw):  # before any cast
+      torch_io.check_values(array, jax.tree_util.keystr(where), path)
     try:
       state = torch_io.state_dict_from_params(raw)
     except Exception as e:
@@ -164,7 +166,7 @@ def load_weights(path):
     params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
   except ValueError as e:
     raise ValueError(f"{e}{alone}") from None
-  for key, array in state.items():
+  for key, array in state.items():  # as read from the .npz / .pth
     torch_io.check_values(array, f"'{key}'", path)
   config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
   if run_config is not None:
@@ -185,7 +187,7 @@ def _restore_weights(path: Path):
   if isinstance(raw, dict) and {"epoch", "state"} <= raw.keys():
     raise ValueError(f"{path} is a checkpoint (an epoch's training state), not a run's "
                             f"weights: pass the params.msgpack of the run, written when it "
-                            f"finishes (`vae-jax train --workdir RUN --resume` finishes it)")
+                            f"finishes (train's --resume finishes a stopped run)")
   return raw
 
 

@@ -11,7 +11,7 @@
   vae-jax data                                         # fetch and cache MNIST, print a check
   vae-jax bench --bench-epochs 3                       # seconds per epoch, JAX vs PyTorch
   vae-jax compare --out results                        # the blog's numbers over seeds (45 min)
-  vae-jax study --out results/gradient_flow            # the gradient-flow study (11 min)
+  vae-jax study --out results/gradient_flow --overwrite   # the gradient-flow study (11 min)
 
 (`python -m vae_jax ...` is the same.) Each subcommand takes only the flags it
 reads: a flag it would ignore is an error, as is a bad value, in one line and
@@ -183,6 +183,9 @@ def _positive(text: str) -> int:
 
 def cmd_train(args, config, parser):
   from vae_jax import run
+  if config.beta == 0 and config.kl_warmup_epochs and not args.resume:
+    parser.error(f"--kl-warmup-epochs {config.kl_warmup_epochs} would raise the KL's weight "
+                 f"from 0 to --beta 0, i.e. change nothing: drop one of them")
   run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 

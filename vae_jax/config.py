@@ -88,9 +88,6 @@ class Config:
     if not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
       raise ValueError(f"kl_warmup_epochs must be an integer >= 0, got "
                        f"{self.kl_warmup_epochs!r}")
-    if self.beta == 0 and self.kl_warmup_epochs:
-      raise ValueError(f"--kl-warmup-epochs {self.kl_warmup_epochs} would raise the KL's weight "
-                       f"from 0 to --beta 0, i.e. change nothing: drop one of them")
     if self.objective == "iwae" and self.weights_kl:
       raise ValueError("--beta and --kl-warmup-epochs weigh the ELBO's KL term; the IWAE "
                        "objective has none: drop them or use --objective elbo")

@@ -143,10 +143,31 @@ class Plan(NamedTuple):
 RESUMABLE_CHANGES = ("epochs", "data_dir")
 
 
-def _no_checkpoint(run_dir: Path) -> str:
-  return (f"{run_dir} holds the results of a run but no checkpoint to continue from: start "
-          f"again with --overwrite (the old results stay until the new run finishes), or "
-          f"choose another --workdir")
+# What only the end of a run writes (`write_results`): the loss arrays and the figures but
+# the reconstruction grids, which each checkpointed epoch may draw.
+ENDED = tuple(n for n in RESULT_FILES if n.endswith((".npy", ".png")))
+
+
+def ended_results(run_dir: Path) -> list[str]:
+  """The files of a finished run in `run_dir`: a run that ended there, whatever became of its
+  weights and checkpoints."""
+  return sorted(p.name for p in Path(run_dir).glob("*") if p.name in ENDED)
+
+
+def train_flags(config: Config) -> str:
+  """The train flags that make `config` again: its fields that differ from the defaults."""
+  default = Config()
+  return "".join(f" --{f.name.replace('_', '-')} {getattr(config, f.name)}"
+                 for f in dataclasses.fields(Config)
+                 if f.name != "data_dir" and getattr(config, f.name) != getattr(default, f.name))
+
+
+def _no_checkpoint(run_dir: Path, config: Config) -> str:
+  flags = train_flags(config)
+  return (f"{run_dir} holds a finished run's results ({', '.join(ended_results(run_dir)[:2])}) "
+          f"but no weights or checkpoint to continue from: start again with --overwrite"
+          + (f" and the flags{flags}" if flags else "") + " (the old results stay until the "
+          f"new run finishes), or choose another --workdir")
 
 
 def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool = False) -> Plan:
@@ -177,9 +198,9 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       if (where / "params.msgpack").exists():
         raise ValueError(f"--resume: {where} holds finished weights but no checkpoint to "
                          f"continue from: choose another --workdir")
-      if not overwrite and run_status(where).state != "empty":  # a start would truncate them
-        raise ValueError(_no_checkpoint(where))
-      return Plan(final, where, None)  # nothing written but config.json: from the start
+      if not overwrite and ended_results(where):  # starting over would truncate them
+        raise ValueError(_no_checkpoint(where, saved))
+      return Plan(final, where, None)  # no epoch was checkpointed: from the start
     from vae_jax import train
     ckpt = checkpoint.load_checkpoint(ckpts[-1], train.setup(config).state)  # read it now
     if ckpt.config.replace(**{f: getattr(config, f) for f in RESUMABLE_CHANGES}) != config:
@@ -188,8 +209,8 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
     return Plan(final, where, ckpt)
   status = run_status(final)
   if status.state != "empty" and not overwrite:
-    if status.state == "unfinished" and not status.last_checkpoint:
-      raise FileExistsError(_no_checkpoint(final))
+    if status.state == "unfinished" and not status.last_checkpoint and ended_results(final):
+      raise FileExistsError(_no_checkpoint(final, config))
     if status.state == "unfinished":
       raise FileExistsError(
           f"{final} holds an unfinished run (last checkpoint: epoch {status.last_checkpoint} "
@@ -387,10 +408,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
                          f"checkpoint kept; continue with: {resume_hint}", exit_code=130)
   except KeyboardInterrupt:  # a second Ctrl-C: every file on disk is still whole
     last = checkpoint.checkpoints(out)
-    again = (f"continue with: {resume_hint}" if last or out != plan.final else
-             f"start again with: vae-jax train --workdir {plan.final} --overwrite")
     raise RunStopped(f"interrupted; the last checkpoint is {last[-1] if last else 'none'}; "
-                     f"{again}", exit_code=130) from None
+                     f"continue with: {resume_hint}", exit_code=130) from None
   finally:
     bar.close()
 

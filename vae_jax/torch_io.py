@@ -43,7 +43,7 @@ def dims_of(state_dict: Mapping, name="state dict") -> tuple[int, int]:
 def check_values(array, key: str, name) -> None:
   """Trained weights are finite floating-point numbers: anything else is refused, naming `key`."""
   array = _to_numpy(array)
-  if not np.issubdtype(array.dtype, np.floating):
+  if not jnp.issubdtype(array.dtype, jnp.floating):  # bfloat16 too
     raise ValueError(f"{name}: {key} holds {array.dtype} values, not floating point: these "
                      f"are not a trained model's weights")
   bad = int(array.size - np.isfinite(array).sum())

@@ -540,7 +540,7 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
       _draw(out, name, result, arrays)
     except KeyError as e:
       raise ValueError(f"{path} (or {arrays_path.name}) lacks {e} for its figure: it was "
-                       f"written by an older version; run `vae-jax study --out {out} --only {name}`") from None
+                       f"written by an older version; run `vae-jax study --out {out} --only {name} --overwrite`") from None
     drawn.append(name)
   if not drawn:
     raise FileNotFoundError(f"{out} holds no study results: run `vae-jax study --out {out}` first")

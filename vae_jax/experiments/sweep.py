@@ -149,6 +149,9 @@ def _finished(run_dir: Path, config: Config) -> bool:
     raise ValueError(f"{run_dir} holds a run with --{field.replace('_', '-')} "
                      f"{_text(getattr(saved, field))}, not this member's "
                      f"{_text(getattr(config, field))}: {fix}")
+  if status.state == "unfinished" and not status.last_checkpoint and run.ended_results(run_dir):
+    raise ValueError(f"{run_dir} holds a finished run's results without its weights or "
+                     f"checkpoint: {fix}")
   if status.state == "unfinished":
     raise ValueError(f"{run_dir} holds an unfinished single run: finish it with "
                      f"`vae-jax train --workdir {run_dir} --resume`, or {fix}")
