@@ -152,13 +152,13 @@ def load_weights(path):
            f"weights" if path.suffix == ".msgpack" and not cfg.exists() else "")
   if path.suffix == ".msgpack":
     raw = _restore_weights(path)
-    for where, array in jax.tree_util.tree_leaves_with_path(raw):  # before any cast
-      torch_io.check_values(array, jax.tree_util.keystr(where), path)
     try:
       state = torch_io.state_dict_from_params(raw)
     except Exception as e:
       raise ValueError(f"{path} does not hold the blog VAE's parameters "
                        f"({type(e).__name__}: {e}){alone}") from None
+    for where, array in jax.tree_util.tree_leaves_with_path(raw):  # as stored, not cast
+      torch_io.check_values(array, jax.tree_util.keystr(where), path)
   else:
     state = torch_io.load_state_dict(path)
   try:
