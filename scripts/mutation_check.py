@@ -275,7 +275,7 @@ MUTANTS = [
            "[(group[0].config.seed, m.config.learning_rate) for m in group]",
            "every member of a group trains with the first one's seed", tests=SWEEP_TESTS),
     Mutant("resume_restarts_over_results", "vae_jax/run.py",
-           'if not overwrite and ended_results(where):',
+           'if not overwrite and results_without_weights(where):',
            'if False:',
            "--resume without a checkpoint starts over and truncates the run's results",
            tests=("tests/test_resume.py",)),

@@ -157,17 +157,17 @@ def load_weights(path):
     except Exception as e:
       raise ValueError(f"{path} does not hold the blog VAE's parameters "
                        f"({type(e).__name__}: {e}){alone}") from None
-    for where, array in jax.tree_util.tree_leaves_with_path(raw):  # as stored, not cast
-      torch_io.check_values(array, jax.tree_util.keystr(where), path)
+    stored = {jax.tree_util.keystr(k): a for k, a in jax.tree_util.tree_leaves_with_path(raw)}
   else:
     state = torch_io.load_state_dict(path)
+    stored = {f"'{k}'": a for k, a in state.items()}
   try:
     latent_dim, hidden_dim = torch_io.dims_of(state, path)
     params = torch_io.params_from_state_dict(state, name=path)  # checks every shape
   except ValueError as e:
     raise ValueError(f"{e}{alone}") from None
-  for key, array in state.items():  # as read from the .npz / .pth
-    torch_io.check_values(array, f"'{key}'", path)
+  for key, array in stored.items():  # as stored, before the cast to float32
+    torch_io.check_values(array, key, path)
   config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
   if run_config is not None:
     config = run_config
@@ -186,8 +186,8 @@ def _restore_weights(path: Path):
                      ) from None
   if isinstance(raw, dict) and {"epoch", "state"} <= raw.keys():
     raise ValueError(f"{path} is a checkpoint (an epoch's training state), not a run's "
-                            f"weights: pass the params.msgpack of the run, written when it "
-                            f"finishes (train's --resume finishes a stopped run)")
+                     f"weights: pass the params.msgpack of the run, written when it "
+                     f"finishes (train's --resume finishes a stopped run)")
   return raw
 
 

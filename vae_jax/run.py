@@ -154,6 +154,14 @@ def ended_results(run_dir: Path) -> list[str]:
   return sorted(p.name for p in Path(run_dir).glob("*") if p.name in ENDED)
 
 
+def results_without_weights(run_dir: Path) -> bool:
+  """A finished run's results with neither its weights nor a checkpoint (as results/vae_2,
+  its weights git-ignored): nothing to resume from, and too much to start over on."""
+  run_dir = Path(run_dir)
+  return (not (run_dir / "params.msgpack").exists() and not checkpoint.checkpoints(run_dir)
+          and bool(ended_results(run_dir)))
+
+
 def train_flags(config: Config) -> str:
   """The train flags that make `config` again: its fields that differ from the defaults."""
   default = Config()
@@ -198,7 +206,7 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       if (where / "params.msgpack").exists():
         raise ValueError(f"--resume: {where} holds finished weights but no checkpoint to "
                          f"continue from: choose another --workdir")
-      if not overwrite and ended_results(where):  # starting over would truncate them
+      if not overwrite and results_without_weights(where):  # a start would truncate them
         raise ValueError(_no_checkpoint(where, saved))
       return Plan(final, where, None)  # no epoch was checkpointed: from the start
     from vae_jax import train
@@ -209,7 +217,7 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
     return Plan(final, where, ckpt)
   status = run_status(final)
   if status.state != "empty" and not overwrite:
-    if status.state == "unfinished" and not status.last_checkpoint and ended_results(final):
+    if results_without_weights(final):
       raise FileExistsError(_no_checkpoint(final, config))
     if status.state == "unfinished":
       raise FileExistsError(

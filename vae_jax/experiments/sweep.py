@@ -149,7 +149,7 @@ def _finished(run_dir: Path, config: Config) -> bool:
     raise ValueError(f"{run_dir} holds a run with --{field.replace('_', '-')} "
                      f"{_text(getattr(saved, field))}, not this member's "
                      f"{_text(getattr(config, field))}: {fix}")
-  if status.state == "unfinished" and not status.last_checkpoint and run.ended_results(run_dir):
+  if run.results_without_weights(run_dir):
     raise ValueError(f"{run_dir} holds a finished run's results without its weights or "
                      f"checkpoint: {fix}")
   if status.state == "unfinished":
