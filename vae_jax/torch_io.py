@@ -53,8 +53,10 @@ def check_values(array, key: str, name) -> None:
 
 
 def params_from_state_dict(state_dict: Mapping, latent_dim: int | None = None,
-                           hidden_dim: int | None = None, name="state dict") -> dict:
-  """PyTorch state dict (arrays or tensors) -> Flax params {"fc1": {"kernel", "bias"}, ...}.
+                           hidden_dim: int | None = None, name="state dict",
+                           dtype=np.float32) -> dict:
+  """PyTorch state dict (arrays or tensors) -> Flax params {"fc1": {"kernel", "bias"}, ...}
+  of `dtype` (float32, the blog's; float64 for a float64 computation, under x64).
 
   Raises ValueError naming the first missing, unexpected or wrongly shaped entry.
   """
@@ -73,17 +75,18 @@ def params_from_state_dict(state_dict: Mapping, latent_dim: int | None = None,
                        f"hidden={want['fc21.weight'][1]}")
   # jnp.array copies: on the CPU, jnp.asarray may share a tensor's memory, which
   # PyTorch's in-place optimiser steps would then change under the JAX arrays.
-  return {name: {"kernel": jnp.array(state_dict[f"{name}.weight"].T, jnp.float32),
-                 "bias": jnp.array(state_dict[f"{name}.bias"], jnp.float32)}
+  return {name: {"kernel": jnp.array(state_dict[f"{name}.weight"].T, dtype),
+                 "bias": jnp.array(state_dict[f"{name}.bias"], dtype)}
           for name in LAYERS}
 
 
-def state_dict_from_params(params) -> dict[str, np.ndarray]:
-  """Flax params -> PyTorch-layout state dict of float32 NumPy arrays."""
+def state_dict_from_params(params, dtype=np.float32) -> dict[str, np.ndarray]:
+  """Flax params -> PyTorch-layout state dict of NumPy arrays of `dtype` (float32, the
+  blog's; float64 keeps the weights of a float64 computation whole)."""
   out = {}
   for name in LAYERS:
-    out[f"{name}.weight"] = np.array(np.asarray(params[name]["kernel"]).T, np.float32)  # a copy
-    out[f"{name}.bias"] = np.array(params[name]["bias"], np.float32)
+    out[f"{name}.weight"] = np.array(np.asarray(params[name]["kernel"]).T, dtype)  # a copy
+    out[f"{name}.bias"] = np.array(params[name]["bias"], dtype)
   return out
 
 
