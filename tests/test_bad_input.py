@@ -207,10 +207,12 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, pl
 
 
 def test_tfds_missing_a_dependency_inside_load_is_one_line(tmp_path, monkeypatch, capsys):
-  """`tfds.load` imports some dependencies (importlib_resources) only when called."""
+  """`tfds.load` imports some dependencies (importlib_resources) only when called; the tfds
+  extra now installs it, and the message names that extra."""
   def load(*args, **kwargs):
     raise ModuleNotFoundError("No module named 'importlib_resources'")
-  monkeypatch.setitem(sys.modules, "tensorflow_datasets", types.SimpleNamespace(load=load))
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets",
+                      types.SimpleNamespace(load=load, ReadConfig=lambda **kwargs: kwargs))
   assert cli.main(["data", "--data-source", "tfds", "--data-dir", str(tmp_path)]) == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 2  # the first-use line, then the error
