@@ -303,6 +303,14 @@ MUTANTS = [
     Mutant("cache_content_unchecked", "vae_jax/data.py", "    if digest != expected:",
            "    if False:", "a cache's content and order go unchecked (shapes and sizes only)",
            tests=DATA_TESTS),
+    Mutant("fixture_mark_trusted", "vae_jax/data.py",
+           'return "test_fixture" in arrays and any(', 'return "test_fixture" in arrays or any(',
+           "a cache of MNIST's sizes marked as a test fixture goes unchecked", tests=DATA_TESTS),
+    Mutant("overwrite_deletes_users_files", "vae_jax/run.py",
+           "  if other and (overwrite or not resume):",
+           "  if other and resume and not overwrite:",
+           "a run writes among a user's files, and --overwrite then deletes them",
+           tests=("tests/test_bad_input.py",)),
 ]
 
 

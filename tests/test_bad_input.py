@@ -4,6 +4,7 @@ exit code 2, no traceback, and every file that was there before still there, unc
 import json
 import os
 import pickle
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -77,6 +78,9 @@ def place(tmp_path_factory):
   dir_cfg = bad / "config_dir"
   (dir_cfg / "config.json").mkdir(parents=True)
   (dir_cfg / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
+  mixed = root / "mixed"  # a finished run beside a user's own file
+  shutil.copytree(run_dir, mixed)
+  (mixed / "notes.txt").write_text("my notes\n")
   small = root / "small_cache"  # 10 train, 5 test images and no test-fixture mark
   arrays = {k: v for k, v in synthetic_mnist(10, 5).items() if k != "test_fixture"}
   small.mkdir()
@@ -142,6 +146,13 @@ def _cases():
       ("workdir below a file", tr + ["{root}/files/afile/sub"], "afile is a file"),
       ("workdir is a file", tr + ["{root}/files/afile"], "is a file"),
       ("workdir holds a finished run", tr + ["{root}/run"], "--overwrite"),
+      # A run neither mixes with a user's files nor, under --overwrite, deletes them.
+      ("workdir holds a user's files", tr + ["{root}/files"], "holds files that are not a run's"),
+      ("overwrite a run beside a user's file", tr + ["{root}/mixed", "--overwrite"],
+       "(notes.txt): --overwrite would delete them"),
+      ("empty workdir", tr + [""], "an empty path"),  # "" would be the current directory
+      ("empty weights", ev + [""], "an empty path"),
+      ("empty data-dir", ["data", "--data-dir", ""], "an empty path"),
       ("data-dir is a file", ["data", "--data-dir", "{root}/files/afile"], "is a file"),
       ("train data-dir is a file", ["train", "--workdir", "{root}/new", "--data-dir",
                                     "{root}/files/afile"], "is a file"),
@@ -235,3 +246,23 @@ def test_a_read_only_workdir_or_data_dir_is_one_line(place, tmp_path, capsys, mo
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{ro} is not writable" in err, err
   assert list(ro.iterdir()) == []
+
+
+def test_an_empty_data_dir_variable_counts_as_unset(monkeypatch):
+  monkeypatch.setenv("VAE_JAX_DATA_DIR", "")  # not the current directory
+  assert data.default_data_dir() == Path.home() / ".cache" / "vae_jax"
+
+
+def test_a_read_only_compilation_cache_is_one_line_and_the_run_goes_on(place, tmp_path, capsys,
+                                                                        monkeypatch):
+  """MNIST cached on a read-only disk: JAX would warn at every program it cannot store."""
+  cache = data.compile_cache_dir(place / "data")
+  real_access = os.access
+  monkeypatch.setattr(os, "access", lambda path, mode: (
+      not mode & os.W_OK if Path(path).absolute() in (cache, cache.parent)
+      else real_access(path, mode)))
+  argv = ["evaluate", "--weights", str(place / "run" / "params.msgpack"), "--data-dir",
+          str(place / "data")]
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "cannot be written: compiling every program afresh" in err[0], err

@@ -180,12 +180,16 @@ def test_tfds_source_puts_mnist_back_in_the_order_of_its_files(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key", ["train_labels", "test_images"])
+@pytest.mark.parametrize("key", ["train_labels", "test_images", "marked_as_fixture"])
 def test_a_cache_whose_content_or_order_is_not_mnists_is_refused(tmp_path, key):
   # A cache of the right shapes and sizes whose train labels are in another order (as an
-  # older TFDS-made cache held them), or with one test pixel changed.
+  # older TFDS-made cache held them), or with one test pixel changed; and one of MNIST's
+  # sizes with blank train images that carries the test suite's fixture mark.
   arrays = data.load_cached()
-  if key == "train_labels":
+  if key == "marked_as_fixture":
+    key = "train_images"
+    arrays = {**arrays, key: np.zeros_like(arrays[key]), "test_fixture": np.array(True)}
+  elif key == "train_labels":
     arrays[key] = arrays[key][::-1].copy()
   else:
     arrays[key] = arrays[key].copy()

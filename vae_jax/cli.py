@@ -170,6 +170,14 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+def _path(text: str) -> str:
+  """A path flag's value; an empty one (an unset shell variable) would mean the current
+  directory, so it is refused."""
+  if not text.strip():
+    raise argparse.ArgumentTypeError("an empty path: name a file or directory")
+  return text
+
+
 def _positive(text: str) -> int:
   value = int(text)
   if value < 1:
@@ -326,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
 
   t = command("train", cmd_train, "train the VAE (or the CVAE) and write every figure into "
               "--workdir")
-  t.add_argument("--workdir", required=True, help="run directory (created if missing)")
+  t.add_argument("--workdir", required=True, type=_path,
+                 help="run directory (created if missing)")
   t.add_argument("--overwrite", action="store_true",
                  help="replace the results in --workdir, once the new run has finished (it is "
                       "written to WORKDIR.new until then)")
@@ -342,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
   w = command("sweep", cmd_sweep, "train every combination of comma-listed settings (x seeds), "
               "stacked by shape and sharded over the devices; a table and a figure into "
               "--workdir")
-  w.add_argument("--workdir", required=True,
+  w.add_argument("--workdir", required=True, type=_path,
                  help="one directory per member below it, and sweep.md / .json / .png; a rerun "
                       "skips the members already finished")
   w.add_argument("--strategy", choices=STRATEGIES, default="auto",
@@ -363,23 +372,25 @@ def build_parser() -> argparse.ArgumentParser:
 
   e = command("evaluate", cmd_evaluate,
               "test loss (z = mu) of saved weights: ours or a PyTorch vae.pth")
-  e.add_argument("--weights", required=True,
+  e.add_argument("--weights", type=_path, required=True,
                  help="params.msgpack, vae.pth/.pt or .npz state dict; the model's sizes are "
                       "read off the weights")
 
   x = command("export", cmd_export, "write weights in the blog's state_dict layout (.pth or .npz)")
-  x.add_argument("--weights", required=True, help="params.msgpack (or a .pth/.npz to convert)")
-  x.add_argument("--out", required=True, help="vae.pth (needs torch) or vae.npz")
+  x.add_argument("--weights", type=_path, required=True,
+                 help="params.msgpack (or a .pth/.npz to convert)")
+  x.add_argument("--out", type=_path, required=True, help="vae.pth (needs torch) or vae.npz")
 
   lk = command("likelihood", cmd_likelihood,
                "importance-weighted test log-likelihood (L_k, Burda et al.), ELBO and active "
                "units of saved weights")
-  lk.add_argument("--weights", required=True,
+  lk.add_argument("--weights", type=_path, required=True,
                   help="params.msgpack of a run (its config.json gives the model and "
                        "--binarize), or the blog's vae.pth/.npz")
   lk.add_argument("--k", dest="samples", type=_positive, default=5000,
                   help="importance samples per test image; default: 5000 (the field's)")
-  lk.add_argument("--json", default=None, help="also write the numbers to this JSON file")
+  lk.add_argument("--json", type=_path, default=None,
+                  help="also write the numbers to this JSON file")
   lk.add_argument("--no-progress", action="store_true", help="no progress bar")
 
   command("data", cmd_data, "fetch, convert and cache MNIST; print its checks")
@@ -395,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
               "the blog's numbers with error bars: z = 2 and 20 over seeds, a sweep over z, "
               "timings; JSON, Markdown and figures into --out")
   defaults = COMPARE_DEFAULTS
-  c.add_argument("--out", default=defaults["out"], help="output directory; default: results")
+  c.add_argument("--out", type=_path, default=defaults["out"],
+                 help="output directory; default: results")
   for flag, help_ in (("seeds", "seeds of the z = 2 and 20 runs"),
                       ("epochs", "epochs of the z = 2 and 20 runs"),
                       ("sweep-seeds", "seeds per sweep point"),
@@ -412,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   s = command("study", cmd_study, "the gradient-flow study: six experiments, JSON and figures "
               "into --out (docs/gradient_flow.md)")
-  s.add_argument("--out", default="results/gradient_flow",
+  s.add_argument("--out", type=_path, default="results/gradient_flow",
                  help="output directory; default: results/gradient_flow")
   s.add_argument("--only", nargs="+", choices=STUDY_EXPERIMENTS, help="run only these")
   s.add_argument("--quick", action="store_true", help="shrink every experiment (a smoke run)")
@@ -465,8 +477,14 @@ def main(argv=None) -> int:
     return 2
 
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
-    from vae_jax import train
-    train.enable_compile_cache(data.compile_cache_dir(config.data_dir))
+    from vae_jax import checkpoint, train
+    cache = data.compile_cache_dir(config.data_dir)
+    try:
+      checkpoint.check_directory(cache, "the compilation cache")
+      train.enable_compile_cache(cache)
+    except OSError:  # a read-only data directory: JAX would warn at every program it loads
+      print(f"vae-jax: {cache} cannot be written: compiling every program afresh "
+            f"(--no-compile-cache does so without this line)", file=sys.stderr)
   from vae_jax.run import RunStopped
   try:
     args.func(args, config, sub)

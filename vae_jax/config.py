@@ -67,6 +67,8 @@ class Config:
       value = getattr(self, name)
       if value is not None and (not isinstance(value, int) or value < 1):
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    if self.data_dir is not None and not str(self.data_dir).strip():
+      raise ValueError("data_dir must name a directory, got an empty path (an unset variable?)")
     if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
       # jax.random.PRNGKey keeps only 32 bits: 2**32 would silently be seed 0 again
       raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")

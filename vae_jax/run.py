@@ -30,7 +30,9 @@ What survives what:
   the last finite checkpoint kept; exit code 3;
 * a figure that fails: one line, and the run goes on;
 * `--overwrite`: the new run is written beside the old one, in `<workdir>.new`,
-  and replaces it only once it has finished.
+  and replaces it only once it has finished;
+* a user's own files: a run refuses a directory holding files no run writes
+  (`others_files`), so that `--overwrite` never deletes them.
 """
 
 from __future__ import annotations
@@ -99,6 +101,16 @@ class RunStatus(NamedTuple):
   state: str                # "empty", "unfinished" or "finished"
   last_checkpoint: int      # 0 when there is none
   epochs: int | str         # what its config.json asks for ("?" when it cannot be read)
+
+
+def others_files(run_dir) -> list[str]:
+  """The names in `run_dir` that no run writes (a run writes config.json, RESULT_FILES, the
+  reconstruction grids and hidden temporary files): a user's own files, which a run must
+  neither mix with nor replace."""
+  run_dir = Path(run_dir)
+  return sorted(p.name for p in run_dir.iterdir() if p.name != "config.json"
+                and p.name not in RESULT_FILES
+                and not p.name.startswith((".", "reconstruction_"))) if run_dir.is_dir() else []
 
 
 def run_status(run_dir) -> RunStatus:
@@ -188,6 +200,13 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
   final = Path(workdir)
   checkpoint.check_directory(final, "--workdir")
   _finish_interrupted_swap(final)
+  other = others_files(final)
+  if other and (overwrite or not resume):  # --resume alone adds to the run in place
+    listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+    raise FileExistsError(
+        f"{final} holds files that are not a run's ({listed}): "
+        + ("--overwrite would delete them" if overwrite else "a run needs a directory of its own")
+        + "; choose another --workdir, or move them out")
   if resume:
     where = staging_dir(final) if overwrite else final
     saved = saved_config(final, overwrite)

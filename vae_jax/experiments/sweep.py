@@ -136,8 +136,7 @@ def _finished(run_dir: Path, config: Config) -> bool:
   status = run.run_status(run_dir)
   fix = f"delete {run_dir}, or choose another --workdir"
   if status.state == "empty":
-    other = sorted(p.name for p in run_dir.iterdir() if p.name != "config.json"
-                   and p.name not in run.RESULT_FILES and not p.name.startswith("."))
+    other = run.others_files(run_dir)
     if other:  # not a run's: the member would replace them
       raise ValueError(f"{run_dir} holds files that are not a run's ({', '.join(other[:3])}): "
                        f"{fix}")
