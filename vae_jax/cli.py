@@ -341,7 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "written to WORKDIR.new until then)")
   t.add_argument("--resume", action="store_true",
                  help="continue the run in --workdir from its last checkpoint (its config.json "
-                      "gives every flag not given; only --epochs may change, upwards)")
+                      "gives every flag not given; only --epochs, upwards, and --data-dir may "
+                      "change)")
   t.add_argument("--checkpoint-every", type=_positive, default=1,
                  help="write a checkpoint every N epochs (and after the last); default: 1")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -216,7 +216,8 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       name = changed[0]
       raise ValueError(f"--resume: --{name.replace('_', '-')} {getattr(config, name)} differs "
                        f"from the run's {getattr(saved, name)} in {where}/config.json: a "
-                       f"resumed run keeps its config (only --epochs may grow)")
+                       f"resumed run keeps its config (only --epochs may grow, and --data-dir "
+                       f"move)")
     if config.epochs < saved.epochs:
       raise ValueError(f"--resume: --epochs {config.epochs} is fewer than the run's "
                        f"{saved.epochs}: a resumed run trains to {saved.epochs} or more")
