@@ -213,7 +213,10 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
                   for e, (tm, em) in enumerate(per_epoch, start=1)] for i in range(len(members))]
     # How many parts the member axis was cut into, read off the result (1: not sharded).
     devices = len({str(s.index) for s in jax.tree.leaves(state)[0].addressable_shards})
-    states = jax.tree.map(lambda x: x[:len(members)], state)
+    # To the host once, and each member sliced there: an eager slice of the sharded stack
+    # is a program over the devices, which with `jax.distributed` can wait on the other
+    # processes (a sweep's process hung so, while its peer waited at the last barrier).
+    states = jax.tree.map(lambda x: x[:len(members)], jax.device_get(state))
     how = _how(strategy, devices, compile_s, calibration)
     for i in range(len(members)) if on_member else ():
       on_member(i, _take(states, i), histories[i], train_s / len(members), how)
