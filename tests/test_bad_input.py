@@ -78,6 +78,9 @@ def place(tmp_path_factory):
   dir_cfg = bad / "config_dir"
   (dir_cfg / "config.json").mkdir(parents=True)
   (dir_cfg / "params.msgpack").write_bytes((run_dir / "params.msgpack").read_bytes())
+  user_png = bad / "user_png"  # a figure of the user's own, with a run's file name but no run
+  user_png.mkdir()
+  (user_png / "samples.png").write_bytes(b"\x89PNG my own figure")
   mixed = root / "mixed"  # a finished run beside a user's own file
   shutil.copytree(run_dir, mixed)
   (mixed / "notes.txt").write_text("my notes\n")
@@ -150,6 +153,15 @@ def _cases():
       ("workdir holds a user's files", tr + ["{root}/files"], "holds files that are not a run's"),
       ("overwrite a run beside a user's file", tr + ["{root}/mixed", "--overwrite"],
        "(notes.txt): --overwrite would delete them"),
+      # A run writes its config.json first: without one, even a run's file names are a user's.
+      ("workdir holds a user's samples.png", tr + ["{root}/files/user_png"],
+       "holds files that are not a run's (samples.png)"),
+      ("overwrite a user's samples.png", tr + ["{root}/files/user_png", "--overwrite"],
+       "(samples.png): --overwrite would delete them"),
+      ("train limit past MNIST", tr + ["{root}/new", "--train-limit", "60001"],
+       "train_limit = 60001 is more than MNIST's 60000 train images"),
+      ("test limit past MNIST", ev + ["{root}/run/params.msgpack", "--test-limit", "10001"],
+       "test_limit = 10001 is more than MNIST's 10000 test images"),
       ("empty workdir", tr + [""], "an empty path"),  # "" would be the current directory
       ("empty weights", ev + [""], "an empty path"),
       ("empty data-dir", ["data", "--data-dir", ""], "an empty path"),
@@ -211,6 +223,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, pl
   assert code == 2, err
   assert len(err.splitlines()) == 1, err
   assert expected in err and "Traceback" not in err, err
+  assert err.startswith(f"vae-jax {argv[0]}: error: "), err  # argparse's prefix, and ours
   assert "weights_only=False" not in err  # PyTorch's advice to load untrusted code: never ours
   after = _snapshot(place)
   assert all(after.get(p) == b for p, b in before.items()), "a file was changed or deleted"

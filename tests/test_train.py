@@ -162,6 +162,7 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   assert len(err.splitlines()) == 1 and "--overwrite" in err
   assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
   assert cli.main(argv + ["--overwrite", "--epochs", "1"]) == 0
+  assert "z=2: 1 epoch, train loss" in capsys.readouterr().out  # "1 epoch", not "1 epochs"
   assert not (workdir / "reconstruction_3.png").exists()  # the old run's grids are gone
 
 

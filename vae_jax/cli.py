@@ -474,7 +474,7 @@ def main(argv=None) -> int:
     if args.command in COMPILES or args.command == "data":
       data.check_data_dir(config.data_dir, config.data_source)  # before any fetch
   except (ValueError, data.DataError, OSError) as e:
-    print(f"vae-jax: error: {e}", file=sys.stderr)
+    print(f"{sub.prog}: error: {e}", file=sys.stderr)
     return 2
 
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
@@ -490,13 +490,13 @@ def main(argv=None) -> int:
   try:
     args.func(args, config, sub)
   except RunStopped as e:  # diverged (3) or Ctrl-C (130): what finished is on disk
-    print(f"vae-jax: {e}", file=sys.stderr)
+    print(f"{sub.prog}: {e}", file=sys.stderr)
     return e.exit_code
   except KeyboardInterrupt:
-    print("vae-jax: interrupted", file=sys.stderr)
+    print(f"{sub.prog}: interrupted", file=sys.stderr)
     return 130
   except (data.DataError, ValueError, OSError) as e:  # OSError: FileExists, Permission, ...
-    print(f"vae-jax: error: {e}", file=sys.stderr)
+    print(f"{sub.prog}: error: {e}", file=sys.stderr)
     return 2
   return 0
 

@@ -22,6 +22,7 @@ MODELS = ("vae", "cvae")              # the VAE, or the conditional VAE (label j
 BINARIZE = ("none", "dynamic")        # continuous pixels (the blog's), or Bernoulli(pixel / 255)
 OBJECTIVES = ("elbo", "iwae")         # the negative ELBO (the blog's), or the IWAE bound of k samples
 SCHEDULES = ("constant", "burda")     # one learning rate, or Burda et al.'s 3^i epochs at 10^(-i/7)
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}  # MNIST's images per split: the limits' ceiling
 
 # Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016), section 5:
 # 3^i epochs at learning rate 1e-3 * 10^(-i/7) for i = 0..7 (3,280 epochs), batch 20, Adam's
@@ -63,10 +64,13 @@ class Config:
       value = getattr(self, name)
       if not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    for name in ("train_limit", "test_limit"):
-      value = getattr(self, name)
+    for split, size in SPLIT_SIZES.items():
+      name, value = f"{split}_limit", getattr(self, f"{split}_limit")
       if value is not None and (not isinstance(value, int) or value < 1):
         raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+      if value is not None and value > size:  # config.json would record images never used
+        raise ValueError(f"{name} = {value} is more than MNIST's {size} {split} images: "
+                         f"ask for {size} or fewer, or drop it to use them all")
     if self.data_dir is not None and not str(self.data_dir).strip():
       raise ValueError("data_dir must name a directory, got an empty path (an unset variable?)")
     if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:

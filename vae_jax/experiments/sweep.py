@@ -135,7 +135,7 @@ def _finished(run_dir: Path, config: Config) -> bool:
   checkpoint.check_directory(run_dir, "--workdir")
   status = run.run_status(run_dir)
   fix = f"delete {run_dir}, or choose another --workdir"
-  if status.state == "empty":
+  if status.state == "empty" or not (run_dir / "config.json").is_file():
     other = run.others_files(run_dir)
     if other:  # not a run's: the member would replace them
       raise ValueError(f"{run_dir} holds files that are not a run's ({', '.join(other[:3])}): "
