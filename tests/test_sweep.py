@@ -187,6 +187,15 @@ def test_an_unfinished_single_run_in_a_member_directory_is_refused(tmp_path, dat
                    "--data-dir", str(data_dir)]) == 2
   assert "holds files that are not a run's (notes.txt)" in capsys.readouterr().err
   assert (member / "notes.txt").read_text() == "mine"
+  # Nor one of the user's own with a run's file name and no run's config.json.
+  for name in ("config.json", "notes.txt"):
+    (member / name).unlink()
+  (member / "samples.png").write_bytes(b"mine")
+  assert cli.main(["sweep", "--workdir", str(tmp_path / "W"), "--seed", "1,2",
+                   "--data-dir", str(data_dir)]) == 2
+  err = capsys.readouterr().err
+  assert "holds a run's files (samples.png) but no config.json" in err, err
+  assert (member / "samples.png").read_bytes() == b"mine"
 
 
 def test_an_interrupted_sweep_keeps_each_member_finished_before_it(data_dir, tmp_path,

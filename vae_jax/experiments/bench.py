@@ -198,7 +198,7 @@ def format_table(rows: list[dict], config: Config | None = None, epochs: int | N
   if config is not None:
     lines += [f"machine: {describe_machine()}",
               f"z = {config.latent_dim}, batch {config.batch_size}, {n_train} train + {n_test} "
-              f"test images, median of {epochs} epochs"]
+              f"test images, " + (f"median of {epochs} epochs" if epochs > 1 else "1 epoch")]
   lines += ["| loop | compile s | train s/epoch | test s/epoch | epoch s | vs blog loop |",
             "|---|---|---|---|---|---|"]
   for r in rows:

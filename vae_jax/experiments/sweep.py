@@ -135,11 +135,10 @@ def _finished(run_dir: Path, config: Config) -> bool:
   checkpoint.check_directory(run_dir, "--workdir")
   status = run.run_status(run_dir)
   fix = f"delete {run_dir}, or choose another --workdir"
-  if status.state == "empty" or not (run_dir / "config.json").is_file():
+  if status.state == "empty" or not run.has_run_config(run_dir):
     other = run.others_files(run_dir)
-    if other:  # not a run's: the member would replace them
-      raise ValueError(f"{run_dir} holds files that are not a run's ({', '.join(other[:3])}): "
-                       f"{fix}")
+    if other:  # a user's, or a run's without its config.json: the member would replace them
+      raise ValueError(run.foreign_files_error(run_dir, other, deleted=False))
     return False
   saved = Config.from_file(run_dir / "config.json")  # unreadable: a ValueError naming the fix
   if not _same_run(saved, config):
