@@ -319,6 +319,10 @@ MUTANTS = [
            "  ours = has_run_config(run_dir)", '  ours = (run_dir / "config.json").exists()',
            "another project's config.json is taken for a run's: a run writes over it, and "
            "--overwrite deletes the files beside it", tests=("tests/test_bad_input.py",)),
+    Mutant("none_for_every_flag", "vae_jax/cli.py", "    if optional and text.lower() == _NONE:",
+           "    if text.lower() == _NONE:",
+           "--binarize none, a listed choice, is refused (read as None); --data-dir none is "
+           "no folder", tests=("tests/test_cli.py",)),
     Mutant("limit_past_mnist", "vae_jax/config.py", "if value is not None and value > size:",
            "if False:", "--train-limit 70000 is recorded in config.json as if used",
            tests=("tests/test_bad_input.py",)),

@@ -76,6 +76,19 @@ def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys)
   assert f"vae-jax {argv[0]}: error: unrecognized arguments" in err and argv[-2] in err
 
 
+@pytest.mark.parametrize("argv, expected", [
+    (["train", "--workdir", "W", "--binarize", "none"], {"binarize": "none"}),
+    (["likelihood", "--weights", "W", "--binarize", "none"], {"binarize": "none"}),
+    (["sweep", "--workdir", "W", "--binarize", "none,dynamic"], {"binarize": ["none", "dynamic"]}),
+    (["train", "--workdir", "W", "--data-dir", "none"], {"data_dir": "none"}),  # a folder
+    (["train", "--workdir", "W", "--train-limit", "none", "--test-limit", "None"],
+     {"train_limit": None, "test_limit": None}),  # all the images
+])
+def test_none_is_a_choice_or_a_name_and_means_no_limit_only_for_the_limits(argv, expected):
+  args = cli.build_parser().parse_args(argv)
+  assert {k: getattr(args, k) for k in expected} == expected
+
+
 @pytest.mark.parametrize("argv", [["study", "--redraw", "--quick"],
                                   ["compare", "--redraw", "--seeds", "2"],
                                   ["study", "--redraw", "--test-limit", "5"],

@@ -55,8 +55,8 @@ FIELD_HELP = {
     "init": "weight init: PyTorch nn.Linear's or Flax's default",
     "data_source": "where MNIST comes from on first use",
     "data_dir": "MNIST cache directory (else $VAE_JAX_DATA_DIR, else ~/.cache/vae_jax)",
-    "train_limit": "train on the first N training images only",
-    "test_limit": "evaluate on the first N test images only",
+    "train_limit": "train on the first N training images only (none: all)",
+    "test_limit": "evaluate on the first N test images only (none: all)",
     "recon_every": "a reconstruction grid every N epochs (and at 1 and the last)",
     "matmul_precision": "float32 matrix products: highest (as PyTorch), or a GPU's faster "
                         "high/default",
@@ -77,18 +77,20 @@ FIELD_HELP = {
 }
 
 
-def _parse_value(kind):
+def _parse_value(kind, optional: bool = False):
+  """`kind(text)`; for a field that may be None and is not text (the limits), "none" too.
+  A text field keeps "none" as given: a choice (`--binarize none`) or a folder's name."""
   def parse(text: str):
-    if text.lower() == _NONE:
+    if optional and text.lower() == _NONE:
       return None
     return kind(text)
   parse.__name__ = kind.__name__  # argparse's message: "invalid int value: 'x'"
   return parse
 
 
-def _parse_list(kind, choices):
+def _parse_list(kind, choices, optional: bool = False):
   """A comma list of `kind` values, each one of `choices` when given: "2,5,10" -> [2, 5, 10]."""
-  one = _parse_value(kind)
+  one = _parse_value(kind, optional)
 
   def parse(text: str) -> list:
     values = []
@@ -124,15 +126,17 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = 
     hint = hints[field.name]
     kind = next((t for t in (int, float, str) if t == hint or t in typing.get_args(hint)), str)
     choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+    optional = kind is not str and type(None) in typing.get_args(hint)  # the limits
     if lists and field.name not in SWEEP_SHARED:
       parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                          type=_parse_list(kind, choices), default=argparse.SUPPRESS,
+                          type=_parse_list(kind, choices, optional), default=argparse.SUPPRESS,
                           metavar="A,B,..", help=f"{FIELD_HELP[field.name]}; default: "
                           f"{field.default}" + (f"; from {{{','.join(choices)}}}" if choices
                                                 else ""))
       continue
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                        type=_parse_value(kind), choices=choices, default=argparse.SUPPRESS,
+                        type=_parse_value(kind, optional), choices=choices,
+                        default=argparse.SUPPRESS,
                         help=f"{FIELD_HELP[field.name]}; default: {field.default}")
 
 
