@@ -148,6 +148,11 @@ def test_a_larger_epochs_extends_a_finished_run_to_the_longer_run(uninterrupted,
                    "--no-progress", "--no-compile-cache"]) == 0
   assert _rows(short) == _rows(uninterrupted)
   assert (short / "params.msgpack").read_bytes() == (uninterrupted / "params.msgpack").read_bytes()
+  # The same files too: the short run's last grid (epoch 2) is off the longer run's schedule.
+  names = lambda d: sorted(p.name for p in d.iterdir())
+  assert names(short) == names(uninterrupted), (names(short), names(uninterrupted))
+  for grid in uninterrupted.glob("reconstruction_*.png"):
+    assert (short / grid.name).read_bytes() == grid.read_bytes()
 
 
 def test_resume_refuses_a_changed_config_naming_the_field(uninterrupted, tiny_data_dir, capsys):
@@ -314,6 +319,12 @@ def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
   assert cli.main(_train_args(uninterrupted, tiny_data_dir, "--overwrite")) == 2
   err = capsys.readouterr().err
   assert "interrupted --overwrite" in err and "--resume --overwrite" in err
+  # So is a plain run, and its line names both ways on, not an --overwrite refused next.
+  assert cli.main(_train_args(uninterrupted, tiny_data_dir)) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.endswith(f"{staged} holds an interrupted --overwrite of {uninterrupted} (last "
+                      f"checkpoint: epoch 2 of {EPOCHS}): continue it with --resume --overwrite, "
+                      f"or keep the finished run in {uninterrupted} and delete {staged}"), err
   # It can be resumed, and replaces the old run only when finished.
   assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", "--overwrite",
                    "--no-progress", "--no-compile-cache"]) == 0

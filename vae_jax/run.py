@@ -262,8 +262,17 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       raise ValueError(f"{ckpt.path} was written by another config than {where}/config.json: "
                        f"delete it to resume from the one before")
     return Plan(final, where, ckpt)
-  status = run_status(final)
+  status, staged = run_status(final), run_status(staging_dir(final))
+  interrupted_overwrite = (
+      f"{staging_dir(final)} holds an interrupted --overwrite of {final} (last checkpoint: "
+      f"epoch {staged.last_checkpoint} of {staged.epochs})")
   if status.state != "empty" and not overwrite:
+    if staged.state != "empty":  # two runs to go on with: say which flags continue which
+      other = (f"the unfinished run in {final} itself with --resume" if status.state ==
+               "unfinished" else f"keep the finished run in {final} and delete "
+               f"{staging_dir(final)}")
+      raise FileExistsError(f"{interrupted_overwrite}: continue it with --resume --overwrite, "
+                            f"or {other}")
     if results_without_weights(final):
       raise FileExistsError(_no_checkpoint(final, config))
     if status.state == "unfinished":
@@ -274,12 +283,9 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
         f"{final} already holds a finished run: choose another --workdir, pass --overwrite "
         f"(the old results stay until the new run finishes), or --resume to train on with a "
         f"larger --epochs or to redraw missing figures")
-  staged = run_status(staging_dir(final))
   if overwrite and staged.state != "empty":
-    raise FileExistsError(
-        f"{staging_dir(final)} holds an interrupted --overwrite of {final} (last checkpoint: "
-        f"epoch {staged.last_checkpoint} of {staged.epochs}): continue it with --resume "
-        f"--overwrite, or delete {staging_dir(final)}")
+    raise FileExistsError(f"{interrupted_overwrite}: continue it with --resume --overwrite, or "
+                          f"delete {staging_dir(final)}")
   return Plan(final, final if status.state == "empty" else staging_dir(final), None)
 
 
@@ -470,6 +476,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
 
   try:
     params = write_results(config, out, state.params, history, run, d)
+    _drop_stale_grids(out, config)
     if out != plan.final:
       _swap_in(out, plan.final)
   except KeyboardInterrupt:
@@ -485,6 +492,16 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
         f"{sum(h['seconds'] for h in history):.1f} s + {compile_s:.1f} s compile "
         f"-> {plan.final}")
   return RunResult(params, history, compile_s)
+
+
+def _drop_stale_grids(out: Path, config: Config) -> None:
+  """Once a run has finished: the grids of epochs off its schedule go, as the last epoch's
+  grid of the shorter run a `--resume --epochs M` extended. So the folder holds what the run
+  never stopped would (this run's own grids; the old one's results are replaced too)."""
+  keep = {f"reconstruction_{e}.png" for e in grid_epochs(config)}
+  for path in out.glob("reconstruction_*.png"):
+    if path.name not in keep:
+      path.unlink()
 
 
 def write_results(config: Config, out: Path, params, history: list, run, d, *,
