@@ -113,6 +113,10 @@ def _cases():
   return [
       ("weights is a directory", ev + ["{root}/files"], "is not a file"),
       ("weights missing", ev + ["{root}/files/nope.pth"], "does not exist"),
+      ("compare, a latent size twice", ["compare", "--out", "{root}/new", "--sweep", "3", "3"],
+       "--sweep lists 3 twice"),
+      ("compare, a size of the main runs twice", ["compare", "--out", "{root}/new", "--sweep",
+                                                  "2", "2"], "--sweep lists 2 twice"),
       ("compare --redraw with nothing to redraw", ["compare", "--redraw", "--out",
                                                   "{root}/files"], "holds no blog_comparison"),
       ("a checkpoint as weights", ev + ["{root}/run/checkpoints/epoch_0001.msgpack"],

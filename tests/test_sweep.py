@@ -240,6 +240,9 @@ def test_an_interrupted_sweep_keeps_each_member_finished_before_it(data_dir, tmp
     (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
      "--process-id must be in 0 .. 1"),
     (["--recon-every", "5"], "unrecognized arguments: --recon-every"),
+    # What train refuses, a member is refused too.
+    (["--beta", "0,1", "--kl-warmup-epochs", "3"],
+     "member beta=0: --kl-warmup-epochs 3 would raise the KL's weight from 0 to --beta 0"),
 ])
 def test_a_bad_grid_is_refused_in_one_line(flags, message, tmp_path, capsys):
   argv = ["sweep", "--workdir", str(tmp_path / "W"), *flags]

@@ -195,9 +195,8 @@ def _positive(text: str) -> int:
 
 def cmd_train(args, config, parser):
   from vae_jax import run
-  if config.beta == 0 and config.kl_warmup_epochs and not args.resume:
-    parser.error(f"--kl-warmup-epochs {config.kl_warmup_epochs} would raise the KL's weight "
-                 f"from 0 to --beta 0, i.e. change nothing: drop one of them")
+  if config.idle_warmup and not args.resume:
+    parser.error(config.idle_warmup)
   run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 
@@ -292,6 +291,9 @@ def cmd_compare(args, config, parser):
                    f"{', '.join(given)}")
     compare.redraw(args.out)
     return
+  twice = next((z for i, z in enumerate(args.sweep) if z in args.sweep[:i]), None)
+  if twice is not None:
+    parser.error(f"--sweep lists {twice} twice: give each latent size once")
   compare.compare_blog(args.out, seeds=args.seeds, epochs=args.epochs, sweep=tuple(args.sweep),
                        sweep_seeds=args.sweep_seeds, sweep_epochs=args.sweep_epochs,
                        strategy=args.strategy, bench_epochs=args.bench_epochs, base=config)

@@ -108,6 +108,15 @@ class Config:
                        f"{self.epochs}: ask for {BURDA_EPOCHS} or fewer (a prefix of it)")
 
   @property
+  def idle_warmup(self) -> str | None:
+    """Why a new run's KL warm-up would change nothing (to beta 0), or None. Refused for new
+    runs and sweep members; a config.json that holds one still reads."""
+    if self.beta == 0 and self.kl_warmup_epochs:
+      return (f"--kl-warmup-epochs {self.kl_warmup_epochs} would raise the KL's weight from 0 "
+              f"to --beta 0, i.e. change nothing: drop one of them")
+    return None
+
+  @property
   def weights_kl(self) -> bool:
     """Whether training weighs the KL (beta != 1 or a warm-up): not the blog's ELBO."""
     return self.beta != 1 or self.kl_warmup_epochs > 0

@@ -96,7 +96,6 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
                  sweep_epochs: int = DEFAULTS["sweep_epochs"], strategy: str = DEFAULTS["strategy"],
                  bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config()) -> dict:
   out = Path(out)
-  out.mkdir(parents=True, exist_ok=True)
   t_start = time.perf_counter()
   d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
@@ -119,6 +118,7 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
   sweeps.plan(main_grid, out / "runs" / "main", named_by=NAMED_BY)  # both refused or accepted
   if sweep_grid:                                                     # before any training
     sweeps.plan(sweep_grid, out / "runs" / "sweep", named_by=NAMED_BY)
+  out.mkdir(parents=True, exist_ok=True)  # once nothing is refused
   report["main"] = run_group(main_grid, out / "runs" / "main", strategy)
   groups = run_group(sweep_grid, out / "runs" / "sweep", strategy) if fresh else {}
   for z in sweep:

@@ -111,6 +111,8 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
     values = dict(zip(fields, combo))
     try:
       config = Config.with_presets(values)
+      if config.idle_warmup:  # as train refuses it
+        raise ValueError(config.idle_warmup)
     except ValueError as e:
       raise ValueError(f"member {member_name(values, named_by)}: {e}") from None
     name = member_name(dataclasses.asdict(config), named_by)
