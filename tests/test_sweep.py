@@ -153,8 +153,13 @@ def test_a_rerun_trains_only_what_is_missing(swept, data_dir, capsys):
   assert "6 members, 6 finished already, 0 to train" in capsys.readouterr().err
   # One z of the grid: its members keep their names (`latent_dim=2,seed=1`, not `seed=1`).
   narrow = [a if a != "2,3" else "2" for a in argv]
+  wide_command = json.loads((work / "sweep.json").read_text())["command"]
   assert cli.main(narrow) == 0
-  assert "3 members, 3 finished already, 0 to train" in capsys.readouterr().err
+  err = capsys.readouterr().err
+  assert "3 members, 3 finished already, 0 to train" in err
+  # Its summary replaces the wider one, and says which command writes that one again.
+  assert (f"the one it replaces also had latent_dim=3,seed=1, latent_dim=3,seed=2, "
+          f"latent_dim=3,seed=3: `{wide_command}` writes it again without training") in err, err
   assert json.loads((work / "sweep.json").read_text())["members"][0]["name"] == \
       "latent_dim=2,seed=1"
 

@@ -440,9 +440,25 @@ def metrics_rows(run_dir: Path) -> list:
   return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _say_what_a_narrower_summary_replaces(workdir: Path, p: Plan) -> None:
+  """The summary is of the grid given; when it replaces one of more members, one line says
+  which command writes that one again (its members are all still there: no training)."""
+  try:
+    old = json.loads((workdir / "sweep.json").read_text())
+    left_out = sorted({m["name"] for m in old["members"]} - {m.name for m in p.members})
+  except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one we can read
+    return
+  if left_out:
+    print(f"sweep: this summary covers {len(p.members)} member(s); the one it replaces also "
+          f"had {', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''}: "
+          f"`{old.get('command') or 'the wider grid'}` writes it again without training",
+          file=sys.stderr)
+
+
 def write_summary(workdir, p: Plan, machine: str) -> dict:
   """sweep.json, sweep.md and sweep.png in `workdir`, each written whole or not at all."""
   workdir = Path(workdir)
+  _say_what_a_narrower_summary_replaces(workdir, p)
   report = {"machine": machine, "command": p.command, **summary(workdir, p),
             "groups": trained_groups(workdir, p)}
   checkpoint.atomic_write_bytes(workdir / "sweep.json",
