@@ -172,6 +172,7 @@ def test_a_member_directory_holding_another_run_is_refused_before_any_work(swept
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1
   assert "holds a run with --epochs 2, not this member's 3" in err
+  assert "--resume --epochs 3`" in err  # a shorter member can train on
   assert {p: p.stat().st_mtime_ns for p in work.rglob("*") if p.is_file()} == before
 
 

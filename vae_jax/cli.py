@@ -77,6 +77,13 @@ FIELD_HELP = {
 }
 
 
+# Where a subcommand reads a field otherwise than a run does: its own help, and default.
+HELP_FOR = {"likelihood": {
+    "seed": ("the importance samples' PRNG seed", Config().seed),
+    "binarize": ("the test images scored: none, grey (the blog's); dynamic, the one fixed "
+                 "binarization (the field's)", "the run's, from its config.json")}}
+
+
 def _parse_value(kind, optional: bool = False):
   """`kind(text)`; for a field that may be None and is not text (the limits), "none" too.
   A text field keeps "none" as given: a choice (`--binarize none`) or a folder's name."""
@@ -111,7 +118,8 @@ def _parse_list(kind, choices, optional: bool = False):
   return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = False) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = False,
+                     help_for: dict | None = None) -> None:
   """One flag per Config field in `names` (default: all), typed; the default is in the help.
 
   A flag left out is left out of the parsed arguments too (argparse.SUPPRESS), so
@@ -134,10 +142,10 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = 
                           f"{field.default}" + (f"; from {{{','.join(choices)}}}" if choices
                                                 else ""))
       continue
+    text, default = (help_for or {}).get(field.name, (FIELD_HELP[field.name], field.default))
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
                         type=_parse_value(kind, optional), choices=choices,
-                        default=argparse.SUPPRESS,
-                        help=f"{FIELD_HELP[field.name]}; default: {field.default}")
+                        default=argparse.SUPPRESS, help=f"{text}; default: {default}")
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
@@ -209,10 +217,12 @@ def cmd_evaluate(args, config, parser):
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
   m = train.make_evaluate(model)(params, d.x_test, *train.labels_of(model, d.y_test))
   n = len(d.x_test)
-  what = "CVAE, " if model.conditional else ""
+  what = ("CVAE, " if model.conditional else "") + ("burda model, " if wconfig.arch == "burda"
+                                                    else "")
+  pixels = "binarized once (its run's --binarize dynamic)" if wconfig.binarize == "dynamic" else "grey"
   print(f"{args.weights} ({what}z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
         f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
-        f"test images, z = mu")
+        f"test images, {pixels}, z = mu")
 
 
 def cmd_likelihood(args, config, parser):
@@ -224,7 +234,7 @@ def cmd_likelihood(args, config, parser):
   from vae_jax import checkpoint, data, likelihood
   from vae_jax.model import make_model
   if args.json is not None:
-    checkpoint.check_new_file(args.json, "--json")
+    checkpoint.check_new_file(args.json, "--json", "likelihood.json")
   params, wconfig = checkpoint.load_weights(args.weights)
   if wconfig.model != "vae":
     raise ValueError(f"--weights {args.weights} is a {wconfig.model}: the estimator scores "
@@ -234,11 +244,15 @@ def cmd_likelihood(args, config, parser):
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
   est = likelihood.estimate(model, params, d.x_test, args.samples, key=jax.random.PRNGKey(config.seed),
                             progress=not args.no_progress)
-  print(f"{args.weights} ({wconfig.arch} model, z={wconfig.latent_dim}, trained with "
-        f"--objective {wconfig.objective}"
-        + (f" --k {wconfig.k}" if wconfig.objective == "iwae" else "")
-        + f", --binarize {wconfig.binarize}; scored with --binarize {binarize}, --seed "
-        f"{config.seed})")
+  weights = Path(args.weights)
+  if weights.suffix == ".msgpack" and (weights.parent / "config.json").exists():
+    trained = (f"trained with --objective {wconfig.objective}"
+               + (f" --k {wconfig.k}" if wconfig.objective == "iwae" else "")
+               + f", --binarize {wconfig.binarize}")
+  else:  # a .pth / .npz, or weights without their run's config.json
+    trained = "no config.json says how it was trained"
+  print(f"{args.weights} ({wconfig.arch} model, z={wconfig.latent_dim}, {trained}; scored with "
+        f"--binarize {binarize}, --seed {config.seed})")
   print(likelihood.describe(est, binarized=binarize == "dynamic", latent_dim=wconfig.latent_dim))
   if args.json is not None:
     report = {"weights": str(args.weights), "config": json.loads(wconfig.to_json()),
@@ -252,7 +266,7 @@ def cmd_export(args, config, parser):
   from pathlib import Path
 
   from vae_jax import checkpoint, torch_io
-  out = checkpoint.check_new_file(args.out, "--out")
+  out = checkpoint.check_new_file(args.out, "--out", "vae.pth")
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   params, wconfig = checkpoint.load_weights(args.weights)
@@ -442,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="only redraw the figures from the JSON already in --out, in seconds")
 
   for name, p in sub.choices.items():
-    add_config_flags(p, FIELDS[name], lists=name == "sweep")
+    add_config_flags(p, FIELDS[name], lists=name == "sweep", help_for=HELP_FOR.get(name))
     if name in COMPILES:
       p.add_argument("--no-compile-cache", action="store_true",
                      help="compile every program afresh (by default compiled programs are "

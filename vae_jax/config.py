@@ -155,7 +155,7 @@ class Config:
   def from_file(cls, path) -> "Config":
     """Reads a run's config.json; any problem is a ValueError naming the file and the fix."""
     path = Path(path)
-    fix = "restore it from the run that wrote it, or delete the run directory"
+    fix = "restore it from the run that wrote it"  # deleting the run would lose its weights
     if not path.is_file():
       raise ValueError(f"{path} is not a file: {fix}")
     try:

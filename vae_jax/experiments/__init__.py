@@ -26,3 +26,8 @@ STUDY_EXPERIMENTS = ("likelihood", "stop_gradient", "scalar_eps", "parameterisat
                      "gradient_flow", "variance")
 # The benchmark's PyTorch loops (bench.py); "graphs" (CUDA graphs) needs a GPU.
 TORCH_LOOPS = ("blog", "tensor", "compiled", "graphs")
+
+
+def count(n: int, noun: str) -> str:
+  """"1 seed", "2 seeds": a number and its noun, in the singular for one."""
+  return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from vae_jax import data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
-from vae_jax.experiments import bench, multi  # noqa: E402
+from vae_jax.experiments import bench, count, multi  # noqa: E402
 from vae_jax.experiments import sweep as sweeps  # noqa: E402  (`sweep`: compare_blog's z list)
 
 # What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
@@ -164,7 +164,7 @@ def plot_curves(report: dict, path) -> None:
     for key, label in (("train_loss", "train (sampled z)"), ("test_loss", "test (z = mu)")):
       v = np.array([[r[key] for r in h] for h in g["histories"]])  # [seeds, epochs]
       e = np.arange(1, v.shape[1] + 1)
-      ax.plot(e, v.mean(0), label=f"{label}, mean of {len(v)} seeds")
+      ax.plot(e, v.mean(0), label=f"{label}, mean of {count(len(v), 'seed')}")
       ax.fill_between(e, v.min(0), v.max(0), alpha=0.3, label=f"{label}, min to max")
     lo, hi = BLOG_RANGE[int(z)]
     ax.axhspan(lo, hi, color="grey", alpha=0.12, label=f"blog: {BLOG_SAYS[int(z)]}")
@@ -185,7 +185,8 @@ def plot_sweep(report: dict, path) -> None:
     ax.errorbar([int(z) for z in zs], m, yerr=s, marker="o", capsize=3, label=label)
   any_z = report["sweep"][zs[0]]
   ax.set(xscale="log", xlabel="latent size z", ylabel="nats per image",
-         title=f"after {any_z['epochs']} epochs, mean +- std of {len(any_z['seeds'])} seeds")
+         title=f"after {count(any_z['epochs'], 'epoch')}, mean +- std of "
+               f"{count(len(any_z['seeds']), 'seed')}")
   ax.set_xticks([int(z) for z in zs], [str(z) for z in zs])
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.grid(True)
@@ -194,6 +195,9 @@ def plot_sweep(report: dict, path) -> None:
 
 
 def _ms(d, key):
+  """mean ± std over the seeds; one seed has no spread to show."""
+  if len(d[key]["values"]) == 1:
+    return f"{d[key]['mean']:.2f}"
   return f"{d[key]['mean']:.2f} ± {d[key]['std']:.2f}"
 
 
@@ -206,7 +210,8 @@ def verdict(report: dict) -> list[str]:
     vals = g["final"]["test_loss"]["values"]
     inside = sum(lo <= v <= hi for v in vals)
     out.append(f"* z = {z}: the blog says \"{BLOG_SAYS[int(z)]}\"; we read that as {lo:g} to "
-               f"{hi:g}. Our {len(vals)} seeds end at {m:.2f} ± {sd:.2f}, {inside} of {len(vals)} "
+               f"{hi:g}. Our {count(len(vals), 'seed')} end at {m:.2f}"
+               + (f" ± {sd:.2f}" if len(vals) > 1 else "") + f", {inside} of {len(vals)} "
                f"inside that range: {'it agrees' if inside == len(vals) else 'it does not agree'}.")
   out += ["", "The blog gives words, not a table, from one PyTorch run; its exact final numbers "
           "are not known, so agreement can only be to its own precision. Where a single run of "
@@ -227,7 +232,7 @@ def markdown(report: dict) -> str:
            f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
            "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
            "Mean ± standard deviation over seeds.", "",
-           f"## z = 2 and z = 20, {first['epochs']} epochs", "",
+           f"## z = 2 and z = 20, {count(first['epochs'], 'epoch')}", "",
            "| z | seeds | train loss | test loss | test recon | test KL | blog reports | "
            "epoch within 1% of final (per seed) |",
            "|---|---|---|---|---|---|---|---|"]
@@ -244,10 +249,14 @@ def markdown(report: dict) -> str:
       "![test loss over epochs, band over seeds](blog_comparison_curves.png)", "",
       *verdict(report), "## Latent size sweep", ""]
   any_z = next(iter(report["sweep"].values()))
-  lines += [f"Seeds {any_z['seeds']}, {any_z['epochs']} epochs each (fewer than the main "
-            f"runs, to fit the time). For z = 2 and 20 these are the first {any_z['epochs']} "
-            "epochs of the main runs with those seeds: an epoch's random keys depend only on "
-            "its number, so they are exactly such shorter runs.", "",
+  n, shorter = count(any_z["epochs"], "epoch"), any_z["epochs"] < first["epochs"]
+  reused = [z for z, g in report["sweep"].items() if g.get("reused_from_main")]
+  lines += [f"Seeds {any_z['seeds']}, {n} each"
+            + (" (fewer than the main runs, to fit the time)." if shorter else ".")
+            + (f" For z = {' and '.join(map(str, reused))} these are the first {n} of the main "
+               "runs with those seeds: an epoch's random keys depend only on its number, so "
+               f"they are exactly such {'shorter ' if shorter else ''}runs." if reused else ""),
+            "",
             "| z | train loss | test loss | test recon | test KL |", "|---|---|---|---|---|"]
   for z in sorted(report["sweep"], key=int):
     f = report["sweep"][z]["final"]
@@ -260,7 +269,7 @@ def markdown(report: dict) -> str:
             f"seeds: vmap {seeds['vmap']:.2f} s, one after another {seeds['sequential']:.2f} s "
             f"(a single seed: {t['single_seed_epoch_s']:.2f} s). The runner chose: "
             + ", ".join(f"z = {z}: {g['strategy']} ({g['train_s']:.0f} s for "
-                        f"{len(g['seeds'])} x {g['epochs']} epochs)"
+                        f"{len(g['seeds'])} x {count(g['epochs'], 'epoch')})"
                         for z, g in report["main"].items()) + ".", "",
             bench.format_table(t["bench"])]
   return "\n".join(lines) + "\n"

@@ -43,6 +43,7 @@ from typing import NamedTuple
 from vae_jax import checkpoint
 from vae_jax.config import Config
 
+from vae_jax.experiments import count
 from vae_jax.experiments import SWEEP_SHARED as SINGLE  # one value: the same images for all
 from vae_jax.experiments import SWEEP_WHERE_FROM as WHERE_FROM  # a rerun's check ignores them
 SUMMARY = ("sweep.json", "sweep.md", "sweep.png")
@@ -146,6 +147,10 @@ def _finished(run_dir: Path, config: Config) -> bool:
   if not _same_run(saved, config):
     field = next(f.name for f in dataclasses.fields(Config)
                  if getattr(saved, f.name) != getattr(config, f.name) and f.name not in WHERE_FROM)
+    if field == "epochs" and saved.epochs < config.epochs and _same_run(
+        saved.replace(epochs=config.epochs), config):  # only shorter: it can train on
+      fix += (f", or train it on with `vae-jax train --workdir {run_dir} --resume --epochs "
+              f"{config.epochs}`")
     raise ValueError(f"{run_dir} holds a run with --{field.replace('_', '-')} "
                      f"{_text(getattr(saved, field))}, not this member's "
                      f"{_text(getattr(config, field))}: {fix}")
@@ -265,7 +270,7 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
   mine = {m.name for m in _share(p.members, process, processes)}
   todo = [m for m in p.todo if m.name in mine]
   done = len(p.members) - len(p.todo)
-  print(f"sweep: {len(p.members)} members, {done} finished already"
+  print(f"sweep: {count(len(p.members), 'member')}, {done} finished already"
         + (f"; process {process} of {processes} trains {len(todo)}" if processes > 1 else
            f", {len(todo)} to train") + f", on {jax.local_device_count()} "
         f"{jax.local_devices()[0].platform} device(s)", file=sys.stderr)
