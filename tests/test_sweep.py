@@ -220,6 +220,7 @@ def test_an_interrupted_sweep_keeps_each_member_finished_before_it(data_dir, tmp
           "1,2", "--strategy", "sequential", *SMALL]
   monkeypatch.setattr(train, "fit", fit_then_stop)
   assert cli.main(argv) == 130
+  assert "interrupted: the members finished so far are kept" in capsys.readouterr().err
   assert (tmp_path / "W" / "seed=1" / "params.msgpack").exists()
   assert not (tmp_path / "W" / "seed=2").exists()
   monkeypatch.setattr(train, "fit", fit)

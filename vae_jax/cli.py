@@ -324,8 +324,13 @@ def cmd_sweep(args, config, parser):
   if args.coordinator is not None:
     import jax
     jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-  sweep.run(lists, args.workdir, strategy=args.strategy, figures=args.figures,
-            progress=not args.no_progress, command=command)
+  try:
+    sweep.run(lists, args.workdir, strategy=args.strategy, figures=args.figures,
+              progress=not args.no_progress, command=command)
+  except KeyboardInterrupt:
+    from vae_jax.run import RunStopped
+    raise RunStopped("interrupted: the members finished so far are kept (a member is written "
+                     "whole or not at all); the same command trains the rest", 130) from None
 
 
 def cmd_study(args, config, parser):

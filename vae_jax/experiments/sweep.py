@@ -274,8 +274,7 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
         + (f"; process {process} of {processes} trains {len(todo)}" if processes > 1 else
            f", {len(todo)} to train") + f", on {jax.local_device_count()} "
         f"{jax.local_devices()[0].platform} device(s)", file=sys.stderr)
-  workdir.mkdir(parents=True, exist_ok=True)
-  loaded: dict = {}
+  loaded: dict = {}  # (the workdir is made with its first member: not before a data error)
   for group in groups(todo):
     config = group[0].config
     key = (config.binarize, config.train_limit, config.test_limit)
