@@ -347,7 +347,7 @@ def run_one(m: Mutant, tests: list[str], python: str) -> tuple[bool, str, float]
   with tempfile.TemporaryDirectory(prefix=f"mutant_{m.name}_") as tmp:
     copy = Path(tmp) / "repo"
     shutil.copytree(ROOT, copy, ignore=shutil.ignore_patterns(
-        ".venv", ".git", "runs", "results", ".cache", "__pycache__", "*.egg-info"))
+        ".venv", ".git", "runs", ".cache", "__pycache__", "*.egg-info"))  # results: read by tests
     target = copy / m.path
     text = target.read_text()
     if m is not UNMUTATED and text.count(m.old) != 1:
