@@ -113,6 +113,10 @@ def _cases():
   return [
       ("weights is a directory", ev + ["{root}/files"], "is not a file"),
       ("weights missing", ev + ["{root}/files/nope.pth"], "does not exist"),
+      ("study into a run's folder", ["study", "--out", "{root}/run", "--only", "likelihood"],
+       "/run holds a training run (config.json): give the study a folder"),
+      ("compare into a run's folder", ["compare", "--out", "{root}/run"],
+       "holds a training run (config.json): give the comparison a folder of its own"),
       ("compare, a latent size twice", ["compare", "--out", "{root}/new", "--sweep", "3", "3"],
        "--sweep lists 3 twice"),
       ("compare, a size of the main runs twice", ["compare", "--out", "{root}/new", "--sweep",

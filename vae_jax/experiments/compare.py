@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import data, plots  # noqa: E402
+from vae_jax import checkpoint, data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
 from vae_jax.experiments import bench, count, multi  # noqa: E402
@@ -95,7 +95,10 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
                  sweep_seeds: int = DEFAULTS["sweep_seeds"],
                  sweep_epochs: int = DEFAULTS["sweep_epochs"], strategy: str = DEFAULTS["strategy"],
                  bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config()) -> dict:
-  out = Path(out)
+  out = checkpoint.check_directory(out, "--out")
+  if (out / "config.json").exists():  # a training run's folder: its results are not these
+    raise FileExistsError(f"--out {out} holds a training run (config.json): give the "
+                          f"comparison a folder of its own")
   t_start = time.perf_counter()
   d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
