@@ -158,9 +158,10 @@ def _cases():
       ("export over a file", ["export", "--weights", "{root}/run/params.msgpack", "--out",
                               "{root}/files/empty.npz"], "exists"),
       ("export onto a run's folder", ["export", "--weights", "{root}/run/params.msgpack",
-                                      "--out", "{root}/run"], "is a directory: give a new file"),
+                                      "--out", "{root}/run"],
+       "run is a directory: give a new file's name, such as "),  # beside it: not in a run
       ("likelihood json a folder", lk + ["{root}/run/params.msgpack", "--json", "{root}/run"],
-       "run is a directory: give a new file's name, such as"),
+       "/run.json beside it"),
       ("export suffix", ["export", "--weights", "{root}/run/params.msgpack", "--out",
                          "{root}/vae.txt"], "use a .pth"),
       ("workdir below a file", tr + ["{root}/files/afile/sub"], "afile is a file"),

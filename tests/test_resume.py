@@ -141,11 +141,20 @@ def test_resume_after_sigkill_equals_the_uninterrupted_run_bit_for_bit(
 
 
 def test_a_larger_epochs_extends_a_finished_run_to_the_longer_run(uninterrupted, tiny_data_dir,
-                                                                  tmp_path):
+                                                                  tmp_path, capsys):
   short = tmp_path / "short"
   assert cli.main(_train_args(short, tiny_data_dir, epochs=2)) == 0
+  # A plain --resume of the finished run (it redraws the figures) keeps every grid.
+  grids = sorted(p.name for p in short.glob("reconstruction_*"))
+  assert grids == ["reconstruction_1.png", "reconstruction_2.png"]
+  assert cli.main(["train", "--workdir", str(short), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 0
+  assert sorted(p.name for p in short.glob("reconstruction_*")) == grids
+  capsys.readouterr()
   assert cli.main(["train", "--workdir", str(short), "--resume", "--epochs", str(EPOCHS),
                    "--no-progress", "--no-compile-cache"]) == 0
+  assert "removed reconstruction_2.png, the grid of the shorter run's last epoch" in \
+      capsys.readouterr().err
   assert _rows(short) == _rows(uninterrupted)
   assert (short / "params.msgpack").read_bytes() == (uninterrupted / "params.msgpack").read_bytes()
   # The same files too: the short run's last grid (epoch 2) is off the longer run's schedule.
@@ -324,7 +333,7 @@ def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
   err = capsys.readouterr().err.strip()
   assert err.endswith(f"{staged} holds an interrupted --overwrite of {uninterrupted} (last "
                       f"checkpoint: epoch 2 of {EPOCHS}): continue it with --resume --overwrite, "
-                      f"or keep the finished run in {uninterrupted} and delete {staged}"), err
+                      f"or keep the run's results in {uninterrupted} and delete {staged}"), err
   # It can be resumed, and replaces the old run only when finished.
   assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", "--overwrite",
                    "--no-progress", "--no-compile-cache"]) == 0
@@ -371,3 +380,20 @@ def test_a_kill_between_the_two_renames_of_the_swap_is_completed_by_the_next_com
   assert "finishing the interrupted replacement" in err
   assert Config.from_file(uninterrupted / "config.json").seed == 3
   assert not new.exists() and not (tmp_path / "whole.old-abc").exists()
+
+
+def test_beside_an_interrupted_overwrite_results_without_weights_are_not_offered_a_resume(
+    tmp_path):
+  # As results/vae_2 (its weights git-ignored): --resume there is refused, so not advised.
+  final, config = tmp_path / "vae_2", Config(epochs=3)
+  final.mkdir()
+  (final / "config.json").write_text(config.to_json())
+  np.save(final / "loss_list.npy", np.ones(3))
+  staged = run.staging_dir(final)
+  staged.mkdir()
+  (staged / "config.json").write_text(config.to_json())
+  (staged / "metrics.jsonl").write_text('{"epoch": 1}\n')
+  with pytest.raises(FileExistsError) as e:
+    run.plan_run(config, final)
+  assert str(e.value).endswith(f"continue it with --resume --overwrite, or keep the run's "
+                               f"results in {final} and delete {staged}"), e.value

@@ -39,13 +39,13 @@ def check_directory(path, flag: str, *, writable: bool = True) -> Path:
   return path
 
 
-def check_new_file(path, flag: str, example: str = "out") -> Path:
+def check_new_file(path, flag: str, suffix: str = "") -> Path:
   """`path` must not exist yet, and its folder must (writable): refused in one line naming
   `flag`, before any work."""
   path = Path(path)
   if path.is_dir():  # "delete it" would be advice to delete a folder, a run's perhaps
     raise IsADirectoryError(f"{flag} {path} is a directory: give a new file's name, such as "
-                            f"{path / example}")
+                            f"{path.with_name(path.name + suffix)} beside it")
   if path.exists():
     raise FileExistsError(f"{flag} {path} exists: choose another {flag} or delete it")
   check_directory(path, flag)  # a file on the way, or a folder not writable

@@ -54,7 +54,7 @@ FIELD_HELP = {
     "learning_rate": "Adam's learning rate", "seed": "the run's PRNG seed",
     "init": "weight init: PyTorch nn.Linear's or Flax's default",
     "data_source": "where MNIST comes from on first use",
-    "data_dir": "MNIST cache directory (else $VAE_JAX_DATA_DIR, else ~/.cache/vae_jax)",
+    "data_dir": "MNIST cache directory (unset: $VAE_JAX_DATA_DIR, else ~/.cache/vae_jax)",
     "train_limit": "train on the first N training images only (none: all)",
     "test_limit": "evaluate on the first N test images only (none: all)",
     "recon_every": "a reconstruction grid every N epochs (and at 1 and the last)",
@@ -143,6 +143,8 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = 
                                                 else ""))
       continue
     text, default = (help_for or {}).get(field.name, (FIELD_HELP[field.name], field.default))
+    if default is None:  # "None" is not what one types: the limits take "none", a path nothing
+      default = "none" if optional else "unset"
     parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
                         type=_parse_value(kind, optional), choices=choices,
                         default=argparse.SUPPRESS, help=f"{text}; default: {default}")
@@ -234,7 +236,7 @@ def cmd_likelihood(args, config, parser):
   from vae_jax import checkpoint, data, likelihood
   from vae_jax.model import make_model
   if args.json is not None:
-    checkpoint.check_new_file(args.json, "--json", "likelihood.json")
+    checkpoint.check_new_file(args.json, "--json", ".json")
   params, wconfig = checkpoint.load_weights(args.weights)
   if wconfig.model != "vae":
     raise ValueError(f"--weights {args.weights} is a {wconfig.model}: the estimator scores "
@@ -266,7 +268,7 @@ def cmd_export(args, config, parser):
   from pathlib import Path
 
   from vae_jax import checkpoint, torch_io
-  out = checkpoint.check_new_file(args.out, "--out", "vae.pth")
+  out = checkpoint.check_new_file(args.out, "--out", ".pth")
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   params, wconfig = checkpoint.load_weights(args.weights)

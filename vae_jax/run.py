@@ -268,9 +268,10 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
       f"epoch {staged.last_checkpoint} of {staged.epochs})")
   if status.state != "empty" and not overwrite:
     if staged.state != "empty":  # two runs to go on with: say which flags continue which
-      other = (f"the unfinished run in {final} itself with --resume" if status.state ==
-               "unfinished" else f"keep the finished run in {final} and delete "
-               f"{staging_dir(final)}")
+      if status.state == "unfinished" and not results_without_weights(final):
+        other = f"the unfinished run in {final} itself with --resume"
+      else:  # finished, or results with nothing to resume from (as results/vae_2)
+        other = f"keep the run's results in {final} and delete {staging_dir(final)}"
       raise FileExistsError(f"{interrupted_overwrite}: continue it with --resume --overwrite, "
                             f"or {other}")
     if results_without_weights(final):
@@ -476,7 +477,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
 
   try:
     params = write_results(config, out, state.params, history, run, d)
-    _drop_stale_grids(out, config)
+    if plan.resumed is not None:
+      _drop_stale_grid(out, config, plan.resumed)
     if out != plan.final:
       _swap_in(out, plan.final)
   except KeyboardInterrupt:
@@ -494,14 +496,16 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   return RunResult(params, history, compile_s)
 
 
-def _drop_stale_grids(out: Path, config: Config) -> None:
-  """Once a run has finished: the grids of epochs off its schedule go, as the last epoch's
-  grid of the shorter run a `--resume --epochs M` extended. So the folder holds what the run
-  never stopped would (this run's own grids; the old one's results are replaced too)."""
-  keep = {f"reconstruction_{e}.png" for e in grid_epochs(config)}
-  for path in out.glob("reconstruction_*.png"):
-    if path.name not in keep:
-      path.unlink()
+def _drop_stale_grid(out: Path, config: Config, resumed: checkpoint.Checkpoint) -> None:
+  """A run extended by `--resume --epochs M` from a finished shorter run: that run drew a
+  grid at its last epoch, which the run never stopped would not have (it is off M's
+  schedule). Once the run has finished, that one file goes, saying so; nothing else does."""
+  old = resumed.config.epochs
+  stale = out / f"reconstruction_{old}.png"
+  if resumed.epoch == old and old not in grid_epochs(config) and stale.exists():
+    stale.unlink()
+    print(f"vae-jax: removed {stale.name}, the grid of the shorter run's last epoch: not one "
+          f"of this {config.epochs}-epoch run's", file=sys.stderr)
 
 
 def write_results(config: Config, out: Path, params, history: list, run, d, *,

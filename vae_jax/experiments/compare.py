@@ -188,8 +188,9 @@ def plot_sweep(report: dict, path) -> None:
     ax.errorbar([int(z) for z in zs], m, yerr=s, marker="o", capsize=3, label=label)
   any_z = report["sweep"][zs[0]]
   ax.set(xscale="log", xlabel="latent size z", ylabel="nats per image",
-         title=f"after {count(any_z['epochs'], 'epoch')}, mean +- std of "
-               f"{count(len(any_z['seeds']), 'seed')}")
+         title=f"after {count(any_z['epochs'], 'epoch')}, "
+               + (f"mean +- std of {count(len(any_z['seeds']), 'seed')}"
+                  if len(any_z["seeds"]) > 1 else "one seed"))
   ax.set_xticks([int(z) for z in zs], [str(z) for z in zs])
   ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.grid(True)
@@ -234,7 +235,8 @@ def markdown(report: dict) -> str:
            f"(`{report.get('command', 'vae-jax compare --out results')}`).", "",
            f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
            "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
-           "Mean ± standard deviation over seeds.", "",
+           ("Mean ± standard deviation over seeds." if len(first["seeds"]) > 1 else
+            "One seed: no spread over seeds to show."), "",
            f"## z = 2 and z = 20, {count(first['epochs'], 'epoch')}", "",
            "| z | seeds | train loss | test loss | test recon | test KL | blog reports | "
            "epoch within 1% of final (per seed) |",

@@ -112,8 +112,6 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
     values = dict(zip(fields, combo))
     try:
       config = Config.with_presets(values)
-      if config.idle_warmup:  # as train refuses it
-        raise ValueError(config.idle_warmup)
     except ValueError as e:
       raise ValueError(f"member {member_name(values, named_by)}: {e}") from None
     name = member_name(dataclasses.asdict(config), named_by)
@@ -122,6 +120,9 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
                        f"differ in their first 6 digits")
     members.append(Member(name, config))
   todo = [m for m in members if not _finished(workdir / m.name, m.config)]
+  idle = next((m for m in todo if m.config.idle_warmup), None)  # as train refuses a new run
+  if idle is not None:
+    raise ValueError(f"member {idle.name}: {idle.config.idle_warmup}")
   return Plan(members, swept, todo, command)
 
 
@@ -147,10 +148,6 @@ def _finished(run_dir: Path, config: Config) -> bool:
   if not _same_run(saved, config):
     field = next(f.name for f in dataclasses.fields(Config)
                  if getattr(saved, f.name) != getattr(config, f.name) and f.name not in WHERE_FROM)
-    if field == "epochs" and saved.epochs < config.epochs and _same_run(
-        saved.replace(epochs=config.epochs), config):  # only shorter: it can train on
-      fix += (f", or train it on with `vae-jax train --workdir {run_dir} --resume --epochs "
-              f"{config.epochs}`")
     raise ValueError(f"{run_dir} holds a run with --{field.replace('_', '-')} "
                      f"{_text(getattr(saved, field))}, not this member's "
                      f"{_text(getattr(config, field))}: {fix}")
@@ -289,7 +286,7 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
 
     result = multi.train_many(config, [(m.config.seed, m.config.learning_rate) for m in group],
                               d, strategy=strategy, progress=progress, on_member=save)
-    print(f"sweep: {len(group)} member(s) of {_describe(config, p.swept)} trained "
+    print(f"sweep: {count(len(group), 'member')} of {_describe(config, p.swept)} trained "
           f"({result.strategy} on {result.devices} device(s), {result.train_s:.1f} s + "
           f"{result.compile_s:.1f} s compile)", file=sys.stderr)
   if processes > 1:
@@ -350,7 +347,7 @@ def markdown(report: dict) -> str:
   lines = ["# Sweep", "", f"Machine: {report['machine']}.", ""]
   if report.get("command"):
     lines += [f"Command: `{report['command']}`.", ""]
-  lines += [f"{len(report['members'])} members; losses are nats per image at the last epoch "
+  lines += [f"{count(len(report['members']), 'member')}; losses are nats per image at the last epoch "
             "(train with sampled z, test with z = mu); mean ± standard deviation over seeds.", "",
             "| " + " | ".join(settings + ["seeds", "test loss", "test recon", "test KL",
                                          "train loss", "test loss per seed"]) + " |",
@@ -366,7 +363,7 @@ def markdown(report: dict) -> str:
     lines += ["How the members trained (each group: one stacked program, or one run after "
               "another):", ""]
     for g in report["groups"]:
-      lines.append(f"* {g.get('setting', 'the setting')}: {len(g['members'])} member(s), "
+      lines.append(f"* {g.get('setting', 'the setting')}: {count(len(g['members']), 'member')}, "
                    f"{g['strategy']} on {g['devices']} device(s): {g['train_s']:.1f} s of "
                    f"training, {g['compile_s']:.1f} s compile")
   return "\n".join(lines) + "\n"
@@ -452,10 +449,10 @@ def _say_what_a_narrower_summary_replaces(workdir: Path, p: Plan) -> None:
     left_out = sorted({m["name"] for m in old["members"]} - {m.name for m in p.members})
   except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one we can read
     return
-  if left_out:
-    print(f"sweep: this summary covers {len(p.members)} member(s); the one it replaces also "
+  if left_out and old.get("command"):  # (compare's groups have none: its report is the record)
+    print(f"sweep: this summary covers {count(len(p.members), 'member')}; the one it replaces also "
           f"had {', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''}: "
-          f"`{old.get('command') or 'the wider grid'}` writes it again without training",
+          f"`{old['command']}` writes it again without training",
           file=sys.stderr)
 
 
