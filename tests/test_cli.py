@@ -240,3 +240,14 @@ def test_bench_refuses_torch_loops_it_would_not_run(capsys):
   assert exit_.value.code == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "--no-torch runs no PyTorch loop" in err
+
+
+def test_every_python_file_compiles_without_a_warning():
+  # A SyntaxWarning is Python's word for a bug such as two literals with no operator between
+  # them ("..." ("..." if a else "...") calls a string): it raised only when the line ran.
+  import warnings
+  for path in sorted([*ROOT.glob("vae_jax/**/*.py"), *ROOT.glob("scripts/*.py"),
+                      *ROOT.glob("tests/*.py")]):
+    with warnings.catch_warnings():
+      warnings.simplefilter("error")
+      compile(path.read_text(), str(path), "exec")

@@ -1,5 +1,8 @@
 """The comparison's arithmetic: the summary over seeds, the settling epoch and the verdict."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from vae_jax.experiments import compare
@@ -47,3 +50,26 @@ def test_its_runs_are_named_by_z_and_seed_however_many_it_lists(tmp_path):
   for zs in ([5], [5, 10]):
     p = sweep.plan(compare.grid(Config(), zs, [1], 1), tmp_path / "W", named_by=compare.NAMED_BY)
     assert p.members[0].name == "latent_dim=5,seed=1"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_committed_report_is_what_markdown_makes_of_its_json():
+  # results/blog_comparison.md was written by `compare`; the same code must make it again.
+  report = json.loads((ROOT / "results" / "blog_comparison.json").read_text())
+  assert compare.markdown(report) == (ROOT / "results" / "blog_comparison.md").read_text()
+
+
+def test_one_seed_shows_no_spread():
+  report = json.loads((ROOT / "results" / "blog_comparison.json").read_text())
+  for group in (*report["main"].values(), *report["sweep"].values()):
+    group["seeds"] = group["seeds"][:1]
+    for term in group["final"].values():
+      term["values"], term["std"] = term["values"][:1], 0.0
+      term["mean"] = term["values"][0]
+  text = compare.markdown(report)
+  assert "One seed: no spread over seeds to show." in text
+  table = [line for line in text.splitlines() if line.startswith("| 2 |")]
+  assert table and all("±" not in line for line in table), table
+  assert "Our 1 seed ends at" in text and "Our 1 seeds" not in text

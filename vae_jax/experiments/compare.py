@@ -214,7 +214,7 @@ def verdict(report: dict) -> list[str]:
     vals = g["final"]["test_loss"]["values"]
     inside = sum(lo <= v <= hi for v in vals)
     out.append(f"* z = {z}: the blog says \"{BLOG_SAYS[int(z)]}\"; we read that as {lo:g} to "
-               f"{hi:g}. Our {count(len(vals), 'seed')} end at {m:.2f}"
+               f"{hi:g}. Our {count(len(vals), 'seed')} end{'s' if len(vals) == 1 else ''} at {m:.2f}"
                + (f" ± {sd:.2f}" if len(vals) > 1 else "") + f", {inside} of {len(vals)} "
                f"inside that range: {'it agrees' if inside == len(vals) else 'it does not agree'}.")
   out += ["", "The blog gives words, not a table, from one PyTorch run; its exact final numbers "
@@ -235,8 +235,8 @@ def markdown(report: dict) -> str:
            f"(`{report.get('command', 'vae-jax compare --out results')}`).", "",
            f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
            "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
-           ("Mean ± standard deviation over seeds." if len(first["seeds"]) > 1 else
-            "One seed: no spread over seeds to show."), "",
+           + ("Mean ± standard deviation over seeds." if len(first["seeds"]) > 1 else
+              "One seed: no spread over seeds to show."), "",
            f"## z = 2 and z = 20, {count(first['epochs'], 'epoch')}", "",
            "| z | seeds | train loss | test loss | test recon | test KL | blog reports | "
            "epoch within 1% of final (per seed) |",
