@@ -25,7 +25,7 @@ CACHE = {"--no-compile-cache"}  # every subcommand that compiles
 EXPECTED_FLAGS = {
     "train": CONFIG_FLAGS | CACHE | {"--workdir", "--overwrite", "--no-progress", "--resume",
                                      "--checkpoint-every"},
-    "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision"},
+    "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision", "--binarize"},
     "export": {"--weights", "--out"},
     "likelihood": DATA | CACHE | {"--test-limit", "--matmul-precision", "--binarize", "--seed",
                                   "--weights", "--k", "--json", "--no-progress"},

@@ -367,7 +367,8 @@ def test_likelihood_command_on_binarized_and_continuous_runs(tiny_data_dir, tmp_
   assert "NOT a log-likelihood" in out and "30 test images" in out
   # evaluate reads the Burda run's model and binarization from its config.json
   assert cli.main(["evaluate", "--weights", str(burda / "params.msgpack"), *common]) == 0
-  assert "test loss" in capsys.readouterr().out
+  line = capsys.readouterr().out
+  assert "burda model, z=3" in line and "binarized once (its run's --binarize dynamic)" in line
   assert cli.main(["export", "--weights", str(burda / "params.msgpack"), "--out",
                    str(tmp_path / "b.npz")]) == 2
   assert "only the blog's model" in capsys.readouterr().err

@@ -37,6 +37,12 @@ def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_d
   line = capsys.readouterr().out.strip().splitlines()[-1]
   test_loss = float(np.load(run / "test_loss_list.npy")[-1])
   assert f"test loss {test_loss:.4f}" in line
+  # --binarize scores the binarized test set (exported weights carry no config.json).
+  assert cli.main(["evaluate", "--weights", str(tmp_path / "vae.npz"), "--binarize", "dynamic",
+                   *common]) == 0
+  binarized = capsys.readouterr().out.strip().splitlines()[-1]
+  assert "binarized once" in binarized and f"test loss {test_loss:.4f}" not in binarized
+  assert "grey" in line
   # Exporting over an existing file is refused in one line.
   assert cli.main(["export", "--weights", str(run / "params.msgpack"),
                    "--out", str(tmp_path / "vae.npz")]) == 2

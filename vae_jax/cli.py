@@ -36,7 +36,7 @@ LIMITS = ("train_limit", "test_limit")
 MODEL = ("latent_dim", "hidden_dim", "init")
 FIELDS = {
     "train": tuple(f.name for f in dataclasses.fields(Config)),
-    "evaluate": DATA + ("test_limit", "matmul_precision"),
+    "evaluate": DATA + ("test_limit", "matmul_precision", "binarize"),
     "export": (),
     "data": DATA,
     "bench": MODEL + ("batch_size", "learning_rate", "seed") + DATA + LIMITS,
@@ -78,10 +78,11 @@ FIELD_HELP = {
 
 
 # Where a subcommand reads a field otherwise than a run does: its own help, and default.
-HELP_FOR = {"likelihood": {
-    "seed": ("the importance samples' PRNG seed", Config().seed),
-    "binarize": ("the test images scored: none, grey (the blog's); dynamic, the one fixed "
-                 "binarization (the field's)", "the run's, from its config.json")}}
+SCORED = ("the test images scored: none, grey (the blog's); dynamic, the one fixed "
+          "binarization (the field's)", "the run's, from its config.json (none without one)")
+HELP_FOR = {"likelihood": {"seed": ("the importance samples' PRNG seed", Config().seed),
+                           "binarize": SCORED},
+            "evaluate": {"binarize": SCORED}}
 
 
 def _parse_value(kind, optional: bool = False):
@@ -215,13 +216,15 @@ def cmd_evaluate(args, config, parser):
   from vae_jax import checkpoint, data, train
   from vae_jax.model import make_model
   params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
-  d = data.load_device_data(config, with_train=False, binarize=wconfig.binarize)
+  binarize = config.binarize if hasattr(args, "binarize") else wconfig.binarize
+  d = data.load_device_data(config, with_train=False, binarize=binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
   m = train.make_evaluate(model)(params, d.x_test, *train.labels_of(model, d.y_test))
   n = len(d.x_test)
   what = ("CVAE, " if model.conditional else "") + ("burda model, " if wconfig.arch == "burda"
                                                     else "")
-  pixels = "binarized once (its run's --binarize dynamic)" if wconfig.binarize == "dynamic" else "grey"
+  pixels = ("grey" if binarize == "none" else "binarized once" + (
+      " (its run's --binarize dynamic)" if wconfig.binarize == "dynamic" else ""))
   print(f"{args.weights} ({what}z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
         f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
         f"test images, {pixels}, z = mu")
@@ -239,7 +242,7 @@ def cmd_likelihood(args, config, parser):
     checkpoint.check_new_file(args.json, "--json", ".json")
   params, wconfig = checkpoint.load_weights(args.weights)
   if wconfig.model != "vae":
-    raise ValueError(f"--weights {args.weights} is a {wconfig.model}: the estimator scores "
+    raise ValueError(f"--weights {args.weights} is a CVAE: the estimator scores "
                      f"log p(x) of the VAE, not log p(x|y) of the CVAE")
   binarize = config.binarize if hasattr(args, "binarize") else wconfig.binarize
   d = data.load_device_data(config, with_train=False, binarize=binarize)
