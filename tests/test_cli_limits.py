@@ -12,7 +12,9 @@ def test_limits_reach_bench_and_study_and_evaluate(tiny_data_dir, tmp_path, caps
   common = ["--data-dir", str(tiny_data_dir)]
   assert cli.main(["bench", "--bench-epochs", "1", "--no-torch", "--hidden-dim", "16",
                    "--train-limit", "100", "--test-limit", "40", *common]) == 0
-  assert "100 train + 40 test images" in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert "100 train + 40 test images" in printed
+  assert "torch" not in printed.split("machine: ")[1].splitlines()[0]  # no torch row: not named
   out = tmp_path / "study"
   assert cli.main(["study", "--out", str(out), "--only", "gradient_flow", "--quick",
                    "--train-limit", "100", *common]) == 0

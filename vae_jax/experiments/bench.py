@@ -170,8 +170,9 @@ def _progress(row: dict) -> None:
   print(f"{row['name']}: {row['epoch_s']:.3f} s an epoch", file=sys.stderr, flush=True)
 
 
-def describe_machine() -> str:
-  """The device JAX runs on, the CPU model and core count, and the library versions."""
+def describe_machine(with_torch: bool = True) -> str:
+  """The device JAX runs on, the CPU model and core count, and the library versions (torch's
+  when `with_torch` and it is installed)."""
   dev = jax.devices()[0]
   cpu = platform.processor() or platform.machine()
   try:
@@ -182,6 +183,8 @@ def describe_machine() -> str:
   line = (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); "
           f"CPU: {cpu}, {os.cpu_count()} cores, {platform.machine()}")
   try:
+    if not with_torch:
+      return line
     import torch
   except ImportError:
     return line
@@ -196,7 +199,7 @@ def format_table(rows: list[dict], config: Config | None = None, epochs: int | N
   base = next((r for r in rows if "blog" in r["name"]), None)
   lines = []
   if config is not None:
-    lines += [f"machine: {describe_machine()}",
+    lines += [f"machine: {describe_machine(any('pytorch' in r['name'] for r in rows))}",
               f"z = {config.latent_dim}"
               + (f", hidden {config.hidden_dim}" if config.hidden_dim != Config().hidden_dim else "")
               + f", batch {config.batch_size}, {n_train} train + {n_test} "
