@@ -107,3 +107,14 @@ def test_the_compiled_loop_trains_as_the_eager_one():
   for k in w_eager:  # as tests/test_parity.py: all but 0.1% within 1e-6, none past 2 steps
     err = np.abs(w_compiled[k] - w_eager[k])
     assert np.mean(err > 1e-6) <= 1e-3 and err.max() < 2 * 5 * 1.03e-3, k
+
+
+def test_the_machine_line_names_torch_only_beside_a_pytorch_row():
+  pytest.importorskip("torch")
+  from vae_jax.experiments import bench
+  row = {"compile_s": 0.0, "train_s": 1.0, "test_s": 0.1, "epoch_s": 1.1}
+  jax_row = {**row, "name": "jax (this project)"}
+  torch_row = {**row, "name": "pytorch 2 on cpu, blog loop"}
+  machine = lambda rows: bench.format_table(rows, Config(), 1).splitlines()[0]
+  assert machine([jax_row]).startswith("machine: jax ") and "torch" not in machine([jax_row])
+  assert "; torch " in machine([jax_row, torch_row])

@@ -369,6 +369,12 @@ def test_likelihood_command_on_binarized_and_continuous_runs(tiny_data_dir, tmp_
   assert cli.main(["evaluate", "--weights", str(burda / "params.msgpack"), *common]) == 0
   line = capsys.readouterr().out
   assert "burda model, z=3" in line and "binarized once (its run's --binarize dynamic)" in line
+  # --binarize overrides the run's config.json, and the line says the run trained otherwise.
+  assert cli.main(["evaluate", "--weights", str(burda / "params.msgpack"), "--binarize", "none",
+                   *common]) == 0
+  grey = capsys.readouterr().out
+  assert "grey (its run trained on --binarize dynamic)" in grey
+  assert float(grey.split("test loss ")[1].split()[0]) != float(line.split("test loss ")[1].split()[0])
   assert cli.main(["export", "--weights", str(burda / "params.msgpack"), "--out",
                    str(tmp_path / "b.npz")]) == 2
   assert "only the blog's model" in capsys.readouterr().err

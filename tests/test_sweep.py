@@ -362,3 +362,10 @@ def test_the_stacked_programs_are_split_over_the_devices_without_collectives(dat
                        capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split() == ["4", "0", "4", "0"]  # epoch, evaluation: partitions, collectives
+
+
+def test_the_committed_summary_is_what_markdown_makes_of_its_json():
+  root = Path(__file__).resolve().parent.parent / "results" / "sweep_z"
+  from vae_jax.experiments import sweep
+  report = json.loads((root / "sweep.json").read_text())
+  assert sweep.markdown(report) == (root / "sweep.md").read_text()

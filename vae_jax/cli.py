@@ -223,8 +223,10 @@ def cmd_evaluate(args, config, parser):
   n = len(d.x_test)
   what = ("CVAE, " if model.conditional else "") + ("burda model, " if wconfig.arch == "burda"
                                                     else "")
-  pixels = ("grey" if binarize == "none" else "binarized once" + (
-      " (its run's --binarize dynamic)" if wconfig.binarize == "dynamic" else ""))
+  pixels = "grey" if binarize == "none" else "binarized once"
+  if wconfig.binarize == "dynamic":  # the run's own setting (none: unknown or grey)
+    pixels += (" (its run's --binarize dynamic)" if binarize == "dynamic" else
+               " (its run trained on --binarize dynamic)")
   print(f"{args.weights} ({what}z={wconfig.latent_dim}): test loss {float(m.loss) / n:.4f} "
         f"(recon {float(m.recon) / n:.4f} + KL {float(m.kl) / n:.4f}) per image over {n} "
         f"test images, {pixels}, z = mu")

@@ -182,9 +182,9 @@ def describe_machine(with_torch: bool = True) -> str:
     pass
   line = (f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); "
           f"CPU: {cpu}, {os.cpu_count()} cores, {platform.machine()}")
+  if not with_torch:
+    return line
   try:
-    if not with_torch:
-      return line
     import torch
   except ImportError:
     return line

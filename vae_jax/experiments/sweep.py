@@ -347,8 +347,10 @@ def markdown(report: dict) -> str:
   lines = ["# Sweep", "", f"Machine: {report['machine']}.", ""]
   if report.get("command"):
     lines += [f"Command: `{report['command']}`.", ""]
-  lines += [f"{count(len(report['members']), 'member')}; losses are nats per image at the last epoch "
-            "(train with sampled z, test with z = mu); mean ± standard deviation over seeds.", "",
+  spread = any(len(e["seeds"]) > 1 for e in report["table"])
+  lines += [f"{count(len(report['members']), 'member')}; losses are nats per image at the last "
+            "epoch (train with sampled z, test with z = mu)"
+            + ("; mean ± standard deviation over seeds." if spread else "; one seed each."), "",
             "| " + " | ".join(settings + ["seeds", "test loss", "test recon", "test KL",
                                          "train loss", "test loss per seed"]) + " |",
             "|" + "---|" * (len(settings) + 6)]
