@@ -323,9 +323,10 @@ MUTANTS = [
            "    if text.lower() == _NONE:",
            "--binarize none, a listed choice, is refused (read as None); --data-dir none is "
            "no folder", tests=("tests/test_cli.py",)),
-    Mutant("stale_grid_kept", "vae_jax/run.py", "      _drop_stale_grid(out, config, plan.resumed)",
-           "      pass", "a run extended by --resume --epochs keeps the shorter run's last grid, which "
-           "the run never stopped has not", tests=("tests/test_resume.py",)),
+    Mutant("stale_grid_kept", "vae_jax/run.py",
+           "      _drop_stale_grid(out, config, plan.resumed)", "      pass",
+           "a run extended by --resume --epochs keeps the shorter run's last grid, which the "
+           "run never stopped has not", tests=("tests/test_resume.py",)),
     Mutant("limit_past_mnist", "vae_jax/config.py", "if value is not None and value > size:",
            "if False:", "--train-limit 70000 is recorded in config.json as if used",
            tests=("tests/test_bad_input.py",)),

@@ -39,6 +39,22 @@ def check_directory(path, flag: str, *, writable: bool = True) -> Path:
   return path
 
 
+def check_results_dir(path, flag: str, what: str) -> Path:
+  """`check_directory`, and not a training run's folder (its config.json): `what`'s results
+  would mix with the run's files, which train would then count as a user's."""
+  path = check_directory(path, flag)
+  if (path / "config.json").exists():
+    raise FileExistsError(f"{flag} {path} holds a training run (config.json): give {what} a "
+                          f"folder of its own")
+  return path
+
+
+def config_beside(weights) -> Path | None:
+  """The run's config.json beside a params.msgpack (None for other weights, or none there)."""
+  cfg = Path(weights).parent / "config.json"
+  return cfg if Path(weights).suffix == ".msgpack" and cfg.exists() else None
+
+
 def check_new_file(path, flag: str, suffix: str = "") -> Path:
   """`path` must not exist yet, and its folder must (writable): refused in one line naming
   `flag`, before any work."""
@@ -147,7 +163,7 @@ def load_weights(path):
   if not path.is_file():
     raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
   cfg = path.parent / "config.json"
-  run_config = Config.from_file(cfg) if path.suffix == ".msgpack" and cfg.exists() else None
+  run_config = Config.from_file(cfg) if config_beside(path) else None
   if run_config is not None and (run_config.arch, run_config.model) != ("blog", "vae"):
     return _load_run_weights(path, run_config), run_config
   # Weights that do not fit the blog's VAE may be another model's whose config.json is gone.

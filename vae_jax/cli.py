@@ -212,11 +212,16 @@ def cmd_train(args, config, parser):
                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 
 
+def _scored_pixels(args, config, wconfig) -> str:
+  """The test images evaluate and likelihood score: --binarize if given, else the run's."""
+  return config.binarize if hasattr(args, "binarize") else wconfig.binarize
+
+
 def cmd_evaluate(args, config, parser):
   from vae_jax import checkpoint, data, train
   from vae_jax.model import make_model
   params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
-  binarize = config.binarize if hasattr(args, "binarize") else wconfig.binarize
+  binarize = _scored_pixels(args, config, wconfig)
   d = data.load_device_data(config, with_train=False, binarize=binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
   m = train.make_evaluate(model)(params, d.x_test, *train.labels_of(model, d.y_test))
@@ -246,13 +251,12 @@ def cmd_likelihood(args, config, parser):
   if wconfig.model != "vae":
     raise ValueError(f"--weights {args.weights} is a CVAE: the estimator scores "
                      f"log p(x) of the VAE, not log p(x|y) of the CVAE")
-  binarize = config.binarize if hasattr(args, "binarize") else wconfig.binarize
+  binarize = _scored_pixels(args, config, wconfig)
   d = data.load_device_data(config, with_train=False, binarize=binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
   est = likelihood.estimate(model, params, d.x_test, args.samples, key=jax.random.PRNGKey(config.seed),
                             progress=not args.no_progress)
-  weights = Path(args.weights)
-  if weights.suffix == ".msgpack" and (weights.parent / "config.json").exists():
+  if checkpoint.config_beside(args.weights):
     trained = (f"trained with --objective {wconfig.objective}"
                + (f" --k {wconfig.k}" if wconfig.objective == "iwae" else "")
                + f", --binarize {wconfig.binarize}")

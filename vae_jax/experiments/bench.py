@@ -201,7 +201,8 @@ def format_table(rows: list[dict], config: Config | None = None, epochs: int | N
   if config is not None:
     lines += [f"machine: {describe_machine(any('pytorch' in r['name'] for r in rows))}",
               f"z = {config.latent_dim}"
-              + (f", hidden {config.hidden_dim}" if config.hidden_dim != Config().hidden_dim else "")
+              + (f", hidden {config.hidden_dim}" if config.hidden_dim != Config().hidden_dim
+                 else "")
               + f", batch {config.batch_size}, {n_train} train + {n_test} "
               f"test images, " + (f"median of {epochs} epochs" if epochs > 1 else "1 epoch")]
   lines += ["| loop | compile s | train s/epoch | test s/epoch | epoch s | vs blog loop |",

@@ -95,10 +95,7 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
                  sweep_seeds: int = DEFAULTS["sweep_seeds"],
                  sweep_epochs: int = DEFAULTS["sweep_epochs"], strategy: str = DEFAULTS["strategy"],
                  bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config()) -> dict:
-  out = checkpoint.check_directory(out, "--out")
-  if (out / "config.json").exists():  # a training run's folder: its results are not these
-    raise FileExistsError(f"--out {out} holds a training run (config.json): give the "
-                          f"comparison a folder of its own")
+  out = checkpoint.check_results_dir(out, "--out", "the comparison")
   t_start = time.perf_counter()
   d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
@@ -214,8 +211,8 @@ def verdict(report: dict) -> list[str]:
     vals = g["final"]["test_loss"]["values"]
     inside = sum(lo <= v <= hi for v in vals)
     out.append(f"* z = {z}: the blog says \"{BLOG_SAYS[int(z)]}\"; we read that as {lo:g} to "
-               f"{hi:g}. Our {count(len(vals), 'seed')} end{'s' if len(vals) == 1 else ''} at {m:.2f}"
-               + (f" ± {sd:.2f}" if len(vals) > 1 else "") + f", {inside} of {len(vals)} "
+               f"{hi:g}. Our {count(len(vals), 'seed')} end{'s' if len(vals) == 1 else ''} at "
+               f"{m:.2f}" + (f" ± {sd:.2f}" if len(vals) > 1 else "") + f", {inside} of {len(vals)} "
                f"inside that range: {'it agrees' if inside == len(vals) else 'it does not agree'}.")
   out += ["", "The blog gives words, not a table, from one PyTorch run; its exact final numbers "
           "are not known, so agreement can only be to its own precision. Where a single run of "

@@ -496,10 +496,7 @@ def run(out="results/gradient_flow", only=None, quick: bool = False, d: DeviceDa
   unless `overwrite`; each experiment's files are replaced once its numbers are in.
   """
   names = _check_names(only)
-  out = checkpoint.check_directory(out, "--out")
-  if (out / "config.json").exists():  # a training run's folder: its results are not the study's
-    raise FileExistsError(f"--out {out} holds a training run (config.json): give the study a "
-                          f"folder of its own")
+  out = checkpoint.check_results_dir(out, "--out", "the study")
   earlier = [name for name in names if (out / f"{name}.json").exists()]
   if earlier and not overwrite:
     raise FileExistsError(f"{out}/{earlier[0]}.json holds an earlier study's results: pass "

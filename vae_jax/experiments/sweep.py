@@ -43,9 +43,9 @@ from typing import NamedTuple
 from vae_jax import checkpoint
 from vae_jax.config import Config
 
-from vae_jax.experiments import count
 from vae_jax.experiments import SWEEP_SHARED as SINGLE  # one value: the same images for all
 from vae_jax.experiments import SWEEP_WHERE_FROM as WHERE_FROM  # a rerun's check ignores them
+from vae_jax.experiments import count
 SUMMARY = ("sweep.json", "sweep.md", "sweep.png")
 
 
@@ -452,10 +452,9 @@ def _say_what_a_narrower_summary_replaces(workdir: Path, p: Plan) -> None:
   except (OSError, ValueError, KeyError, TypeError):  # none yet, or not one we can read
     return
   if left_out and old.get("command"):  # (compare's groups have none: its report is the record)
-    print(f"sweep: this summary covers {count(len(p.members), 'member')}; the one it replaces also "
-          f"had {', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''}: "
-          f"`{old['command']}` writes it again without training",
-          file=sys.stderr)
+    print(f"sweep: this summary covers {count(len(p.members), 'member')}; the one it replaces "
+          f"also had {', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''}: "
+          f"`{old['command']}` writes it again without training", file=sys.stderr)
 
 
 def write_summary(workdir, p: Plan, machine: str) -> dict:
