@@ -14,6 +14,8 @@ baseline's (0 when it computes the same numbers bit for bit). Variants:
 * ``unroll-N``: `lax.scan(unroll=N)`, N Adam steps per loop iteration;
 * ``flat-adam``: Adam over one flat vector of all parameters (`optax.flatten`):
   one update kernel instead of one per parameter array;
+* ``sgd``: the same step with plain SGD's update instead of Adam's: other numbers, but
+  the time it saves is Adam's share of a step;
 * ``stack-N``: N seeds (1..N) in one program, the epoch vmapped over the stacked
   states and keys as a sweep with `--strategy vmap` builds it, on one device; its
   milliseconds are for all N, and its weights compared are those of seed 1 (the
@@ -21,6 +23,12 @@ baseline's (0 when it computes the same numbers bit for bit). Variants:
 * ``xla:NAME``: the base program under other XLA flags (command buffers, i.e.
   CUDA graphs, for the loop too), each in a child process, since XLA reads its
   flags once per process; ``xla:NAME/stack-N``: a stack under those flags.
+
+`--products` first times each of the five 784-wide products of a training step alone
+(forward fc1 and fc4, fc4's weight gradient and input gradient, fc1's weight gradient:
+128x784 @ 784x512 and the like) and a 2048x2048 one, each a compiled call timed from the
+host, median of 50: what the products alone cost an epoch, and this device's float32 rate.
+On a GPU the host's dispatch outweighs such small kernels: read the profile there.
 
 With --out, the optimized HLO of each in-process variant is written there
 (`hlo_<name>.txt`: count the kernels of one step), and with --trace a JAX profile
@@ -75,6 +83,9 @@ def build(variant: str, config, d):
     state = train.TrainState(state.params, optimizer.init(state.params))
     if "+unroll-" in variant:
       unroll = int(variant.split("+unroll-")[1])
+  elif variant == "sgd":
+    optimizer = optax.sgd(config.learning_rate)
+    state = train.TrainState(state.params, optimizer.init(state.params))
   elif variant != "base":
     raise SystemExit(f"unknown variant {variant!r}")
   epoch = train.make_train_epoch(run.model, optimizer, num_examples=len(d.x_train),
@@ -113,6 +124,39 @@ def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: b
       print(summarize_trace(found, train.steps_per_epoch(config)), flush=True)
   return {"variant": variant, "compile_s": compile_s, "ms": 1e3 * float(np.median(times[1:])),
           "ms_all": [1e3 * t for t in times]}, leaves
+
+
+def time_products(config, steps: int, repeats: int = 50) -> str:
+  """The five 784-wide products of one training step, each alone (see the module's doc)."""
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+
+  b, d, h = config.batch_size, 784, config.hidden_dim
+  shapes = [("fc1 forward: x @ W1", (b, d), (d, h)),
+            ("fc4 forward: h @ W4", (b, h), (h, d)),
+            ("fc4 weight gradient: h.T @ g", (h, b), (b, d)),
+            ("fc4 input gradient: g @ W4.T", (b, d), (d, h)),
+            ("fc1 weight gradient: x.T @ dh", (d, b), (b, h))]
+  dot = jax.jit(lambda x, y: jnp.dot(x, y, precision=config.matmul_precision))
+  lines, total = [f"the products alone, {config.matmul_precision} precision, median of "
+                  f"{repeats} calls each:"], 0.0
+  for name, sa, sb in [*shapes, ("a 2048x2048 product, for the rate", (2048,) * 2, (2048,) * 2)]:
+    x, y = (jax.random.uniform(jax.random.PRNGKey(i), s) for i, s in enumerate((sa, sb)))
+    jax.block_until_ready(dot(x, y))  # compiled, warm
+    times = []
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      jax.block_until_ready(dot(x, y))
+      times.append(time.perf_counter() - t0)
+    s = float(np.median(times))
+    flop = 2 * sa[0] * sa[1] * sb[1]
+    if name.startswith("fc"):
+      total += s
+    lines.append(f"  {name:36s} {sa[0]}x{sa[1]} @ {sb[0]}x{sb[1]}: {1e3 * s:7.3f} ms, "
+                 f"{flop / s / 1e9:6.1f} GFLOP/s")
+  lines.append(f"  the five, {steps} steps: {total * steps:.2f} s an epoch")
+  return "\n".join(lines)
 
 
 def summarize_trace(path: str, steps: int, top: int = 12) -> str:
@@ -156,6 +200,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "left out of the median)")
   p.add_argument("--out", default=None, help="folder for HLO texts, the profile and JSON")
   p.add_argument("--trace", action="store_true", help="profile one base epoch into OUT/trace")
+  p.add_argument("--products", action="store_true",
+                 help="first time the five large products of a step, each alone")
   p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the variant to run
   return p.parse_args(argv)
 
@@ -181,6 +227,9 @@ def main(argv=None):
   dev = jax.devices()[0]
   print(f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); matmul {args.precision}; "
         f"median of epochs 2..{args.epochs}", flush=True)
+  if args.products:
+    from vae_jax import train
+    print(time_products(config, train.steps_per_epoch(config, len(d.x_train))), flush=True)
   rows, ref = [], None
   for variant in args.variants:
     if variant.startswith("xla:"):

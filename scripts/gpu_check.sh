@@ -2,6 +2,7 @@
 # Every GPU check in one run of at most $BUDGET seconds (default 570), for a machine with a
 # CUDA GPU, jax[cuda], torch, pytest, pytest-xdist and pytest-timeout:
 #   1. the machine and versions; what a process spends before training (imports, CUDA);
+#      the float32 error of one product at each --matmul-precision, against float64;
 #   2. `vae-jax train` (z = 2, 100 epochs): a cold, then a warm compilation cache, then the
 #      warm run again under cProfile (where its host seconds go);
 #   3. the epoch programs (scripts/epoch_variants.py): one seed against 5 stacked seeds,
@@ -46,6 +47,20 @@ import matplotlib.pyplot
 t5 = time.perf_counter()
 print(f"import jax {t1 - t0:.2f} s; start CUDA (jax.devices) {t2 - t1:.2f} s; import flax + optax "
       f"{t3 - t2:.2f} s; import the package {t4 - t3:.2f} s; pyplot {t5 - t4:.2f} s")
+EOF
+
+step "float32 product error at each matmul precision"
+$PY - <<'EOF' 2>&1 | tee "$OUT/precision.log"
+import jax, jax.numpy as jnp, numpy as np
+rng = np.random.default_rng(0)
+a = rng.normal(size=(512, 784)).astype(np.float32)
+b = rng.normal(size=(784, 512)).astype(np.float32)
+ref = a.astype(np.float64) @ b.astype(np.float64)
+print(jax.devices()[0].device_kind)
+for p in ("highest", "high", "default"):
+  out = np.asarray(jnp.matmul(a, b, precision=p), np.float64)
+  err = np.max(np.abs(out - ref)) / np.max(np.abs(ref))
+  print(f"512x784 @ 784x512 float32 at {p:>7}: max error {err:.1e}, relative to max |product|")
 EOF
 fi
 

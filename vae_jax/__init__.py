@@ -1,4 +1,5 @@
-"""vae-jax: the MNIST VAE of "PyTorch (11) Variational Autoencoder" (2018) in JAX, Flax and Optax."""
+"""vae-jax: the MNIST VAE of "PyTorch (11) Variational Autoencoder" (2018) in JAX, Flax and
+Optax."""
 
 from vae_jax.config import Config
 from vae_jax.losses import LossTerms, bernoulli_nll, kl_standard_normal, vae_loss

@@ -1,4 +1,5 @@
-"""Command line: `vae-jax train | sweep | evaluate | likelihood | export | data | bench | compare | study`.
+"""Command line: `vae-jax train | sweep | evaluate | likelihood | export | data | bench |
+compare | study`.
 
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
@@ -254,7 +255,8 @@ def cmd_likelihood(args, config, parser):
   binarize = _scored_pixels(args, config, wconfig)
   d = data.load_device_data(config, with_train=False, binarize=binarize)
   model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
-  est = likelihood.estimate(model, params, d.x_test, args.samples, key=jax.random.PRNGKey(config.seed),
+  est = likelihood.estimate(model, params, d.x_test, args.samples,
+                            key=jax.random.PRNGKey(config.seed),
                             progress=not args.no_progress)
   if checkpoint.config_beside(args.weights):
     trained = (f"trained with --objective {wconfig.objective}"
@@ -451,7 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
                       ("sweep-epochs", "epochs per sweep point"),
                       ("bench-epochs", "epochs of the timing rows")):
     default = defaults[flag.replace("-", "_")]
-    c.add_argument(f"--{flag}", type=_positive, default=default, help=f"{help_}; default: {default}")
+    c.add_argument(f"--{flag}", type=_positive, default=default,
+                   help=f"{help_}; default: {default}")
   c.add_argument("--sweep", type=_positive, nargs="+", default=list(defaults["sweep"]),
                  help="latent sizes of the sweep; default: 2 5 10 20 50")
   c.add_argument("--strategy", choices=STRATEGIES, default=defaults["strategy"],
@@ -480,7 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study")  # take --no-compile-cache
+# The subcommands that compile, and so take --no-compile-cache.
+COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study")
 
 
 def main(argv=None) -> int:

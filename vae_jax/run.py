@@ -542,7 +542,8 @@ def write_results(config: Config, out: Path, params, history: list, run, d, *,
   else:
     _draw("samples.png", samples, out / "samples.png")
   if config.latent_dim > 2:
-    _draw("kl_per_dim.png", lambda path: plots.save_kl_per_dim(history, path), out / "kl_per_dim.png")
+    _draw("kl_per_dim.png", lambda path: plots.save_kl_per_dim(history, path),
+          out / "kl_per_dim.png")
   latent_figures(model, params, d.x_test, d.y_test, out)
   return params
 

@@ -212,8 +212,9 @@ def verdict(report: dict) -> list[str]:
     inside = sum(lo <= v <= hi for v in vals)
     out.append(f"* z = {z}: the blog says \"{BLOG_SAYS[int(z)]}\"; we read that as {lo:g} to "
                f"{hi:g}. Our {count(len(vals), 'seed')} end{'s' if len(vals) == 1 else ''} at "
-               f"{m:.2f}" + (f" ± {sd:.2f}" if len(vals) > 1 else "") + f", {inside} of {len(vals)} "
-               f"inside that range: {'it agrees' if inside == len(vals) else 'it does not agree'}.")
+               f"{m:.2f}" + (f" ± {sd:.2f}" if len(vals) > 1 else "")
+               + f", {inside} of {len(vals)} inside that range: "
+               + ("it agrees." if inside == len(vals) else "it does not agree."))
   out += ["", "The blog gives words, not a table, from one PyTorch run; its exact final numbers "
           "are not known, so agreement can only be to its own precision. Where a single run of "
           "ours could differ from its run: the random streams (JAX's, not PyTorch's seed 1), "
@@ -240,8 +241,9 @@ def markdown(report: dict) -> str:
            "|---|---|---|---|---|---|---|---|"]
   for z, g in report["main"].items():
     f = g["final"]
-    lines.append(f"| {z} | {len(g['seeds'])} | {_ms(f, 'train_loss')} | **{_ms(f, 'test_loss')}** | "
-                 f"{_ms(f, 'test_recon')} | {_ms(f, 'test_kl')} | {BLOG_SAYS[int(z)]} | "
+    lines.append(f"| {z} | {len(g['seeds'])} | {_ms(f, 'train_loss')} | "
+                 f"**{_ms(f, 'test_loss')}** | {_ms(f, 'test_recon')} | {_ms(f, 'test_kl')} | "
+                 f"{BLOG_SAYS[int(z)]} | "
                  f"{', '.join(map(str, g['settle_epoch']))} |")
   lines += ["", "Per seed, final test loss: " + "; ".join(
       f"z = {z}: " + ", ".join(f"{v:.2f}" for v in g["final"]["test_loss"]["values"])

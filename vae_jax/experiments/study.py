@@ -350,7 +350,8 @@ def draw_parameterisation(result: dict, arrays: dict):
   for param in variants.PARAMS:
     axes[0].loglog(v, scale[param]["dkl_dh"], label=param)
     axes[1].loglog(v, scale[param]["dstd_dh"], label=param)
-  for ax, t in zip(axes[:2], ("|dKL/dh| (one dimension, mu = 0)", "|d std/dh| = |dz/dh| per unit eps")):
+  titles = ("|dKL/dh| (one dimension, mu = 0)", "|d std/dh| = |dz/dh| per unit eps")
+  for ax, t in zip(axes[:2], titles):
     ax.set(xlabel="variance", title=t)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -396,7 +397,8 @@ def compute_gradient_flow(d: DeviceData, quick: bool = False):
     out = {}
     for i, which in enumerate(("recon", "kl")):
       for layer in LAYERS:
-        out[f"{which}/{layer}"] = jnp.sqrt(sum(jnp.sum(v[i] ** 2) for v in jax.tree.leaves(jp[layer])))
+        out[f"{which}/{layer}"] = jnp.sqrt(sum(jnp.sum(v[i] ** 2)
+                                               for v in jax.tree.leaves(jp[layer])))
       # per image: the norm of d(its loss)/dmu and /dlogvar (x b undoes the batch mean)
       out[f"{which}/mu"] = jnp.mean(jnp.linalg.norm(ja[i, 0] * b, axis=-1))
       out[f"{which}/logvar"] = jnp.mean(jnp.linalg.norm(ja[i, 1] * b, axis=-1))
@@ -531,7 +533,8 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
     path = out / f"{name}.json"
     if not path.exists():
       if only:
-        raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --out {out} --only {name}` first")
+        raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --out {out} "
+                                f"--only {name}` first")
       continue
     result = json.loads(path.read_text())
     arrays_path = out / f"{name}.npz"
@@ -540,7 +543,8 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
       _draw(out, name, result, arrays)
     except KeyError as e:
       raise ValueError(f"{path} (or {arrays_path.name}) lacks {e} for its figure: it was "
-                       f"written by an older version; run `vae-jax study --out {out} --only {name} --overwrite`") from None
+                       f"written by an older version; run `vae-jax study --out {out} "
+                       f"--only {name} --overwrite`") from None
     drawn.append(name)
   if not drawn:
     raise FileNotFoundError(f"{out} holds no study results: run `vae-jax study --out {out}` first")
