@@ -6,8 +6,8 @@ Trains the blog's setting (z = 2, full MNIST) for each seed three ways: stacked 
 `multi.train_many(strategy="vmap")` over every local device; alone (`train.setup` +
 `train.fit`, what the train subcommand runs); and alone from initial weights moved by one
 ulp (`jnp.nextafter`). Prints, per seed, the relative difference of each epoch's test loss
-from the single run's and the largest weight difference at the end, for the stack and for
-the control: the stack's drift is float32 rounding grown by training when it is of the
+from the single run's, the largest weight difference at the end and the final test losses
+(the single run's, then this one's), for the stack and for the control: the stack's drift is float32 rounding grown by training when it is of the
 control's size.
 """
 
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
   print(f"{len(args.seeds)} seeds stacked on {stacked.devices} {jax.devices()[0].platform} "
         f"device(s), z = {args.latent_dim}, {args.epochs} epochs of {len(d.x_train)} images")
   print("seed | what | test loss: relative difference from the single run, epoch 1, 2, ... "
-        "| largest weight difference at the end")
+        "| largest weight difference at the end | final test loss: single, this")
   for i, seed in enumerate(args.seeds):
     run = train.setup(config.replace(seed=seed), d)
     single = train.fit(run, d, args.epochs)
@@ -59,7 +59,8 @@ def main(argv=None) -> None:
       rel = [abs(a["test_loss"] - b["test_loss"]) / b["test_loss"]
              for a, b in zip(history, single.history)]
       print(f"{seed} | {what} | {', '.join(f'{r:.1e}' for r in rel)} | "
-            f"{_largest_difference(params, single.params):.2e}", flush=True)
+            f"{_largest_difference(params, single.params):.2e} | "
+            f"{single.history[-1]['test_loss']:.2f}, {history[-1]['test_loss']:.2f}", flush=True)
 
 
 if __name__ == "__main__":

