@@ -1,7 +1,7 @@
 """The beta study's table, from the runs' own files: `python scripts/beta_report.py RUN [RUN ...]`.
 
 Each RUN is the directory of one training run; its config.json gives beta and its
-metrics.jsonl the last epoch: the true negative ELBO on the test set (beta = 1,
+metrics.jsonl the last epoch: the blog's test loss, recon + KL at z = mu (beta = 1,
 whatever beta trained), its two parts, the objective that run minimised, the
 active units, and the seconds its epochs took. Prints a Markdown table.
 """
@@ -35,7 +35,7 @@ def row(run: Path) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  print("| beta | epochs | test loss (-ELBO) | recon | KL | objective recon + beta KL | "
+  print("| beta | epochs | test loss (recon + KL) | recon | KL | objective recon + beta KL | "
         "active units | dims with KL > 0.01 | seconds |")
   print("|---|---|---|---|---|---|---|---|---|")
   for run in args.runs:

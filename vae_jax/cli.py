@@ -69,7 +69,7 @@ FIELD_HELP = {
     "k": "importance samples per image of --objective iwae",
     "adam_eps": "Adam's epsilon (burda schedule: 1e-4)",
     "beta": "the KL's weight in training (1: the blog's ELBO; the test loss reported stays "
-            "the true negative ELBO)",
+            "the blog's, recon + KL)",
     "kl_warmup_epochs": "the KL's weight rises linearly from 0 (epoch 1) to --beta (epoch N + 1)",
     "model": "vae, or cvae: the conditional VAE (Sohn et al. 2015), the digit's one-hot "
              "joined to the encoder's and the decoder's input",

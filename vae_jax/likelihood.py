@@ -28,8 +28,9 @@ image_chunk x k x z noise). Image i's samples come from `fold_in(key, i)` alone,
 the chunk sizes change the memory and the speed, never the numbers.
 
 On continuous pixels (the blog's data) p(x|z) is the blog's Bernoulli cross-entropy
-of grey pixels, not a density of x: L_k is then a bound of the blog's loss, no
-likelihood, and `describe` says so.
+of grey pixels, not a density of x: -L_k is then, in expectation, a bound below the
+blog's loss with z sampled (its sampled -ELBO; not its test loss, which decodes z = mu),
+no likelihood, and `describe` says so.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def estimate(model, params, images_u8, k: int = 5000, *, key, ks=None, image_chu
 def describe(est: Estimate, *, binarized: bool, latent_dim: int) -> str:
   """The printed report: per test image, averaged, in nats."""
   what = ("test NLL = -L_k, nats per image (binarized test set)" if binarized else
-          "-L_k of the blog's loss on grey pixels, nats per image: a bound of that loss, NOT a "
+          "-L_k of the blog's loss on grey pixels, nats per image: in expectation a bound "
+          "below that loss with z sampled (not the test loss at z = mu), NOT a "
           "log-likelihood (the Bernoulli density is only a density on 0/1 pixels; use "
           "--binarize dynamic for one)")
   lines = [f"{est.n} test images, k = {est.k} samples each; {what}"]

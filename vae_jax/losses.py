@@ -4,17 +4,21 @@ For one image x (784 pixels in [0, 1]) with q(z|x) = N(mu, diag(exp(logvar))):
 
   loss(x) = recon(x) + kl(x)
   recon(x) = -sum_i [x_i log p_i + (1 - x_i) log(1 - p_i)],  p = sigmoid(logits)
-           = -log p(x|z) for a Bernoulli decoder (also the binary cross-entropy)
+           = the binary cross-entropy; -log p(x|z) of a Bernoulli decoder when x is 0/1
+             (on the blog's grey pixels no density: docs/gradient_flow.md, question 4)
   kl(x)    = KL(N(mu, sigma^2) || N(0, I)) = -1/2 sum_k (1 + logvar_k - mu_k^2 - exp(logvar_k))
 
-Each function returns one value per example; the caller reduces. The blog's
-reported loss is sum over the split / split size ("loss per image").
+With z sampled from q(z|x) (training), loss(x) is a one-sample estimate of the negative
+ELBO; with z = mu (the blog's eval mode, its test loss) it is a plug-in value and no bound
+of anything (at z = 20: 92.47, where the sampled -ELBO is 100.02; results/likelihood.md).
+Each function returns one value per example; the caller reduces. The blog's reported loss
+is sum over the split / split size ("loss per image").
 
 How this differs from the blog's `F.binary_cross_entropy(sigmoid(logits), x)`:
 PyTorch takes the logs of probabilities and clamps each at -100. We work from
 logits: log p = log_sigmoid(l) and log(1 - p) = log_sigmoid(-l), exact for any
 logit. The two agree wherever the clamp is inactive and float32 can represent
-1 - p (|l| below about 16); where a pixel is confidently wrong (say l = 30, x = 0)
+1 - p (|l| below about 17); where a pixel is confidently wrong (say l = 30, x = 0)
 PyTorch's term saturates at 100 while ours is the true 30. See
 `tests/test_losses.py`.
 """
@@ -29,9 +33,9 @@ import optax
 
 
 class LossTerms(NamedTuple):
-  recon: jax.Array  # [B] -log p(x|z)
+  recon: jax.Array  # [B] the BCE, -log p(x|z) on 0/1 pixels
   kl: jax.Array     # [B] KL(q(z|x) || p(z))
-  loss: jax.Array   # [B] recon + kl = -ELBO
+  loss: jax.Array   # [B] recon + kl: the -ELBO's estimate at this z
 
 
 def bernoulli_nll(logits: jax.Array, x: jax.Array) -> jax.Array:
@@ -77,7 +81,7 @@ def batch_loss(params, model, x, eps, weight, kl_weight=1.0, y=None):
   (None for the VAE). Returns (loss, Metrics of the batch sums).
   `kl_weight` b (a scalar) makes the objective sum weight * (recon + b * kl): the
   beta-VAE (Higgins et al. 2017) and KL warm-up (Bowman et al. 2016); the Metrics stay
-  the true terms, so `Metrics.loss` is the negative ELBO whatever b is.
+  the unweighted terms, so `Metrics.loss` is recon + KL whatever b is.
   """
   out = model.apply({"params": params}, x, eps, y)
   terms = vae_loss(out.logits, x, out.mu, out.logvar)  # each [B]
@@ -159,8 +163,10 @@ def iwae_batch_loss(params, model, x, eps, weight):
   """Sum over the batch of weight * (-L_k): the IWAE objective (Burda et al. 2016, eq. 8).
 
   eps: [B, k, z]. The Metrics' recon and kl are the ELBO's two terms (the recon averaged
-  over the k samples, the KL analytic), so recon + kl is the negative ELBO of the same
-  samples and `loss` <= it: the bound training tightens.
+  over the k samples, the KL analytic), so recon + kl estimates the negative ELBO from the
+  same samples, and E[loss] <= E[recon + kl] (E[L_k] >= ELBO): the bound training
+  tightens. For one set of samples the order can go either way, since the KL is the
+  analytic one, not the samples' log q - log p.
   """
   lw, kl = log_weights(params, model, x, eps)
   sums = Metrics(jnp.sum(weight * -lw.log_px_z.mean(axis=-1)), jnp.sum(weight * kl),

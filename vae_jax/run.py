@@ -420,7 +420,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
                                                             stats))
     now = time.perf_counter()
     row = {**train.epoch_row(epoch, train_m, test_m, n_train, n_test), "seconds": now - t_last}
-    if config.weights_kl:  # what training minimised, beside the true negative ELBO
+    if config.weights_kl:  # what training minimised, beside the unweighted recon + KL
       w = config.kl_weight(epoch)
       row.update(kl_weight=w, **{f"{s}_objective": row[f"{s}_recon"] + w * row[f"{s}_kl"]
                                  for s in ("train", "test")})
