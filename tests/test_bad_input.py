@@ -120,6 +120,8 @@ def _cases():
        "/run holds a training run (config.json): give the study a folder"),
       ("compare into a run's folder", ["compare", "--out", "{root}/run"],
        "holds a training run (config.json): give the comparison a folder of its own"),
+      ("bench, a loop twice", ["bench", "--torch-loops", "blog", "blog"],
+       "--torch-loops lists blog twice"),
       ("compare, a latent size twice", ["compare", "--out", "{root}/new", "--sweep", "3", "3"],
        "--sweep lists 3 twice"),
       ("compare, a size of the main runs twice", ["compare", "--out", "{root}/new", "--sweep",

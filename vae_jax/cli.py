@@ -497,6 +497,10 @@ def main(argv=None) -> int:
     config = config_from_args(args)  # every value given is checked, before anything else
   except ValueError as e:
     sub.error(str(e))
+  loops = getattr(args, "torch_loops", None) or []
+  twice = next((l for i, l in enumerate(loops) if l in loops[:i]), None)
+  if twice:
+    sub.error(f"--torch-loops lists {twice} twice: give each loop once")
   if args.command == "bench" and args.no_torch and args.torch_loops is not None:
     sub.error("--no-torch runs no PyTorch loop: drop --torch-loops or --no-torch")
   if args.command == "sweep":
