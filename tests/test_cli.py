@@ -89,6 +89,24 @@ def test_none_is_a_choice_or_a_name_and_means_no_limit_only_for_the_limits(argv,
   assert {k: getattr(args, k) for k in expected} == expected
 
 
+def test_redraw_says_which_figure_it_could_not_redraw(tmp_path, capsys):
+  # A study folder missing one experiment's JSON: the others are redrawn, and one line says
+  # which figure was not (and how to make it); the same for compare, each file it rewrote.
+  shutil.copytree(ROOT / "results" / "gradient_flow", tmp_path / "gf")
+  (tmp_path / "gf" / "variance.json").unlink()
+  assert cli.main(["study", "--redraw", "--out", str(tmp_path / "gf")]) == 0
+  out, err = capsys.readouterr()
+  assert "variance.png not redrawn" in err and "--only variance" in err
+  assert out.count("redrew ") == 5 and "variance" not in out
+  (tmp_path / "cmp").mkdir()
+  for f in (ROOT / "results").glob("blog_comparison*"):
+    shutil.copy(f, tmp_path / "cmp" / f.name)
+  assert cli.main(["compare", "--redraw", "--out", str(tmp_path / "cmp")]) == 0
+  assert capsys.readouterr().out.count("redrew ") == 3
+  assert sorted(p.name for p in (tmp_path / "cmp").iterdir()) == sorted(
+      p.name for p in (ROOT / "results").glob("blog_comparison*"))  # no temporary folder left
+
+
 @pytest.mark.parametrize("argv", [["study", "--redraw", "--quick"],
                                   ["compare", "--redraw", "--seeds", "2"],
                                   ["study", "--redraw", "--test-limit", "5"],

@@ -316,7 +316,8 @@ def cmd_compare(args, config, parser):
     if given:
       parser.error(f"--redraw draws from {args.out}/blog_comparison.json and takes no "
                    f"{', '.join(given)}")
-    compare.redraw(args.out)
+    for path in compare.redraw(args.out):
+      print(f"redrew {path}")
     return
   twice = next((z for i, z in enumerate(args.sweep) if z in args.sweep[:i]), None)
   if twice is not None:

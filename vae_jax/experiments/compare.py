@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -279,13 +281,28 @@ def markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def redraw(out: str | Path = "results") -> None:
-  """Redraws the figures and the Markdown from an existing blog_comparison.json."""
+def redraw(out: str | Path = "results") -> list[Path]:
+  """Redraws the figures and the Markdown from an existing blog_comparison.json; returns
+  the files written. All three are made first, beside the old ones, and replace them only
+  when each was made: a JSON that cannot be read changes nothing."""
   out = Path(out)
-  if not (out / "blog_comparison.json").is_file():
+  path = out / "blog_comparison.json"
+  if not path.is_file():
     raise FileNotFoundError(f"{out} holds no blog_comparison.json to redraw from: run "
                             f"`vae-jax compare --out {out}` first")
-  report = json.loads((out / "blog_comparison.json").read_text())
-  plot_curves(report, out / "blog_comparison_curves.png")
-  plot_sweep(report, out / "blog_comparison_sweep.png")
-  (out / "blog_comparison.md").write_text(markdown(report))
+  again = f"run `vae-jax compare --out {out}` to compute it again"
+  made = {"blog_comparison_curves.png": plot_curves, "blog_comparison_sweep.png": plot_sweep,
+          "blog_comparison.md": lambda r, p: p.write_text(markdown(r))}
+  with tempfile.TemporaryDirectory(prefix=".redraw_", dir=out) as tmp:
+    try:
+      report = json.loads(path.read_text())
+      for name, make in made.items():
+        make(report, Path(tmp) / name)
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON ({e}): {again}") from None
+    except (KeyError, TypeError, IndexError) as e:
+      raise ValueError(f"{path} lacks what its figures need ({type(e).__name__}: {e}): it was "
+                       f"edited or written by another version; {again}") from None
+    for name in made:
+      os.replace(Path(tmp) / name, out / name)
+  return [out / name for name in made]

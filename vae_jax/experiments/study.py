@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -531,20 +532,29 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
   drawn = []
   for name in _check_names(only):
     path = out / f"{name}.json"
+    again = f"run `vae-jax study --out {out} --only {name} --overwrite`"
     if not path.exists():
       if only:
         raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --out {out} "
                                 f"--only {name}` first")
+      if drawn or any((out / f"{n}.json").exists() for n in _check_names(None)):
+        print(f"vae-jax: {name}.png not redrawn: {out} holds no {name}.json (make it with "
+              f"`vae-jax study --out {out} --only {name}`)", file=sys.stderr)
       continue
-    result = json.loads(path.read_text())
+    try:
+      result = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path} is not valid JSON ({e}): {again}") from None
     arrays_path = out / f"{name}.npz"
     arrays = dict(np.load(arrays_path)) if arrays_path.exists() else {}
     try:
       _draw(out, name, result, arrays)
     except KeyError as e:
+      if not arrays_path.exists():  # the figure may read its arrays from there
+        raise ValueError(f"{name}.png needs {e}, which {path} does not hold, and there is no "
+                         f"{arrays_path.name} beside it: {again}") from None
       raise ValueError(f"{path} (or {arrays_path.name}) lacks {e} for its figure: it was "
-                       f"written by an older version; run `vae-jax study --out {out} "
-                       f"--only {name} --overwrite`") from None
+                       f"written by an older version; {again}") from None
     drawn.append(name)
   if not drawn:
     raise FileNotFoundError(f"{out} holds no study results: run `vae-jax study --out {out}` first")
