@@ -192,9 +192,12 @@ def summarize_trace(path: str, steps: int, top: int = 12) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--variants", nargs="+",
+  p.add_argument("--variants", nargs="+", metavar="VARIANT",
                  default=["base", "unroll-8", "flat-adam",
-                          *(f"xla:{k}" for k in XLA_VARIANTS)])
+                          *(f"xla:{k}" for k in XLA_VARIANTS)],
+                 help="base, unroll-N, flat-adam, flat-adam+unroll-N, sgd, stack-N, xla:NAME "
+                      f"or xla:NAME/stack-N (NAME: {', '.join(XLA_VARIANTS)}); the module's "
+                      "docstring says what each is; default: %(default)s")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"))
   p.add_argument("--epochs", type=int, default=6, help="epochs per variant (the first is "
                  "left out of the median)")
@@ -203,7 +206,28 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--products", action="store_true",
                  help="first time the five large products of a step, each alone")
   p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # the variant to run
-  return p.parse_args(argv)
+  args = p.parse_args(argv)
+  if args.epochs < 2:
+    p.error(f"--epochs must be >= 2 (the first is left out of the median), got {args.epochs}")
+  if args.trace and not args.out:
+    p.error("--trace writes its profile into --out: give --out DIR")
+  bad = [v for v in args.variants if not _known(v)]
+  if bad:
+    p.error(f"unknown variant(s) {', '.join(bad)}: base, unroll-N, flat-adam[+unroll-N], sgd, "
+            f"stack-N, xla:NAME[/stack-N] with NAME one of {', '.join(XLA_VARIANTS)}")
+  return args
+
+
+def _known(variant: str) -> bool:
+  """Whether `build` (or, for xla:, a child process of it) knows the variant's name."""
+  if variant.startswith("xla:"):
+    name, _, inner = variant[4:].partition("/")
+    return name in XLA_VARIANTS and (not inner or _known(inner))
+  stem, _, n = variant.rpartition("-")
+  if variant in ("base", "sgd", "flat-adam") or (stem in ("unroll", "stack", "flat-adam+unroll")
+                                                 and n.isdigit() and int(n) > 0):
+    return True
+  return False
 
 
 def main(argv=None):

@@ -203,6 +203,11 @@ def test_chunk_sizes_change_no_number(small_model):
   # a different key is a different draw
   c = likelihood.estimate(model, params, x, 500, key=jax.random.PRNGKey(8), image_chunk=4)
   assert c.bounds[1] != a.bounds[1]
+  # one sample leaves the weights' variance, and so the delta-method s.e., undefined
+  one = likelihood.estimate(model, params, x, 1, key=key, image_chunk=4)
+  assert one.mc_se is None and likelihood.to_json(one)["mc_se"] is None
+  assert "no Monte Carlo s.e. from k = 1" in likelihood.describe(one, binarized=True,
+                                                                  latent_dim=2)
 
 
 def test_grouped_bound_against_numpy():

@@ -58,7 +58,7 @@ class Estimate(NamedTuple):
   n: int                # test images
   k: int                # samples per image
   bounds: dict          # {j: average L_j} for j in ks
-  mc_se: float          # Monte Carlo standard error of bounds[k] (delta method)
+  mc_se: float | None   # Monte Carlo standard error of bounds[k] (delta method); None: k = 1
   elbo: float           # average ELBO: mean_i log p(x|z_i) - analytic KL
   active_units: int     # latent dimensions with Var_x(mu_u) > 0.01
   mu_variance: np.ndarray  # [z] Var_x(mu_u(x)) of each dimension
@@ -153,7 +153,8 @@ def estimate(model, params, images_u8, k: int = 5000, *, key, ks=None, image_chu
   mu_variance = cat["mu"].astype(np.float64).var(axis=0)
   return Estimate(
       n=n, k=k, bounds={j: float(cat[f"L{j}"].astype(np.float64).mean()) for j in ks},
-      mc_se=float(math.sqrt(cat["var_Lk"].astype(np.float64).sum()) / n),
+      mc_se=(float(math.sqrt(cat["var_Lk"].astype(np.float64).sum()) / n) if k > 1
+             else None),  # one sample: no variance of the weights to estimate
       elbo=float(cat["elbo"].astype(np.float64).mean()),
       active_units=int((mu_variance > ACTIVE_THRESHOLD).sum()), mu_variance=mu_variance,
       seconds=time.perf_counter() - t0,
@@ -169,7 +170,8 @@ def describe(est: Estimate, *, binarized: bool, latent_dim: int) -> str:
           "--binarize dynamic for one)")
   lines = [f"{est.n} test images, k = {est.k} samples each; {what}"]
   for j, value in est.bounds.items():
-    se = f" +- {est.mc_se:.3f} (Monte Carlo s.e.)" if j == est.k else ""
+    se = ("" if j != est.k else " (no Monte Carlo s.e. from k = 1)" if est.mc_se is None
+          else f" +- {est.mc_se:.3f} (Monte Carlo s.e.)")
     lines.append(f"  -L_{j:<5} {-value:9.3f}{se}")
   lines.append(f"  -ELBO    {-est.elbo:9.3f}   (analytic KL; the average of -L_1 estimates it)")
   lines.append(f"  active units {est.active_units} of {latent_dim} (Var_x(mu_u) > "
