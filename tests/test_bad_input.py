@@ -129,6 +129,8 @@ def _cases():
   return [
       ("weights is a directory", ev + ["{root}/files"], "is not a file"),
       ("weights missing", ev + ["{root}/files/nope.pth"], "does not exist"),
+      ("weights a run's directory", ev + ["{root}/run"], "/run is a run's directory, not a file: "
+                                                        "pass --weights"),
       ("study into a run's folder", ["study", "--out", "{root}/run", "--only", "likelihood"],
        "/run holds a training run (config.json): give the study a folder"),
       ("compare into a run's folder", ["compare", "--out", "{root}/run"],

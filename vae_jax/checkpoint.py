@@ -161,6 +161,10 @@ def load_weights(path):
 
   path = Path(path)
   if not path.is_file():
+    inside = path / "params.msgpack"
+    if inside.is_file():  # a run's directory: its weights are one file in it
+      raise FileNotFoundError(f"--weights {path} is a run's directory, not a file: pass "
+                              f"--weights {inside}")
     raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
   cfg = path.parent / "config.json"
   run_config = Config.from_file(cfg) if config_beside(path) else None
