@@ -213,6 +213,11 @@ def cmd_train(args, config, parser):
                          checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 
 
+def _first_repeat(values: list):
+  """The first value that `values` lists a second time, else None."""
+  return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
 def _scored_pixels(args, config, wconfig) -> str:
   """The test images evaluate and likelihood score: --binarize if given, else the run's."""
   return config.binarize if hasattr(args, "binarize") else wconfig.binarize
@@ -319,7 +324,7 @@ def cmd_compare(args, config, parser):
     for path in compare.redraw(args.out):
       print(f"redrew {path}")
     return
-  twice = next((z for i, z in enumerate(args.sweep) if z in args.sweep[:i]), None)
+  twice = _first_repeat(args.sweep)
   if twice is not None:
     parser.error(f"--sweep lists {twice} twice: give each latent size once")
   compare.compare_blog(args.out, seeds=args.seeds, epochs=args.epochs, sweep=tuple(args.sweep),
@@ -498,8 +503,7 @@ def main(argv=None) -> int:
     config = config_from_args(args)  # every value given is checked, before anything else
   except ValueError as e:
     sub.error(str(e))
-  loops = getattr(args, "torch_loops", None) or []
-  twice = next((l for i, l in enumerate(loops) if l in loops[:i]), None)
+  twice = _first_repeat(getattr(args, "torch_loops", None) or [])
   if twice:
     sub.error(f"--torch-loops lists {twice} twice: give each loop once")
   if args.command == "bench" and args.no_torch and args.torch_loops is not None:

@@ -530,6 +530,7 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
   """Draws every figure (or those of `only`) again from the JSON and arrays in `out`."""
   out = Path(out)
   drawn = []
+  any_results = any((out / f"{n}.json").exists() for n in _check_names(None))
   for name in _check_names(only):
     path = out / f"{name}.json"
     again = f"run `vae-jax study --out {out} --only {name} --overwrite`"
@@ -537,7 +538,7 @@ def redraw(out="results/gradient_flow", only=None) -> list[str]:
       if only:
         raise FileNotFoundError(f"{path} does not exist: run `vae-jax study --out {out} "
                                 f"--only {name}` first")
-      if drawn or any((out / f"{n}.json").exists() for n in _check_names(None)):
+      if any_results:  # else the one error below says the folder holds none
         print(f"vae-jax: {name}.png not redrawn: {out} holds no {name}.json (make it with "
               f"`vae-jax study --out {out} --only {name}`)", file=sys.stderr)
       continue
