@@ -4,7 +4,8 @@
 #   1. the machine and versions; what a process spends before training (imports, CUDA);
 #      the float32 error of one product at each --matmul-precision, against float64;
 #   2. `vae-jax train` (z = 2, 100 epochs): a cold, then a warm compilation cache, then the
-#      warm run again under cProfile (where its host seconds go);
+#      warm run again under scripts/train_phases.py (where its seconds go), with a checkpoint
+#      every epoch and with only the last;
 #   3. the epoch programs (scripts/epoch_variants.py): one seed against 5 stacked seeds,
 #      at highest precision (PRECISIONS="highest default" for both), each profiled;
 #   4. the test suite on CUDA (pytest-xdist, 16 workers), in the time left.
@@ -65,17 +66,18 @@ EOF
 fi
 
 if wanted train; then
-step "train, z = 2, ${TRAIN_EPOCHS:=100} epochs: cold, warm, warm under cProfile"
+step "train, z = 2, ${TRAIN_EPOCHS:=100} epochs: cold, warm, then its phases (train_phases.py)"
 rm -rf "${VAE_JAX_DATA_DIR:-$HOME/.cache/vae_jax}/jax_compile_cache" /tmp/vae_2_cold /tmp/vae_2_warm /tmp/vae_2_prof
 for run in cold warm; do
   start=$EPOCHREALTIME
   timeout 90 $PY -m vae_jax train --workdir "/tmp/vae_2_$run" --epochs "$TRAIN_EPOCHS" --no-progress 2>&1 | tail -4
   awk -v a="$start" -v b="$EPOCHREALTIME" -v r="$run" 'BEGIN{printf "%s: whole command %.1f s\n", r, b - a}'
 done 2>&1 | tee "$OUT/train.log"
-timeout 60 $PY -m cProfile -o /tmp/train.prof -m vae_jax train --workdir /tmp/vae_2_prof \
-  --epochs "$TRAIN_EPOCHS" --no-progress > /dev/null 2>&1
-$PY -c "import pstats; pstats.Stats('/tmp/train.prof').sort_stats('cumulative').print_stats(40)" \
-  2>&1 | grep -v "^$" | head -60 >> "$OUT/train.log"
+for every in 1 1000; do  # a checkpoint every epoch, then only the last: where the seconds go
+  rm -rf /tmp/vae_2_phases
+  timeout 60 $PY scripts/train_phases.py --workdir /tmp/vae_2_phases --epochs "$TRAIN_EPOCHS" \
+    --checkpoint-every $every 2>&1 | tail -16
+done 2>&1 | tee -a "$OUT/train.log"
 fi
 
 if wanted variants; then

@@ -137,7 +137,8 @@ SCRIPTS = {"train.py": "train", "bench.py": "bench", "compare_blog.py": "compare
            "gradient_study.py": "study"}
 OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py", "likelihood_report.py",
               "epoch_variants.py", "beta_report.py",
-              "cvae_report.py", "sweep_drift.py"}  # scripts with a command line of their own
+              "cvae_report.py", "sweep_drift.py", "compile_cache_cost.py",
+              "train_phases.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 
