@@ -3,7 +3,7 @@
   python scripts/train_phases.py --workdir /tmp/phases          # the blog's run, 100 epochs
   python scripts/train_phases.py --workdir /tmp/short --train-limit 1024 --test-limit 1024
 
-The second has epochs as short as a GPU's (46 ms on 2 CPU cores). Runs the train
+The second has epochs as short as a GPU's (41 ms on 2 CPU cores). Runs the train
 subcommand itself (`vae_jax.cli.main(["train", ...])`: the same flags,
 checks, compilation cache and files) in this process, with a timer around each function
 a phase calls, and prints one table of host wall seconds. The loop reads epoch e while
