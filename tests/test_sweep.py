@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from vae_jax import cli, data, train
+from vae_jax import checkpoint, cli, data, train
 from vae_jax.config import Config
 
 from conftest import synthetic_mnist
@@ -216,30 +216,137 @@ def test_a_data_error_leaves_no_workdir_behind(tmp_path, capsys):
 
 def test_an_interrupted_sweep_keeps_each_member_finished_before_it(data_dir, tmp_path,
                                                                    monkeypatch, capsys):
-  """One after another, each member is written as soon as it is trained: Ctrl-C during the
-  second loses only the second, and the rerun trains only it."""
-  fit, calls = train.fit, []
+  """One after another, each member is written as soon as it is trained: Ctrl-C as the
+  second starts loses only the second, and the rerun trains only it."""
+  run_epochs, calls = train.run_epochs, []
 
-  def fit_then_stop(*args, **kwargs):
+  def second_stops(*args, **kwargs):
     calls.append(1)
     if len(calls) == 2:
       raise KeyboardInterrupt
-    return fit(*args, **kwargs)
+    return run_epochs(*args, **kwargs)
 
   argv = ["sweep", "--workdir", str(tmp_path / "W"), "--data-dir", str(data_dir), "--seed",
           "1,2", "--strategy", "sequential", *SMALL]
-  monkeypatch.setattr(train, "fit", fit_then_stop)
+  monkeypatch.setattr(train, "run_epochs", second_stops)  # (multi calls train.run_epochs)
   assert cli.main(argv) == 130
   assert "interrupted: the members finished so far are kept" in capsys.readouterr().err
   assert (tmp_path / "W" / "seed=1" / "params.msgpack").exists()
   assert not (tmp_path / "W" / "seed=2").exists()
-  monkeypatch.setattr(train, "fit", fit)
+  monkeypatch.setattr(train, "run_epochs", run_epochs)
   capsys.readouterr()
   assert cli.main(argv) == 0
   assert "2 members, 1 finished already, 1 to train" in capsys.readouterr().err
   report = json.loads((tmp_path / "W" / "sweep.json").read_text())
   assert sorted(m for g in report["groups"] for m in g["members"]) == ["seed=1", "seed=2"]
   assert len(report["groups"]) == 2  # one invocation each, both recorded
+
+
+THREE = [*SMALL, "--epochs", "3"]  # (the last --epochs wins)
+
+
+def _stop_after_checkpoint(monkeypatch, name: str, epoch: int) -> None:
+  """Every epoch a member trains is checkpointed (not every SAVE_EVERY_S seconds), and
+  Ctrl-C comes right after member `name`'s checkpoint of `epoch` is written."""
+  from vae_jax.experiments import multi, sweep
+  monkeypatch.setattr(multi, "SAVE_EVERY_S", 0.0)
+  real = sweep.save_progress
+
+  def save_then_stop(workdir, member, progress):
+    real(workdir, member, progress)
+    if member.name == name and progress.epoch == epoch:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(sweep, "save_progress", save_then_stop)
+
+
+def _same_member(a: Path, b: Path) -> None:
+  """The same rows (but the seconds) and the same bytes of weights."""
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+  assert strip(_rows(a)) == strip(_rows(b))
+  assert (a / "params.msgpack").read_bytes() == (b / "params.msgpack").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def uncut(data_dir, tmp_path_factory):
+  """Seeds 1 and 2, three epochs, never stopped: one after another, and stacked."""
+  out = {}
+  for strategy in ("sequential", "vmap"):
+    work = tmp_path_factory.mktemp("uncut") / strategy
+    assert cli.main(["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed",
+                     "1,2", "--strategy", strategy, *THREE]) == 0
+    out[strategy] = work
+  return out
+
+
+@pytest.mark.parametrize("strategy, stop_at, goes_on", [
+    ("sequential", ("seed=2", 2), "1 member of the setting goes on from epoch 2"),
+    # Stopped between the two members' checkpoints of epoch 2: seed=2 has epoch 1 only,
+    # so the stack goes on from epoch 1, the last both have (each keeps its last two).
+    ("vmap", ("seed=1", 2), "2 members of the setting go on from epoch 1")])
+def test_a_member_in_training_goes_on_from_its_checkpoint_bit_for_bit(
+    strategy, stop_at, goes_on, uncut, data_dir, tmp_path, monkeypatch, capsys):
+  work = tmp_path / "W"
+  argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1,2",
+          "--strategy", strategy, *THREE]
+  with monkeypatch.context() as patch:
+    _stop_after_checkpoint(patch, *stop_at)
+    assert cli.main(argv) == 130
+  assert "a member in training from its last checkpoint" in capsys.readouterr().err
+  assert (work / f"{stop_at[0]}.new" / "checkpoints").is_dir()
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  assert goes_on in err, err
+  for seed in ("seed=1", "seed=2"):
+    _same_member(work / seed, uncut[strategy] / seed)
+  assert not list(work.glob("*.new"))
+
+
+def test_a_kill_while_a_finished_member_is_written_costs_no_training(
+    uncut, data_dir, tmp_path, monkeypatch, capsys):
+  """Its last checkpoint comes first: Ctrl-C while seed 1's figures would be drawn leaves
+  `seed=1.new` with epoch 3 of 3, and the rerun writes it without training it again."""
+  from vae_jax import run
+  work = tmp_path / "W"
+  argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1,2",
+          "--strategy", "sequential", *THREE]
+  def ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  with monkeypatch.context() as patch:
+    patch.setattr(run, "write_results", ctrl_c)  # after the checkpoint, before the figures
+    assert cli.main(argv) == 130
+  assert [p.name for p in checkpoint.checkpoints(work / "seed=1.new")] == ["epoch_0003.msgpack"]
+  capsys.readouterr()
+  assert cli.main(argv) == 0
+  err = capsys.readouterr().err
+  assert "1 member of the setting goes on from epoch 3" in err, err
+  for seed in ("seed=1", "seed=2"):
+    _same_member(work / seed, uncut["sequential"] / seed)
+
+
+def test_a_checkpoint_of_another_setting_is_deleted_not_continued(uncut, data_dir, tmp_path,
+                                                                  monkeypatch, capsys):
+  """Stopped at epoch 3 of 4, then run with --epochs 3: the old checkpoints (epochs 2, 3)
+  go, so that the new run's (from epoch 1) are the ones kept and continued."""
+  work = tmp_path / "W"
+  argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1,2",
+          "--strategy", "sequential"]
+  with monkeypatch.context() as patch:
+    _stop_after_checkpoint(patch, "seed=1", 3)
+    assert cli.main([*argv, *SMALL, "--epochs", "4"]) == 130
+  assert len(checkpoint.checkpoints(work / "seed=1.new")) == 2
+  capsys.readouterr()
+  with monkeypatch.context() as patch:
+    _stop_after_checkpoint(patch, "seed=1", 1)
+    assert cli.main([*argv, *THREE]) == 130
+  assert "seed=1.new holds a checkpoint of another setting: deleted" in capsys.readouterr().err
+  assert [p.name for p in checkpoint.checkpoints(work / "seed=1.new")] == ["epoch_0001.msgpack"]
+  assert Config.from_file(work / "seed=1.new" / "config.json").epochs == 3
+  assert cli.main([*argv, *THREE]) == 0
+  assert "1 member of the setting goes on from epoch 1" in capsys.readouterr().err
+  for seed in ("seed=1", "seed=2"):
+    _same_member(work / seed, uncut["sequential"] / seed)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -349,7 +349,8 @@ def cmd_sweep(args, config, parser):
   except KeyboardInterrupt:
     from vae_jax.run import RunStopped
     raise RunStopped("interrupted: the members finished so far are kept (a member is written "
-                     "whole or not at all); the same command trains the rest", 130) from None
+                     "whole or not at all); the same command trains the rest, a member in "
+                     "training from its last checkpoint", 130) from None
 
 
 def cmd_study(args, config, parser):

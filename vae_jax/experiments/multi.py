@@ -16,12 +16,19 @@ Two ways to run them, the same numbers either way:
   talks to another. A stack that does not divide evenly is padded with copies of
   its last member, whose results are dropped.
 * ``sequential``: the members one after another with the single-run program
-  (`train.setup` and `train.fit`, compiled once for all of them). On
+  (`train.setup` and its epochs, compiled once for all of them). On
   a small CPU one run already keeps every core busy, and the batched matrix
   products of `vmap` are slower than the same products one by one.
 
 ``auto`` measures both on a short slice of the data (a few dozen steps, compile
 excluded) and picks the faster.
+
+Either way, every `SAVE_EVERY_S` seconds of training the members' states can be
+handed to the caller (`on_progress`), and a later call continues them from there
+(`resumed`): each epoch's key depends on its number alone, so a member resumed
+from epoch k ends as the one never stopped, bit for bit, when the program is the
+same (the same strategy and stack, on a CPU; on a GPU, XLA may pick other kernels
+in another process unless the compilation cache serves the program).
 """
 
 from __future__ import annotations
@@ -57,6 +64,45 @@ class ManyResult(NamedTuple):
   calibration: dict    # seconds per step of each strategy, when "auto" measured them
   states: Any = None   # the final TrainStates (Adam's too), stacked: a checkpoint per member
   devices: int = 1     # the parts the member axis was sharded into, one a device
+
+
+SAVE_EVERY_S = 30.0  # seconds of training between two states handed to `on_progress`
+
+
+class Progress(NamedTuple):
+  """A member's training so far: what `on_progress` gets and `resumed` gives back."""
+  epoch: int      # the last epoch trained
+  state: Any      # the TrainState after it (host arrays)
+  history: list   # its rows (`train.epoch_row`) for epochs 1..epoch
+
+
+def _epochs(run: train.Setup, d: DeviceData, epochs: int, state, first: int, save=None,
+            tick=None):
+  """`train.run_epochs` from `first`; returns the last state and each epoch's sums (device
+  arrays). With `save`, every SAVE_EVERY_S seconds `save(epoch, state, sums so far)` gets the
+  epoch before the one just dispatched: the host waits for that one to finish (dispatch
+  alone would run ahead of the device, and the clock with it) while the device runs the
+  next, as a single run reads its epochs. `tick()`: once an epoch, when the host has it."""
+  per_epoch, before, saved_at = [], None, time.perf_counter()
+  for epoch, state, train_m, test_m in train.run_epochs(run, d, epochs, state, first):
+    if save is not None and before is not None:
+      jax.block_until_ready(before[1])
+      if time.perf_counter() - saved_at >= SAVE_EVERY_S:
+        save(*before, per_epoch)
+        saved_at = time.perf_counter()
+    per_epoch.append((train_m, test_m))
+    before = (epoch, state)
+    if tick is not None:
+      tick()
+  return state, per_epoch
+
+
+def _rows(per_epoch, first: int, d: DeviceData, member=None) -> list:
+  """Rows for epochs first, first + 1, ... from their sums (host arrays; of stack entry
+  `member`, when the sums carry the member axis)."""
+  pick = (lambda m: m) if member is None else (lambda m: _take(m, member))
+  return [train.epoch_row(e, pick(tm), pick(em), len(d.x_train), len(d.x_test))
+          for e, (tm, em) in enumerate(per_epoch, start=first)]
 
 
 def _member_config(config: Config, member) -> Config:
@@ -159,14 +205,23 @@ def calibrate(config: Config, members, d: DeviceData, steps: int = 64,
   return timing
 
 
-def _how(strategy: str, devices: int, compile_s: float, calibration: dict) -> dict:
-  """How a group trained, as `on_member` gets it and a sweep records it (`sweep_group.json`)."""
+def _how(strategy: str, devices: int, compile_s: float, calibration: dict,
+         epochs_trained: int) -> dict:
+  """How a group trained, as `on_member` gets it and a sweep records it (`sweep_group.json`):
+  `epochs_trained`, the epochs of this call (fewer than the config's for a member resumed)."""
   return {"strategy": strategy, "devices": devices, "compile_s": compile_s,
-          "calibration_s_per_step": calibration}
+          "calibration_s_per_step": calibration, "epochs_trained": epochs_trained}
+
+
+def lockstep(resumed: dict, n: int) -> bool:
+  """Whether `resumed` continues all `n` members from one epoch (none resumed counts too):
+  only then can they go on as one stack."""
+  return not resumed or (len(resumed) == n and len({p.epoch for p in resumed.values()}) == 1)
 
 
 def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto",
-               progress: bool = True, devices=None, on_member=None) -> ManyResult:
+               progress: bool = True, devices=None, on_member=None, on_progress=None,
+               resumed=None) -> ManyResult:
   """Trains one model per member for `config.epochs` epochs; evaluates each every epoch.
 
   Metrics per member and epoch are the single run's (losses per image: train with
@@ -177,11 +232,19 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
   vmap: all at the end), with its final state, its rows, its share of the training
   seconds and `how` ({strategy, devices, compile_s, calibration_s_per_step}), so that
   a caller can save it before the next member starts.
+
+  `on_progress(i, Progress)`, every SAVE_EVERY_S seconds of training, gets member i's
+  state so far (host arrays), so that a caller can checkpoint it; `resumed` ({i:
+  Progress}) continues those members from there, and the others from the start. A
+  stack goes on only from one epoch for all (`lockstep`); otherwise the members train
+  one after another.
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-  members = [Member(*m) for m in members]
+  members, resumed = [Member(*m) for m in members], dict(resumed or {})
   calibration = {}
+  if not lockstep(resumed, len(members)):
+    strategy = "sequential"
   if strategy == "auto":
     if stackable(config, members) is not None or len(members) == 1:
       strategy = "sequential"
@@ -189,11 +252,16 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
       calibration = calibrate(config, members, d, devices=devices)
       strategy = min(calibration, key=calibration.get)
 
+  start = resumed[0].epoch if strategy == "vmap" and resumed else 0  # (one epoch for all)
   bar = tqdm.tqdm(total=config.epochs * (1 if strategy == "vmap" else len(members)),
+                  initial=start if strategy == "vmap" else sum(p.epoch for p in resumed.values()),
                   unit="epoch", disable=not progress, desc=f"{len(members)} runs, {strategy}")
   mesh = member_mesh(devices if strategy == "vmap" else jax.local_devices()[:1])
   if strategy == "vmap":
     first, states, keys = _stacked_setups(config, _pad(members, mesh), mesh)
+    if resumed:  # the saved states, stacked as the fresh ones (the padding: the last again)
+      saved = [resumed[i].state for i in range(len(members))]
+      states = jax.device_put(_stack(_pad(saved, mesh)), NamedSharding(mesh, P("members")))
     d = _replicated(d, mesh)
     t0 = time.perf_counter()
     programs = _vmapped_programs(config, first, states, keys, d)
@@ -202,22 +270,28 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
     # The stack as one run: a Setup whose state and keys carry the member axis.
     stacked = first._replace(state=states, keys=first.keys._replace(train=keys),
                              programs=programs)
-    per_epoch, state = [], states
-    for _, state, train_m, test_m in train.run_epochs(stacked, d, config.epochs):  # dispatch only
-      per_epoch.append((train_m, test_m))
-      bar.update(1)
+
+    def checkpoint_stack(epoch, state, per_epoch):  # to the host once, sliced there (below)
+      state, per_epoch = jax.device_get((state, per_epoch))
+      for i in range(len(members)):
+        before = resumed[i].history if resumed else []
+        on_progress(i, Progress(epoch, _take(state, i),
+                                before + _rows(per_epoch, start + 1, d, member=i)))
+
+    state, per_epoch = _epochs(stacked, d, config.epochs, states, start + 1,
+                               checkpoint_stack if on_progress else None, tick=bar.update)
     per_epoch = jax.device_get(per_epoch)
     train_s = time.perf_counter() - t0
     # Per epoch, Metrics of [S] -> per member, per epoch (the padding dropped).
-    histories = [[train.epoch_row(e, _take(tm, i), _take(em, i), len(d.x_train), len(d.x_test))
-                  for e, (tm, em) in enumerate(per_epoch, start=1)] for i in range(len(members))]
+    histories = [(resumed[i].history if resumed else []) + _rows(per_epoch, start + 1, d, i)
+                 for i in range(len(members))]
     # How many parts the member axis was cut into, read off the result (1: not sharded).
     devices = len({str(s.index) for s in jax.tree.leaves(state)[0].addressable_shards})
     # To the host once, and each member sliced there: an eager slice of the sharded stack
     # is a program over the devices, which with `jax.distributed` can wait on the other
     # processes (a sweep's process hung so, while its peer waited at the last barrier).
     states = jax.tree.map(lambda x: x[:len(members)], jax.device_get(state))
-    how = _how(strategy, devices, compile_s, calibration)
+    how = _how(strategy, devices, compile_s, calibration, config.epochs - start)
     for i in range(len(members)) if on_member else ():
       on_member(i, _take(states, i), histories[i], train_s / len(members), how)
   else:
@@ -226,14 +300,23 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
     for i, m in enumerate(members):
       run = train.setup(_member_config(config, m), d, programs=programs)  # compiled once
       programs, compile_s = run.programs, compile_s + run.compile_s
+      go_on = resumed.get(i, Progress(0, run.state, []))
+
+      def checkpoint_member(epoch, state, per_epoch, i=i, go_on=go_on):
+        rows = go_on.history + _rows(jax.device_get(per_epoch), go_on.epoch + 1, d)
+        on_progress(i, Progress(epoch, jax.device_get(state), rows))
+
       t0 = time.perf_counter()
-      fits.append(train.fit(run, d, config.epochs))
+      state, per_epoch = _epochs(run, d, config.epochs, jax.device_put(go_on.state),
+                                 go_on.epoch + 1, checkpoint_member if on_progress else None)
+      history = go_on.history + _rows(jax.device_get(per_epoch), go_on.epoch + 1, d)
+      fits.append(train.Fit(state.params, history, state))
       seconds = time.perf_counter() - t0
       train_s += seconds
-      bar.update(config.epochs)
+      bar.update(config.epochs - go_on.epoch)
       if on_member:
         on_member(i, fits[-1].state, fits[-1].history, seconds,
-                  _how(strategy, 1, compile_s, calibration))
+                  _how(strategy, 1, compile_s, calibration, config.epochs - go_on.epoch))
     histories = [f.history for f in fits]
     states = _stack([f.state for f in fits])
   bar.close()

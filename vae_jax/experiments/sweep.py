@@ -16,8 +16,10 @@ what a single run writes: config.json, metrics.jsonl, params.msgpack, the loss
 arrays, the last epoch's checkpoint (so `vae-jax train --workdir WORKDIR/<member>
 --resume --epochs N` trains it on) and, with --figures, a single run's figures.
 A member is written to `<member>.new` and renamed when whole, so a kill never
-leaves half a member; a rerun skips the members already finished and trains the
-rest. WORKDIR/sweep.md and sweep.json: the final losses of every member and their
+leaves half a member; a member in training checkpoints itself there every
+`multi.SAVE_EVERY_S` seconds, so a kill loses about that much of it and the epochs
+in flight. A rerun skips the members already finished, continues those with a
+checkpoint and trains the rest. WORKDIR/sweep.md and sweep.json: the final losses of every member and their
 mean and spread over seeds; sweep.png: test loss against each swept field, a band
 over the seeds.
 
@@ -197,14 +199,66 @@ def _history(config: Config, rows: list, seconds: float) -> list:
 GROUP_FILE = "sweep_group.json"  # in each member: how its group trained
 
 
+def save_progress(workdir: Path, member: Member, progress) -> None:
+  """A member's training so far (`multi.Progress`), as a single run's checkpoint in
+  `<member>.new`: a kill then loses about `multi.SAVE_EVERY_S` seconds of it and the epochs
+  in flight."""
+  out = workdir / f"{member.name}.new"
+  out.mkdir(parents=True, exist_ok=True)
+  checkpoint.atomic_write_bytes(out / "config.json", (member.config.to_json() + "\n").encode())
+  checkpoint.save_checkpoint(out, progress.epoch, progress.state, progress.history,
+                             member.config)
+
+
+def resumable(workdir: Path, group: list) -> dict:
+  """{name: multi.Progress} of the members of `group` whose `<member>.new` holds checkpoints
+  of this member's setting (`save_progress`).
+
+  When every member of the group has checkpointed some same epoch, all go on from the
+  last such epoch, so that a stack goes on as one (a kill between two members' saves
+  leaves them an epoch apart: each keeps two); the later checkpoints are deleted, to be
+  written again, the same. Otherwise each goes on from its own last. A `.new` whose
+  checkpoints are of another setting, or not of this model, is deleted, saying so.
+  """
+  from vae_jax import train
+  from vae_jax.experiments import multi
+  found = {}  # name: {epoch: Checkpoint}
+  for m in group:
+    new, fresh, kept = workdir / f"{m.name}.new", train.setup(m.config).state, {}
+    for path in checkpoint.checkpoints(new):
+      try:
+        ckpt = checkpoint.load_checkpoint(path, fresh)
+      except ValueError:  # another model's shapes, or not a checkpoint at all
+        ckpt = None
+      if ckpt is None or not _same_run(ckpt.config, m.config):
+        print(f"sweep: {new} holds a checkpoint of another setting: deleted; {m.name} trains "
+              f"from its first epoch", file=sys.stderr)
+        shutil.rmtree(new)
+        kept = {}
+        break
+      kept[ckpt.epoch] = ckpt
+    if kept:
+      found[m.name] = kept
+  shared = set.intersection(*map(set, found.values())) if len(found) == len(group) else set()
+  out = {}
+  for name, kept in found.items():
+    epoch = max(shared) if shared else max(kept)
+    for later in [e for e in kept if e > epoch]:
+      kept[later].path.unlink()
+    out[name] = multi.Progress(epoch, kept[epoch].state, kept[epoch].history)
+  return out
+
+
 def write_member(workdir: Path, member: Member, state, rows: list, seconds: float, d,
                  figures: bool, group: dict) -> None:
   """Writes one trained member into `<workdir>/<name>.new`, then renames it into place.
 
   The last row gains the test set's KL per latent dimension and active units (a
   single run measures them every epoch; a stacked run at the end only). `seconds`:
-  the member's training time (its share of a stacked program's); `group`: how its
-  group trained, kept in the member as GROUP_FILE for the summary.
+  the member's training time in this call (its share of a stacked program's), over
+  `group["epochs_trained"]` epochs: every row gets that time per epoch, a continued
+  member's earlier rows too; `group`: how its group trained, kept in the member as
+  GROUP_FILE for the summary.
   """
   import jax
 
@@ -212,22 +266,25 @@ def write_member(workdir: Path, member: Member, state, rows: list, seconds: floa
 
   config = member.config
   out, final = workdir / f"{member.name}.new", workdir / member.name
-  if out.exists():
-    shutil.rmtree(out)  # a member a kill interrupted while it was written: written anew
-  out.mkdir(parents=True)
   state = jax.device_get(state)
   setup = train.setup(config)  # the model and its keys (no programs)
-  history = _history(config, rows, seconds / config.epochs)
+  history = _history(config, rows, seconds / max(1, group.get("epochs_trained", config.epochs)))
   y = d.y_test if setup.model.conditional else None
   kl, mu_var = jax.device_get(_latent_statistics(setup.model)(
       state.params, data.to_inputs(d.x_test), y))
   history[-1].update(test_kl_per_dim=[float(v) for v in kl],
                      active_units=int((mu_var > run.ACTIVE_THRESHOLD).sum()))
+  # `out` may hold the member's checkpoints so far, and what a kill left of an earlier write:
+  # the checkpoints stay until the last one is written, first; the rest is written anew.
+  out.mkdir(parents=True, exist_ok=True)
+  for left in out.iterdir():
+    if left.name != checkpoint.CHECKPOINT_DIR:
+      shutil.rmtree(left) if left.is_dir() else left.unlink()
+  checkpoint.save_checkpoint(out, config.epochs, state, history, config)
   checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
   checkpoint.atomic_write_bytes(out / GROUP_FILE, (json.dumps(group) + "\n").encode())
   checkpoint.atomic_write_bytes(out / "metrics.jsonl",
                                 "".join(json.dumps(r) + "\n" for r in history).encode())
-  checkpoint.save_checkpoint(out, config.epochs, state, history, config)
   run.write_results(config, out, state.params, history, setup, d, figures=figures)
   if final.exists():  # holds no results (`plan` checked): at most a config.json
     shutil.rmtree(final)
@@ -259,7 +316,6 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
   import jax
 
   from vae_jax import data
-  from vae_jax.experiments import multi
 
   workdir = Path(workdir)
   p = plan(lists, workdir, command, named_by)  # every refusal, before any work
@@ -278,17 +334,10 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
     if key not in loaded:
       loaded[key] = data.load_device_data(config)  # to the device once per kind of data
     d = loaded[key]
-    record = {"id": f"{group[0].name} {time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()}",
-              "setting": _describe(config, p.swept), "members": [m.name for m in group]}
-
-    def save(i, state, rows, seconds, how, group=group, d=d, record=record):
-      write_member(workdir, group[i], state, rows, seconds, d, figures, {**record, **how})
-
-    result = multi.train_many(config, [(m.config.seed, m.config.learning_rate) for m in group],
-                              d, strategy=strategy, progress=progress, on_member=save)
-    print(f"sweep: {count(len(group), 'member')} of {_describe(config, p.swept)} trained "
-          f"({result.strategy} on {result.devices} device(s), {result.train_s:.1f} s + "
-          f"{result.compile_s:.1f} s compile)", file=sys.stderr)
+    resumed = resumable(workdir, group)  # {name: Progress} of those with a checkpoint
+    for start, part in _by_start(group, resumed):
+      _train_part(workdir, part, start, resumed, d, p, strategy=strategy, figures=figures,
+                  progress=progress)
   if processes > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("every member of the sweep trained")
@@ -296,6 +345,46 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
     write_summary(workdir, p, _machine())
     print(f"sweep: wrote {workdir}/sweep.md, sweep.json and sweep.png", file=sys.stderr)
   return p
+
+
+def _by_start(group: list, resumed: dict) -> list:
+  """`group` split by the epoch each member goes on from (0: from the start), the furthest
+  first: members at one epoch can still train as one stack."""
+  parts: dict = {}
+  for m in group:
+    parts.setdefault(resumed[m.name].epoch if m.name in resumed else 0, []).append(m)
+  return sorted(parts.items(), key=lambda item: -item[0])
+
+
+def _train_part(workdir: Path, part: list, start: int, resumed: dict, d, p: Plan, *,
+                strategy: str, figures: bool, progress: bool) -> None:
+  """Trains the members `part` of one group, all from epoch `start` + 1 (from their
+  checkpoints in `resumed`, {name: Progress}), checkpointing them as they go and writing
+  each when done."""
+  from vae_jax.experiments import multi
+  config, setting = part[0].config, _describe(part[0].config, p.swept)
+  record = {"id": f"{part[0].name} {time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()}",
+            "setting": setting, "members": [m.name for m in part]}
+  if start:
+    print(f"sweep: {count(len(part), 'member')} of {setting} "
+          f"{'goes' if len(part) == 1 else 'go'} on from epoch {start} (the checkpoint"
+          f"{'s' if len(part) > 1 else ''} in {', '.join(m.name + '.new' for m in part)})",
+          file=sys.stderr)
+
+  def write(i, state, rows, seconds, how):
+    write_member(workdir, part[i], state, rows, seconds, d, figures, {**record, **how})
+
+  def checkpoint_member(i, progress):
+    save_progress(workdir, part[i], progress)
+
+  result = multi.train_many(config, [(m.config.seed, m.config.learning_rate) for m in part], d,
+                            strategy=strategy, progress=progress, on_member=write,
+                            on_progress=checkpoint_member,
+                            resumed={i: resumed[m.name] for i, m in enumerate(part)
+                                     if m.name in resumed})
+  print(f"sweep: {count(len(part), 'member')} of {setting} trained ({result.strategy} on "
+        f"{result.devices} device(s), {result.train_s:.1f} s + {result.compile_s:.1f} s "
+        f"compile)", file=sys.stderr)
 
 
 def _machine() -> str:
