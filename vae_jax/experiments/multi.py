@@ -230,8 +230,8 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
   members that cannot stack (`stackable`). `on_member(i, state, history, seconds, how)`
   is called as soon as member i is trained (one after another: after each member;
   vmap: all at the end), with its final state, its rows, its share of the training
-  seconds and `how` ({strategy, devices, compile_s, calibration_s_per_step}), so that
-  a caller can save it before the next member starts.
+  seconds and `how` ({strategy, devices, compile_s, calibration_s_per_step,
+  epochs_trained}), so that a caller can save it before the next member starts.
 
   `on_progress(i, Progress)`, every SAVE_EVERY_S seconds of training, gets member i's
   state so far (host arrays), so that a caller can checkpoint it; `resumed` ({i:
