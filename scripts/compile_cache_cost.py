@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The train subcommand of argv, then `cache REQUESTS HITS` (tests/test_compile_cache.py too).
 COUNTING = """
 import sys
 from jax import monitoring

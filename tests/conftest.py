@@ -1,9 +1,21 @@
 """Shared fixtures: a tiny synthetic MNIST cache, so most tests need no download."""
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from vae_jax import data, train
+
+
+def script_module(name: str):
+  """scripts/<name> loaded as a module (the scripts are not a package)."""
+  path = Path(__file__).resolve().parents[1] / "scripts" / name
+  spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def synthetic_mnist(n_train=300, n_test=100, seed=0) -> dict[str, np.ndarray]:

@@ -11,6 +11,8 @@ import pytest
 
 from vae_jax import cli
 
+from conftest import script_module
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # What each subcommand offers, besides -h. A new flag must be added here on purpose.
@@ -179,7 +181,7 @@ def test_the_documentation_shows_commands():
 @pytest.mark.parametrize("where, argv", documented_commands(), ids=lambda v: str(v))
 def test_documented_command_parses(where, argv, tmp_path):
   if argv[0] in OWN_PARSER:
-    module = _script_module(argv[0])
+    module = script_module(argv[0])
     module.parse_args(argv[1:])  # exits 2 on a broken example
     return
   parser = cli.build_parser()
@@ -195,18 +197,10 @@ def test_documented_command_parses(where, argv, tmp_path):
     sweep.plan(cli.sweep_lists(args), tmp_path / "sweep")
 
 
-def _script_module(name):
-  import importlib.util
-  spec = importlib.util.spec_from_file_location(name[:-3], ROOT / "scripts" / name)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def test_every_mutant_applies_to_exactly_one_place():
   # scripts/mutation_check.py stops at a mutant whose text is gone or ambiguous: an edit to
   # the package must move the mutant with it.
-  mutants = _script_module("mutation_check.py").MUTANTS
+  mutants = script_module("mutation_check.py").MUTANTS
   counts = {m.name: (ROOT / m.path).read_text().count(m.old) for m in mutants}
   assert {name: n for name, n in counts.items() if n != 1} == {}
   assert len({m.name for m in mutants}) == len(mutants)

@@ -9,18 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import script_module
+
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = """
-import sys
-from jax import monitoring
-events = []
-monitoring.register_event_listener(lambda event, **kw: events.append(event))
-from vae_jax import cli
-code = cli.main(sys.argv[1:])
-print("cache", sum(e.endswith("/compile_requests_use_cache") for e in events),
-      sum(e.endswith("/cache_hits") for e in events))
-sys.exit(code)
-"""
+SCRIPT = script_module("compile_cache_cost.py").COUNTING  # train, then `cache REQUESTS HITS`
 
 
 def _train(workdir, data_dir, *extra) -> tuple[int, int]:

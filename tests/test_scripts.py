@@ -5,19 +5,9 @@ calling one of them through its module (renamed, imported another way), its row 
 silently read zero. Run here on the tiny fixture, its counts must be the run's own.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name):
-  spec = importlib.util.spec_from_file_location(name[:-3], ROOT / "scripts" / name)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from conftest import script_module
 
 
 def _rows(out: str) -> dict:
@@ -34,7 +24,7 @@ def test_train_phases_counts_the_runs_checkpoints_grids_and_epochs(tiny_data_dir
                                                                   capsys):
   from vae_jax import run
   from vae_jax.config import Config
-  phases = _script("train_phases.py")
+  phases = script_module("train_phases.py")
   argv = ["--workdir", str(tmp_path / "run"), "--data-dir", str(tiny_data_dir), "--epochs", "5",
           "--hidden-dim", "32", "--recon-every", "2", "--checkpoint-every", "2"]
   assert phases.main(argv) == 0
@@ -51,5 +41,5 @@ def test_train_phases_counts_the_runs_checkpoints_grids_and_epochs(tiny_data_dir
 @pytest.mark.parametrize("flag", ["--resume", "--overwrite"])
 def test_train_phases_times_only_a_new_run(flag, tmp_path, capsys):
   with pytest.raises(SystemExit) as exit_:
-    _script("train_phases.py").parse_args(["--workdir", str(tmp_path), flag])
+    script_module("train_phases.py").parse_args(["--workdir", str(tmp_path), flag])
   assert exit_.value.code == 2 and "new run" in capsys.readouterr().err

@@ -19,9 +19,9 @@ A member is written to `<member>.new` and renamed when whole, so a kill never
 leaves half a member; a member in training checkpoints itself there every
 `multi.SAVE_EVERY_S` seconds, so a kill loses about that much of it and the epochs
 in flight. A rerun skips the members already finished, continues those with a
-checkpoint and trains the rest. WORKDIR/sweep.md and sweep.json: the final losses of every member and their
-mean and spread over seeds; sweep.png: test loss against each swept field, a band
-over the seeds.
+checkpoint and trains the rest. WORKDIR/sweep.md and sweep.json: the final losses of
+every member and their mean and spread over seeds; sweep.png: test loss against each
+swept field, a band over the seeds.
 
 Several hosts: start the same command on each, with `--coordinator HOST:PORT
 --num-processes P --process-id I` (`jax.distributed.initialize`); member i
@@ -224,8 +224,10 @@ def resumable(workdir: Path, group: list) -> dict:
   from vae_jax.experiments import multi
   found = {}  # name: {epoch: Checkpoint}
   for m in group:
-    new, fresh, kept = workdir / f"{m.name}.new", train.setup(m.config).state, {}
-    for path in checkpoint.checkpoints(new):
+    new, kept = workdir / f"{m.name}.new", {}
+    paths = checkpoint.checkpoints(new)
+    fresh = train.setup(m.config).state if paths else None  # the structure they are read into
+    for path in paths:
       try:
         ckpt = checkpoint.load_checkpoint(path, fresh)
       except ValueError:  # another model's shapes, or not a checkpoint at all
