@@ -314,6 +314,10 @@ MUTANTS = [
     Mutant("sweep_progress_not_saved", "vae_jax/experiments/sweep.py",
            "    save_progress(workdir, part[i], progress)\n",
            "    pass\n", "a member in training is never checkpointed", tests=SWEEP_TESTS),
+    Mutant("sweep_save_clock_runs_ahead", "vae_jax/experiments/multi.py",
+           "      jax.block_until_ready(before[1])\n", "",
+           "the save clock reads dispatch, which runs ahead of the device, so a sweep's group "
+           "in training is never checkpointed", tests=("tests/test_multi.py",)),
     Mutant("resume_restarts_over_results", "vae_jax/run.py",
            'if not overwrite and results_without_weights(where):',
            'if False:',

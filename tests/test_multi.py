@@ -82,3 +82,42 @@ def test_vmapped_cvae_runs_match_single_runs(tiny_data_dir):
     _, losses = _single(config, seed, d)
     np.testing.assert_allclose([(h["train_loss"], h["test_loss"]) for h in result.histories[i]],
                                losses, rtol=np.sqrt(300 * 784) * 2.0**-24)  # as above
+
+
+def test_a_save_comes_every_save_every_s_of_device_time(monkeypatch):
+  """`_epochs` hands `save` an epoch once SAVE_EVERY_S seconds have passed since the last
+  save, timed by the host's waits for the device, not by dispatch (which runs ahead).
+
+  A fake device: dispatching an epoch costs no time, and waiting for one costs 12 s of a
+  fake clock. The host waits for epoch e - 1 while epoch e is dispatched, so the clock
+  reads 12 (e - 1) s then; with saves every 30 s they come at epochs 3, 6 and 9 of 10
+  (36, 72, 108 s), each with the sums of the epochs before it."""
+  clock = [0.0]
+  waited = []
+
+  def wait(x):  # the host waits for the device: an epoch's 12 s pass
+    waited.append(int(x))
+    clock[0] += 12.0
+    return x
+
+  def run_epochs(run, d, epochs, state, first):  # dispatch only: no time passes
+    for epoch in range(first, epochs + 1):
+      yield epoch, np.int32(epoch), f"train {epoch}", f"test {epoch}"
+
+  monkeypatch.setattr(multi, "SAVE_EVERY_S", 30.0)
+  monkeypatch.setattr(multi.time, "perf_counter", lambda: clock[0])
+  monkeypatch.setattr(multi.jax, "block_until_ready", wait)
+  monkeypatch.setattr(multi.train, "run_epochs", run_epochs)
+  saves, ticks = [], []
+  state, per_epoch = multi._epochs(None, None, 10, None, 1,
+                                   save=lambda e, s, sums: saves.append((e, int(s), list(sums))),
+                                   tick=lambda: ticks.append(clock[0]))
+  assert [(e, s) for e, s, _ in saves] == [(3, 3), (6, 6), (9, 9)]
+  for e, _, sums in saves:  # the sums of epochs 1..e, in order
+    assert sums == [(f"train {k}", f"test {k}") for k in range(1, e + 1)]
+  assert waited == list(range(1, 10))  # each epoch but the last, while the next is in flight
+  assert int(state) == 10 and len(per_epoch) == 10 and len(ticks) == 10
+  # Without `save` the loop never waits: the caller reads the sums when it likes.
+  waited.clear()
+  multi._epochs(None, None, 10, None, 1)
+  assert waited == []
