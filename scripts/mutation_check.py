@@ -318,6 +318,11 @@ MUTANTS = [
            "      jax.block_until_ready(before[1])\n", "",
            "the save clock reads dispatch, which runs ahead of the device, so a sweep's group "
            "in training is never checkpointed", tests=("tests/test_multi.py",)),
+    Mutant("sweep_resumed_rows_retimed", "vae_jax/experiments/sweep.py",
+           'row = {**row, "seconds": row.get("seconds", seconds)}',
+           'row = {**row, "seconds": seconds}',
+           "a continued member's epochs of an earlier call get this call's seconds per epoch",
+           tests=SWEEP_TESTS),
     Mutant("resume_restarts_over_results", "vae_jax/run.py",
            'if not overwrite and results_without_weights(where):',
            'if False:',

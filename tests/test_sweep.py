@@ -294,12 +294,29 @@ def test_a_member_in_training_goes_on_from_its_checkpoint_bit_for_bit(
     assert cli.main(argv) == 130
   assert "a member in training from its last checkpoint" in capsys.readouterr().err
   assert (work / f"{stop_at[0]}.new" / "checkpoints").is_dir()
+  # The rows the first call trained, with its seconds, as the epoch it goes on from saved them.
+  epoch = int(goes_on.rsplit(" ", 1)[1])
+  saved = {}
+  for new in work.glob("*.new"):
+    path = checkpoint.checkpoint_path(new, epoch)
+    if path.exists():
+      saved[new.name[:-len(".new")]] = json.loads(
+          serialization.msgpack_restore(path.read_bytes())["history"])
   assert cli.main(argv) == 0
   err = capsys.readouterr().err
   assert goes_on in err, err
   for seed in ("seed=1", "seed=2"):
     _same_member(work / seed, uncut[strategy] / seed)
   assert not list(work.glob("*.new"))
+  # Those rows keep the first call's seconds; this call's rows have this call's.
+  assert saved
+  for seed, rows in saved.items():
+    assert [r["epoch"] for r in rows] == list(range(1, epoch + 1))
+    assert all(r["seconds"] > 0 for r in rows)
+    final = _rows(work / seed)
+    assert [r["seconds"] for r in final[:epoch]] == [r["seconds"] for r in rows]
+    later = {r["seconds"] for r in final[epoch:]}
+    assert len(later) == 1 and later.isdisjoint(r["seconds"] for r in rows), final
 
 
 def test_a_kill_while_a_finished_member_is_written_costs_no_training(

@@ -105,6 +105,12 @@ def _rows(per_epoch, first: int, d: DeviceData, member=None) -> list:
           for e, (tm, em) in enumerate(per_epoch, start=first)]
 
 
+def _timed(rows: list, seconds: float, epochs: int) -> list:
+  """`rows` with the seconds per epoch of `seconds` spent on `epochs` epochs (a saved
+  member's rows keep theirs when it goes on in a later call)."""
+  return [{**row, "seconds": seconds / max(1, epochs)} for row in rows]
+
+
 def _member_config(config: Config, member) -> Config:
   return config.replace(seed=member.seed, learning_rate=member.learning_rate)
 
@@ -234,7 +240,8 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
   epochs_trained}), so that a caller can save it before the next member starts.
 
   `on_progress(i, Progress)`, every SAVE_EVERY_S seconds of training, gets member i's
-  state so far (host arrays), so that a caller can checkpoint it; `resumed` ({i:
+  state so far (host arrays; its rows with their seconds, this call's share per epoch
+  so far), so that a caller can checkpoint it; `resumed` ({i:
   Progress}) continues those members from there, and the others from the start. A
   stack goes on only from one epoch for all (`lockstep`); otherwise the members train
   one after another.
@@ -273,10 +280,12 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
 
     def checkpoint_stack(epoch, state, per_epoch):  # to the host once, sliced there (below)
       state, per_epoch = jax.device_get((state, per_epoch))
+      seconds = (time.perf_counter() - t0) / len(members)  # a member's share, this call
       for i in range(len(members)):
         before = resumed[i].history if resumed else []
+        rows = _rows(per_epoch, start + 1, d, member=i)
         on_progress(i, Progress(epoch, _take(state, i),
-                                before + _rows(per_epoch, start + 1, d, member=i)))
+                                before + _timed(rows, seconds, len(rows))))
 
     state, per_epoch = _epochs(stacked, d, config.epochs, states, start + 1,
                                checkpoint_stack if on_progress else None, tick=bar.update)
@@ -303,8 +312,9 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
       go_on = resumed.get(i, Progress(0, run.state, []))
 
       def checkpoint_member(epoch, state, per_epoch, i=i, go_on=go_on):
-        rows = go_on.history + _rows(jax.device_get(per_epoch), go_on.epoch + 1, d)
-        on_progress(i, Progress(epoch, jax.device_get(state), rows))
+        rows = _rows(jax.device_get(per_epoch), go_on.epoch + 1, d)
+        rows = _timed(rows, time.perf_counter() - t0, len(rows))  # t0: this member's start
+        on_progress(i, Progress(epoch, jax.device_get(state), go_on.history + rows))
 
       t0 = time.perf_counter()
       state, per_epoch = _epochs(run, d, config.epochs, jax.device_put(go_on.state),

@@ -184,10 +184,11 @@ def groups(members) -> list[list]:
 
 def _history(config: Config, rows: list, seconds: float) -> list:
   """metrics.jsonl's rows as a single run writes them: the KL's weight and the objective when
-  training weighed the KL, and `seconds`, the member's share of its group's training time."""
+  training weighed the KL, and `seconds`, the member's share of its group's training time
+  per epoch (a row that has its seconds, from the checkpoint of an earlier call, keeps them)."""
   out = []
   for row in rows:
-    row = {**row, "seconds": seconds}
+    row = {**row, "seconds": row.get("seconds", seconds)}
     if config.weights_kl:
       w = config.kl_weight(row["epoch"])
       row.update(kl_weight=w, **{f"{s}_objective": row[f"{s}_recon"] + w * row[f"{s}_kl"]
@@ -258,9 +259,9 @@ def write_member(workdir: Path, member: Member, state, rows: list, seconds: floa
   The last row gains the test set's KL per latent dimension and active units (a
   single run measures them every epoch; a stacked run at the end only). `seconds`:
   the member's training time in this call (its share of a stacked program's), over
-  `group["epochs_trained"]` epochs: every row gets that time per epoch, a continued
-  member's earlier rows too; `group`: how its group trained, kept in the member as
-  GROUP_FILE for the summary.
+  `group["epochs_trained"]` epochs: the rows of those epochs get that time per epoch (a
+  continued member's earlier rows keep the seconds they were saved with); `group`: how
+  its group trained, kept in the member as GROUP_FILE for the summary.
   """
   import jax
 
@@ -514,7 +515,8 @@ def plot(report: dict, path) -> None:
 def trained_groups(workdir, p: Plan) -> list:
   """How every member of the grid trained, from the GROUP_FILE each keeps: per group (one
   stacked program, or members one after another, whichever process or invocation ran it)
-  its strategy, devices, compile seconds and training seconds (the sum of its members')."""
+  its strategy, devices, compile seconds and training seconds (the sum of its members',
+  a continued member's earlier calls included)."""
   workdir, out = Path(workdir), {}
   for m in p.members:
     path = workdir / m.name / GROUP_FILE
