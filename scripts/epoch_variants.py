@@ -20,6 +20,13 @@ baseline's (0 when it computes the same numbers bit for bit). Variants:
   states and keys as a sweep with `--strategy vmap` builds it, on one device; its
   milliseconds are for all N, and its weights compared are those of seed 1 (the
   base run's seed), so the difference is what stacking changes;
+* ``fwd:FORM``: the same step with the model's forward pass written as a function of its
+  parameters (`forward`), FORM one of ``pure`` (the same products as the model's: its
+  weights should match the base's bit for bit, the control), ``fused-heads`` (mu and logvar
+  from one 512 x 2z product instead of two) and ``latent-reduce`` (the products with a
+  z-wide side, fc21, fc22 and fc3, as a multiply and a sum that XLA fuses with their
+  neighbours, not as matrix products: on a GPU each such product is a kernel of its own
+  that does almost no arithmetic);
 * ``xla:NAME``: the base program under other XLA flags (command buffers, i.e.
   CUDA graphs, for the loop too), each in a child process, since XLA reads its
   flags once per process; ``xla:NAME/stack-N``: a stack under those flags.
@@ -32,7 +39,8 @@ On a GPU the host's dispatch outweighs such small kernels: read the profile ther
 
 With --out, the optimized HLO of each in-process variant is written there
 (`hlo_<name>.txt`: count the kernels of one step), and with --trace a JAX profile
-of one epoch of the base and of each stack (`trace_<name>/`), summarised kernel by kernel.
+of one epoch of the base, of each stack and of each fwd: form (`trace_<name>/`), summarised
+kernel by kernel.
 """
 
 from __future__ import annotations
@@ -55,6 +63,58 @@ XLA_VARIANTS = {
 }
 
 
+FORMS = ("pure", "fused-heads", "latent-reduce")  # the fwd: variants
+
+
+def forward(params, x, eps, precision: str, form: str):
+  """The blog VAE's training-mode forward pass (`model.VAE.__call__` with eps), as a function
+  of its parameters, built as `form` says (`FORMS`; the module's doc). x: [B, 784],
+  eps: [B, z] -> `model.VAEOutput`."""
+  import jax
+  import jax.numpy as jnp
+
+  from vae_jax import model
+
+  p = jax.lax.Precision(precision)
+
+  def dense(name, a):  # a @ W + b: flax's Dense
+    return jnp.dot(a, params[name]["kernel"], precision=p) + params[name]["bias"]
+
+  def narrow(name, a):  # the same sum as a @ W + b, as a multiply and a sum: no GEMM
+    return (a[:, :, None] * params[name]["kernel"][None]).sum(1) + params[name]["bias"]
+
+  h = jax.nn.relu(dense("fc1", x))                                          # [B, 512]
+  if form == "fused-heads":
+    w = jnp.concatenate([params["fc21"]["kernel"], params["fc22"]["kernel"]], 1)  # [512, 2z]
+    b = jnp.concatenate([params["fc21"]["bias"], params["fc22"]["bias"]])         # [2z]
+    mu, logvar = jnp.split(jnp.dot(h, w, precision=p) + b, 2, axis=1)            # [B, z] each
+  elif form == "latent-reduce":
+    mu, logvar = narrow("fc21", h), narrow("fc22", h)
+  elif form == "pure":
+    mu, logvar = dense("fc21", h), dense("fc22", h)
+  else:
+    raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+  z = model.reparameterize(mu, logvar, eps)                                 # [B, z]
+  h3 = jax.nn.relu(narrow("fc3", z) if form == "latent-reduce" else dense("fc3", z))
+  return model.VAEOutput(dense("fc4", h3), mu, logvar, z)
+
+
+def forward_loss(form: str, precision: str):
+  """`losses.batch_loss` (the ELBO, the blog's runs) over `forward`'s pass instead of the
+  model's; the same signature, so `train.make_train_epoch(loss_fn=...)` takes it."""
+  import jax.numpy as jnp
+
+  from vae_jax import losses
+
+  def loss(params, model, x, eps, weight):
+    out = forward(params, x, eps, precision, form)
+    terms = losses.vae_loss(out.logits, x, out.mu, out.logvar)  # each [B]
+    sums = losses.Metrics(*(jnp.sum(weight * t) for t in terms))
+    return sums.loss, sums
+
+  return loss
+
+
 def build(variant: str, config, d):
   import jax
   import optax
@@ -63,7 +123,7 @@ def build(variant: str, config, d):
 
   run = train.setup(config)  # model, Adam, keys, initial state: no programs yet
   optimizer, state = run.optimizer, run.state
-  unroll = 1
+  unroll, loss_fn = 1, None  # None: the config's objective (the blog's ELBO)
   if variant.startswith("stack-"):
     from vae_jax.experiments import multi
 
@@ -86,11 +146,18 @@ def build(variant: str, config, d):
   elif variant == "sgd":  # a small rate, so that the summed loss's gradients do not diverge
     optimizer = optax.sgd(1e-6)
     state = train.TrainState(state.params, optimizer.init(state.params))
+  elif variant.startswith("fwd:"):
+    loss_fn = forward_loss(variant[4:], config.matmul_precision)
   elif variant != "base":
     raise SystemExit(f"unknown variant {variant!r}")
   epoch = train.make_train_epoch(run.model, optimizer, num_examples=len(d.x_train),
-                                 unroll=unroll, **train.epoch_options(config))
+                                 unroll=unroll, **train.epoch_options(config, loss_fn))
   return run, state, epoch
+
+
+def _file_name(variant: str) -> str:
+  """A variant's name in a file name: fwd:fused-heads -> fwd_fused-heads."""
+  return variant.replace(":", "_").replace("/", "_")
 
 
 def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: bool = False):
@@ -104,7 +171,7 @@ def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: b
   compiled = jax.jit(epoch).lower(state, d.x_train, run.keys.train).compile()
   compile_s = time.perf_counter() - t0
   if out:
-    with open(os.path.join(out, f"hlo_{variant}.txt"), "w") as f:
+    with open(os.path.join(out, f"hlo_{_file_name(variant)}.txt"), "w") as f:
       f.write(compiled.as_text())
   times = []
   for e in range(1, epochs + 1):
@@ -116,7 +183,7 @@ def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: b
     params = jax.tree.map(lambda x: x[0], params)
   leaves = [np.asarray(x) for x in jax.tree.leaves(params)]
   if trace:  # one more epoch, profiled: every kernel of every step, with its time
-    folder = os.path.join(out, f"trace_{variant}")
+    folder = os.path.join(out, f"trace_{_file_name(variant)}")
     with jax.profiler.trace(folder, create_perfetto_trace=True):
       jax.block_until_ready(compiled(state, d.x_train, train.epoch_key(run.keys.train, 99)))
     print(f"profile of one {variant} epoch in {folder}", flush=True)
@@ -195,7 +262,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument("--variants", nargs="+", metavar="VARIANT",
                  default=["base", "unroll-8", "flat-adam",
                           *(f"xla:{k}" for k in XLA_VARIANTS)],
-                 help="base, unroll-N, flat-adam, flat-adam+unroll-N, sgd, stack-N, xla:NAME "
+                 help="base, unroll-N, flat-adam, flat-adam+unroll-N, sgd, stack-N, fwd:FORM "
+                      f"(FORM: {', '.join(FORMS)}), xla:NAME "
                       f"or xla:NAME/stack-N (NAME: {', '.join(XLA_VARIANTS)}); the module's "
                       "docstring says what each is; default: %(default)s")
   p.add_argument("--precision", default="highest", choices=("highest", "high", "default"))
@@ -214,7 +282,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   bad = [v for v in args.variants if not _known(v)]
   if bad:
     p.error(f"unknown variant(s) {', '.join(bad)}: base, unroll-N, flat-adam[+unroll-N], sgd, "
-            f"stack-N, xla:NAME[/stack-N] with NAME one of {', '.join(XLA_VARIANTS)}")
+            f"stack-N, fwd:FORM with FORM one of {', '.join(FORMS)}, xla:NAME[/stack-N] with "
+            f"NAME one of {', '.join(XLA_VARIANTS)}")
   return args
 
 
@@ -224,7 +293,7 @@ def _known(variant: str) -> bool:
     name, _, inner = variant[4:].partition("/")
     return name in XLA_VARIANTS and (not inner or _known(inner))
   stem, _, n = variant.rpartition("-")
-  if variant in ("base", "sgd", "flat-adam") or (stem in ("unroll", "stack", "flat-adam+unroll")
+  if variant in ("base", "sgd", "flat-adam", *(f"fwd:{f}" for f in FORMS)) or (stem in ("unroll", "stack", "flat-adam+unroll")
                                                  and n.isdigit() and int(n) > 0):
     return True
   return False
@@ -274,7 +343,7 @@ def main(argv=None):
     else:
       row, leaves = time_variant(variant, config, d, args.epochs, args.out,
                                  trace=bool(args.trace and args.out) and (
-                                     variant == "base" or variant.startswith("stack-")))
+                                     variant == "base" or variant.startswith(("stack-", "fwd:"))))
     if ref is None:
       ref = leaves
     row["max_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves, ref))

@@ -6,8 +6,10 @@
 #   2. `vae-jax train` (z = 2, 100 epochs): a cold, then a warm compilation cache, then the
 #      warm run again under scripts/train_phases.py (where its seconds go), with a checkpoint
 #      every epoch and with only the last;
-#   3. the epoch programs (scripts/epoch_variants.py): one seed against 5 stacked seeds,
-#      at highest precision (PRECISIONS="highest default" for both), each profiled;
+#   3. the epoch programs (scripts/epoch_variants.py): one seed built three ways (the
+#      model's forward pass, mu and logvar from one product, the z-wide products as sums)
+#      and 5 stacked seeds, at highest precision (PRECISIONS="highest default" for both),
+#      each profiled;
 #   4. the test suite on CUDA (pytest-xdist, 16 workers), in the time left.
 # Usage, from the repository root, with MNIST cached in $VAE_JAX_DATA_DIR:
 #   OUT=gpu_out bash scripts/gpu_check.sh [pytest args...]
@@ -81,10 +83,10 @@ done 2>&1 | tee -a "$OUT/train.log"
 fi
 
 if wanted variants; then
-step "epoch programs: one seed against 5 stacked, matmul ${PRECISIONS:-highest}"
+step "epoch programs: one seed three ways, and 5 stacked, matmul ${PRECISIONS:-highest}"
 for precision in ${PRECISIONS:-highest}; do
   timeout 150 $PY scripts/epoch_variants.py --epochs "${VARIANT_EPOCHS:-4}" --precision "$precision" --out "$OUT/ev_$precision" \
-    ${TRACE---trace} --variants ${VARIANTS:-base stack-5 xla:cublas/stack-5} 2>&1
+    ${TRACE---trace} --variants ${VARIANTS:-base fwd:fused-heads fwd:latent-reduce stack-5} 2>&1
 done | tee "$OUT/variants.log"
 (cd "$OUT" && for d in ev_*; do for f in $(find "$d" -name 'perfetto_trace.json.gz'); do
    mv "$f" "$d/$(echo "$f" | sed 's|.*/trace_\([^/]*\)/.*|\1|').json.gz"; done; rm -rf "$d"/trace_*; done
