@@ -1,10 +1,21 @@
 """vae-jax: the MNIST VAE of "PyTorch (11) Variational Autoencoder" (2018) in JAX, Flax and
-Optax."""
+Optax.
 
-from vae_jax.config import Config
-from vae_jax.losses import LossTerms, bernoulli_nll, kl_standard_normal, vae_loss
-from vae_jax.model import VAE, VAEOutput, reparameterize
+`from vae_jax import VAE, vae_loss, ...` imports JAX on first use of such a name, not
+with the package: the command line starts without it, so that Ctrl-C works from its
+first line (`vae_jax.interrupt`).
+"""
 
-__all__ = ["Config", "LossTerms", "VAE", "VAEOutput", "bernoulli_nll", "kl_standard_normal",
-           "reparameterize", "vae_loss"]
+import importlib
+
+_EXPORTS = {"Config": "config", "LossTerms": "losses", "bernoulli_nll": "losses",
+            "kl_standard_normal": "losses", "vae_loss": "losses", "VAE": "model",
+            "VAEOutput": "model", "reparameterize": "model"}
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"vae_jax.{_EXPORTS[name]}"), name)
+  raise AttributeError(f"module 'vae_jax' has no attribute {name!r}")

@@ -516,7 +516,20 @@ def main(argv=None) -> int:
                 "or none")
     if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
       sub.error(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
-  from vae_jax import data
+  from vae_jax import interrupt
+  with interrupt.recorded():  # from here on, Ctrl-C stops the command whatever it is doing
+    try:
+      return _run(args, config, sub)
+    except (KeyboardInterrupt, ImportError) as e:
+      if not interrupt.from_ctrl_c(e):  # an ImportError of its own
+        raise
+      print(f"{sub.prog}: interrupted", file=sys.stderr)
+      return 130
+
+
+def _run(args, config: Config, sub) -> int:
+  """The command, once its flags are checked: what imports JAX and does the work."""
+  from vae_jax import data, interrupt
   try:
     if args.command == "train" and args.resume:  # the run's own config, then the flags given
       from vae_jax import run
@@ -538,13 +551,11 @@ def main(argv=None) -> int:
             f"(--no-compile-cache does so without this line)", file=sys.stderr)
   from vae_jax.run import RunStopped
   try:
+    interrupt.check()  # a Ctrl-C dropped while JAX was imported
     args.func(args, config, sub)
   except RunStopped as e:  # diverged (3) or Ctrl-C (130): what finished is on disk
     print(f"{sub.prog}: {e}", file=sys.stderr)
     return e.exit_code
-  except KeyboardInterrupt:
-    print(f"{sub.prog}: interrupted", file=sys.stderr)
-    return 130
   except (data.DataError, ValueError, OSError) as e:  # OSError: FileExists, Permission, ...
     print(f"{sub.prog}: error: {e}", file=sys.stderr)
     return 2

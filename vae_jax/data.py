@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import interrupt
 from vae_jax.config import DATA_SOURCES, SPLIT_SIZES
 
 if TYPE_CHECKING:
@@ -219,6 +220,7 @@ def load_device_data(config: "Config", *, with_train: bool = True,
   test = split("test")
   if (binarize or config.binarize) == "dynamic":
     test = Split(binarize_test_images(test.images), test.labels)
+  interrupt.check()  # a Ctrl-C that JAX dropped while this ran stops the command here
   return device_data(split("train"), test,
                      config.train_limit if with_train else 0, config.test_limit)
 

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm.auto as tqdm
 
-from vae_jax import checkpoint, data, losses, train
+from vae_jax import checkpoint, data, interrupt, losses, train
 from vae_jax.config import Config
 from vae_jax.likelihood import ACTIVE_THRESHOLD
 
@@ -329,6 +329,7 @@ class _CtrlC:
     self._old = None
 
   def __enter__(self):
+    interrupt.check()  # a Ctrl-C that JAX dropped before the first epoch: stop before it
     if threading.current_thread() is threading.main_thread():
       self._old = signal.signal(signal.SIGINT, self._handle)
     return self
