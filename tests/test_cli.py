@@ -36,7 +36,8 @@ EXPECTED_FLAGS = {
                                       "--learning-rate", "--seed", "--bench-epochs", "--no-torch",
                                       "--torch-loops"},
     "compare": DATA | LIMITS | CACHE | {"--out", "--seeds", "--epochs", "--sweep", "--sweep-seeds",
-                                "--sweep-epochs", "--strategy", "--bench-epochs", "--redraw"},
+                                "--sweep-epochs", "--strategy", "--bench-epochs", "--overwrite",
+                                "--redraw"},
     "study": DATA | LIMITS | CACHE | {"--out", "--only", "--quick", "--overwrite", "--redraw"},
     "sweep": (CONFIG_FLAGS - {"--recon-every"}) | CACHE | {
         "--workdir", "--strategy", "--figures", "--no-progress", "--coordinator",

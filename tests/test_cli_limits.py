@@ -5,6 +5,8 @@ half of the command-line tests, in a file of its own so that two test workers sh
 import json
 import math
 
+import pytest
+
 from vae_jax import cli
 
 
@@ -80,9 +82,19 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
   (out / "blog_comparison.md").unlink()
   assert cli.main(["compare", "--out", str(out), "--redraw"]) == 0
   assert "128 train / 100 test images" in (out / "blog_comparison.md").read_text()
-  # The runs are sweeps in OUT/runs: a second comparison trains none of them again.
+  # A finished comparison is not replaced without --overwrite: refused in one line, before
+  # any training, every file as it was.
+  files = {p: p.read_bytes() for p in out.glob("blog_comparison*")}
   capsys.readouterr()
-  assert cli.main(argv) == 0
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert "holds an earlier comparison's results: pass --overwrite" in err, err
+  assert "finished already" not in err and {p: p.read_bytes() for p in files} == files
+  with pytest.raises(SystemExit):  # --redraw replaces nothing it could refuse to
+    cli.main(["compare", "--out", str(out), "--redraw", "--overwrite"])
+  assert "takes no --overwrite" in capsys.readouterr().err
+  # The runs are sweeps in OUT/runs: a second comparison trains none of them again.
+  assert cli.main([*argv, "--overwrite"]) == 0
   err = capsys.readouterr().err
   assert "2 members, 2 finished already" in err and "4 members, 4 finished already" in err
   again = json.loads((out / "blog_comparison.json").read_text())

@@ -11,7 +11,7 @@ compare | study`.
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
   vae-jax data                                         # fetch and cache MNIST, print a check
   vae-jax bench --bench-epochs 3                       # seconds per epoch, JAX vs PyTorch
-  vae-jax compare --out results                        # the blog's numbers over seeds (45 min)
+  vae-jax compare --out results --overwrite            # the blog's numbers over seeds (45 min)
   vae-jax study --out results/gradient_flow --overwrite   # the gradient-flow study (11 min)
 
 (`python -m vae_jax ...` is the same.) Each subcommand takes only the flags it
@@ -311,7 +311,7 @@ def cmd_bench(args, config, parser):
 
 
 COMPARE_COUNTS = ("seeds", "epochs", "sweep", "sweep_seeds", "sweep_epochs", "strategy",
-                  "bench_epochs")  # what --redraw refuses
+                  "bench_epochs", "overwrite")  # what --redraw refuses
 
 
 def cmd_compare(args, config, parser):
@@ -329,7 +329,8 @@ def cmd_compare(args, config, parser):
     parser.error(f"--sweep lists {twice} twice: give each latent size once")
   compare.compare_blog(args.out, seeds=args.seeds, epochs=args.epochs, sweep=tuple(args.sweep),
                        sweep_seeds=args.sweep_seeds, sweep_epochs=args.sweep_epochs,
-                       strategy=args.strategy, bench_epochs=args.bench_epochs, base=config)
+                       strategy=args.strategy, bench_epochs=args.bench_epochs, base=config,
+                       overwrite=args.overwrite)
 
 
 def cmd_sweep(args, config, parser):
@@ -466,6 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="latent sizes of the sweep; default: 2 5 10 20 50")
   c.add_argument("--strategy", choices=STRATEGIES, default=defaults["strategy"],
                  help="how the seeds of a group train (experiments/multi.py); default: auto")
+  c.add_argument("--overwrite", action="store_true",
+                 help="replace an earlier comparison's JSON, Markdown and figures in --out (its "
+                      "runs in OUT/runs are reused where their setting is the same)")
   c.add_argument("--redraw", action="store_true",
                  help="only redraw the figures and Markdown from OUT/blog_comparison.json")
 

@@ -1,14 +1,15 @@
 """The blog's table, reproduced with error bars: z = 2 and z = 20 over several seeds,
 a latent-size sweep, the PyTorch timing, written as JSON + Markdown + figures.
 
-  vae-jax compare --out results     # about 45 minutes on 2 CPU cores
-  vae-jax compare --out results --redraw   # figures and Markdown again, from the JSON
+  vae-jax compare --out results --overwrite   # about 45 minutes on 2 CPU cores
+  vae-jax compare --out results --redraw      # figures and Markdown again, from the JSON
 
 Every run is the blog's setting (784-512-z, Adam 1e-3, batch 128, continuous MNIST),
 trained as a sweep (experiments/sweep.py, the sweep subcommand) into OUT/runs/main (z = 2
 and 20) and OUT/runs/sweep (the other latent sizes): each run keeps its directory,
 the seeds of one z train as one stack (vmap or one after another, whichever measured
-faster), and a rerun of the comparison trains only the runs not yet finished.
+faster), and a rerun of the comparison trains only the runs not yet finished. A finished
+comparison's files (its JSON, written last) are replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -96,8 +97,12 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
                  epochs: int = DEFAULTS["epochs"], sweep: tuple = DEFAULTS["sweep"],
                  sweep_seeds: int = DEFAULTS["sweep_seeds"],
                  sweep_epochs: int = DEFAULTS["sweep_epochs"], strategy: str = DEFAULTS["strategy"],
-                 bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config()) -> dict:
+                 bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config(),
+                 overwrite: bool = False) -> dict:
   out = checkpoint.check_results_dir(out, "--out", "the comparison")
+  if (out / "blog_comparison.json").exists() and not overwrite:  # written last: a finished one
+    raise FileExistsError(f"{out}/blog_comparison.json holds an earlier comparison's results: "
+                          f"pass --overwrite to replace them, or choose another --out")
   t_start = time.perf_counter()
   d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
@@ -290,7 +295,7 @@ def redraw(out: str | Path = "results") -> list[Path]:
   if not path.is_file():
     raise FileNotFoundError(f"{out} holds no blog_comparison.json to redraw from: run "
                             f"`vae-jax compare --out {out}` first")
-  again = f"run `vae-jax compare --out {out}` to compute it again"
+  again = f"run `vae-jax compare --out {out} --overwrite` to compute it again"
   made = {"blog_comparison_curves.png": plot_curves, "blog_comparison_sweep.png": plot_sweep,
           "blog_comparison.md": lambda r, p: p.write_text(markdown(r))}
   with tempfile.TemporaryDirectory(prefix=".redraw_", dir=out) as tmp:
