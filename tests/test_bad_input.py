@@ -161,7 +161,7 @@ def _cases():
       ("integer weights, msgpack", ev + ["{root}/files/int_msgpack/params.msgpack"],
        "holds int32 values, not floating"),
       ("NaN weights exported", ["export", "--weights", "{root}/files/nan.npz", "--out",
-                                "{root}/nan.pth"], "NaN or infinite"),
+                                "{root}/nan.npz"], "NaN or infinite"),
       ("CVAE weights without config.json", ev + ["{root}/files/cvae_alone/params.msgpack"],
        "config.json is missing"),
       ("weights suffix", ev + ["{root}/files/weights.txt"], "unknown suffix"),

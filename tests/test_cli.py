@@ -5,6 +5,7 @@ and the study's and comparison's runs: tests/test_cli_limits.py."""
 import re
 import shlex
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,14 @@ def test_redraw_refuses_the_flags_of_a_computation(argv, capsys):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "--redraw" in err
   assert argv[-1] in err or argv[-2] in err  # the flag that was refused
+
+
+def test_the_top_level_help_says_what_it_is_in_whole_sentences(capsys):
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["--help"])
+  assert exit_.value.code == 0
+  description = capsys.readouterr().out.split("\n\n")[1]  # after the usage lines
+  assert "Variational Autoencoder" in description and description.rstrip().endswith("."), description
 
 
 @pytest.mark.parametrize("command", list(EXPECTED_FLAGS))
@@ -254,6 +263,26 @@ def test_bench_refuses_torch_loops_it_would_not_run(capsys):
   assert exit_.value.code == 2
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "--no-torch runs no PyTorch loop" in err
+
+
+def test_bench_refuses_torch_loops_without_pytorch(monkeypatch, capsys):
+  from vae_jax.experiments import bench
+  monkeypatch.setattr(bench, "torch_device", lambda: None)  # as where torch is not installed
+  with pytest.raises(SystemExit) as exit_:
+    cli.main(["bench", "--torch-loops", "graphs"])
+  assert exit_.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "PyTorch is not installed here: pip install" in err
+
+
+def test_export_to_pth_without_pytorch_is_one_line_before_reading_the_weights(
+    monkeypatch, tmp_path, capsys):
+  monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+  out = tmp_path / "vae.pth"
+  assert cli.main(["export", "--weights", str(tmp_path / "none.msgpack"), "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "writing a .pth needs PyTorch" in err, err
+  assert "or give a .npz name" in err and not out.exists()
 
 
 def test_every_python_file_compiles_without_a_warning():

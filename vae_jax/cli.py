@@ -287,6 +287,12 @@ def cmd_export(args, config, parser):
   out = checkpoint.check_new_file(args.out, "--out", ".pth")
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
+  if out.suffix != ".npz":
+    try:
+      import torch  # noqa: F401
+    except ImportError:
+      raise ValueError(f"--out {out}: writing a .pth needs PyTorch (pip install torch==2.13.0); "
+                       f"or give a .npz name, which evaluate reads as well") from None
   params, wconfig = checkpoint.load_weights(args.weights)
   if (wconfig.arch, wconfig.model) != ("blog", "vae"):
     what = "a CVAE" if wconfig.model == "cvae" else f"a {wconfig.arch} model"
@@ -305,7 +311,11 @@ def cmd_data(args, config, parser):
 def cmd_bench(args, config, parser):
   from vae_jax.experiments import bench
   loops = () if args.no_torch else args.torch_loops and tuple(args.torch_loops)
-  if loops and "graphs" in loops and bench.torch_device() != "cuda":
+  device = bench.torch_device() if loops else None
+  if loops and device is None:
+    parser.error("--torch-loops times PyTorch loops, and PyTorch is not installed here: pip "
+                 "install torch==2.13.0, or drop --torch-loops")
+  if loops and "graphs" in loops and device != "cuda":
     parser.error("--torch-loops graphs times CUDA graphs, and torch sees no GPU here: drop it")
   bench.run(config, args.bench_epochs, torch_loops=loops)
 
@@ -370,7 +380,9 @@ def cmd_study(args, config, parser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = _Parser(prog="vae-jax", description=__doc__.splitlines()[0])
+  parser = _Parser(prog="vae-jax", description="The MNIST VAE of the blog post \"PyTorch (11) "
+                   "Variational Autoencoder\", in JAX: train it, sweep it, evaluate, compare and "
+                   "time it. Each command's --help lists its flags.")
   sub = parser.add_subparsers(dest="command", required=True)
 
   def command(name, func, help_):
