@@ -88,16 +88,21 @@ def test_a_ctrl_c_that_jax_drops_before_training_stops_the_train_command(
 
   monkeypatch.setattr(train, "setup", setup)
   work = tmp_path / "run"
+  argv = ["train", "--workdir", str(work), "--data-dir", str(tiny_data_dir), "--epochs", "2",
+          "--no-progress", "--no-compile-cache"]
   try:
-    code = cli.main(["train", "--workdir", str(work), "--data-dir", str(tiny_data_dir),
-                     "--epochs", "2", "--no-progress", "--no-compile-cache"])
+    code = cli.main(argv)
   finally:
     gc.callbacks.remove(callback)
   assert fired
   assert code == 130
-  assert "vae-jax train: interrupted" in capsys.readouterr().err
+  assert ("vae-jax train: interrupted before the first epoch: nothing was trained; the same "
+          "command starts again") in capsys.readouterr().err
   assert not (work / "params.msgpack").exists()
   assert not (work / "checkpoints").exists()
+  monkeypatch.setattr(train, "setup", real_setup)
+  assert cli.main(argv) == 0  # as the line says: the same command starts again
+  assert (work / "params.msgpack").exists()
 
 
 def test_the_command_line_imports_no_jax_before_it_can_take_ctrl_c():

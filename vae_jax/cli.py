@@ -209,8 +209,12 @@ def cmd_train(args, config, parser):
   from vae_jax import run
   if config.idle_warmup and not args.resume:
     parser.error(config.idle_warmup)
-  run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
-                         checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+  try:
+    run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
+                           checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+  except KeyboardInterrupt:  # from the epochs on, the run says what it kept (RunStopped)
+    raise run.RunStopped("interrupted before the first epoch: nothing was trained; the "
+                         "same command starts again", exit_code=130) from None
 
 
 def _first_repeat(values: list):
