@@ -147,10 +147,11 @@ def test_a_larger_epochs_extends_a_finished_run_to_the_longer_run(uninterrupted,
   # A plain --resume of the finished run (it redraws the figures) keeps every grid.
   grids = sorted(p.name for p in short.glob("reconstruction_*"))
   assert grids == ["reconstruction_1.png", "reconstruction_2.png"]
+  capsys.readouterr()
   assert cli.main(["train", "--workdir", str(short), "--resume", "--no-progress",
                    "--no-compile-cache"]) == 0
+  assert "2 epochs (all trained before: its results written again)" in capsys.readouterr().out
   assert sorted(p.name for p in short.glob("reconstruction_*")) == grids
-  capsys.readouterr()
   assert cli.main(["train", "--workdir", str(short), "--resume", "--epochs", str(EPOCHS),
                    "--no-progress", "--no-compile-cache"]) == 0
   assert "removed reconstruction_2.png, the grid of the shorter run's last epoch" in \

@@ -487,7 +487,8 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
                      f"whole; finish them with: {resume_hint}", exit_code=130) from None
 
   last = history[-1]
-  resumed = f" (resumed after epoch {start})" if start else ""
+  resumed = (" (all trained before: its results written again)" if start == config.epochs
+             else f" (resumed after epoch {start})" if start else "")
   print(f"{'CVAE, ' if model.conditional else ''}z={config.latent_dim}: {config.epochs} "
         f"epoch{'s' if config.epochs != 1 else ''}{resumed}, train loss "
         f"{last['train_loss']:.2f}, test loss {last['test_loss']:.2f} (recon "
