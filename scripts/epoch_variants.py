@@ -146,7 +146,9 @@ def build(variant: str, config, d):
   elif variant == "sgd":  # a small rate, so that the summed loss's gradients do not diverge
     optimizer = optax.sgd(1e-6)
     state = train.TrainState(state.params, optimizer.init(state.params))
-  elif variant.startswith("fwd:"):
+  elif variant.startswith("fwd:"):  # the blog's VAE and ELBO only, as `forward` writes them
+    if (config.arch, config.model, config.objective) != ("blog", "vae", "elbo"):
+      raise SystemExit(f"{variant} builds the blog's VAE and ELBO only")
     loss_fn = forward_loss(variant[4:], config.matmul_precision)
   elif variant != "base":
     raise SystemExit(f"unknown variant {variant!r}")

@@ -3,7 +3,8 @@
 Python raises Ctrl-C's KeyboardInterrupt in whatever code runs. Inside a gc callback
 (JAX has one, and it runs often while JAX imports and compiles) Python prints the
 exception and drops it. A gc callback that raises KeyboardInterrupt is exactly what a
-Ctrl-C landing there does, so these tests raise one so, at a known moment.
+Ctrl-C landing there does, so these tests raise one so, at a known moment; `recorded`
+must then send the Ctrl-C again, to land where a Ctrl-C would have.
 """
 
 import gc
@@ -18,9 +19,9 @@ from vae_jax import cli, interrupt
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _ctrl_c_inside_gc(armed=(True,)):
+def _ctrl_c_inside_gc(armed):
   """Registers a gc callback that raises KeyboardInterrupt once, at the first collection
-  once `armed` (a list) holds something."""
+  once `armed` (a list) holds something; returns it and the list of times it fired."""
   fired = []
 
   def callback(phase, info):
@@ -32,36 +33,40 @@ def _ctrl_c_inside_gc(armed=(True,)):
   return callback, fired
 
 
-def test_a_ctrl_c_dropped_in_a_gc_callback_is_remembered_and_raised_by_check():
-  callback, fired = _ctrl_c_inside_gc()
+def test_a_ctrl_c_dropped_in_a_gc_callback_comes_again_inside_the_command():
+  before = sys.unraisablehook
+  callback, fired = _ctrl_c_inside_gc([True])
+  reached_the_end = False
   try:
-    with interrupt.recorded():
-      gc.collect()  # the KeyboardInterrupt is raised inside the callback, and dropped
-      assert fired and interrupt.REQUESTED.is_set()
-      with pytest.raises(KeyboardInterrupt):
-        interrupt.check()
-    assert not interrupt.REQUESTED.is_set()  # one command's Ctrl-C is not the next one's
-    assert sys.unraisablehook is not interrupt._dropped
-    interrupt.check()  # outside a command: nothing to raise
+    with pytest.raises(KeyboardInterrupt):
+      with interrupt.recorded():
+        gc.collect()  # the KeyboardInterrupt is raised inside the callback, and dropped
+        assert fired
+        reached_the_end = True  # dropped indeed: the code after it ran
   finally:
     gc.callbacks.remove(callback)
+  assert reached_the_end
+  assert sys.unraisablehook is before
 
 
-def test_other_dropped_exceptions_still_reach_the_previous_hook(monkeypatch):
+def test_nested_commands_each_restore_their_hook_and_pass_other_errors_on(monkeypatch):
   seen = []
   monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(u.exc_type))
+  outer = sys.unraisablehook
 
   class Leaky:
     def __del__(self):
       raise ValueError("from __del__")
 
   with interrupt.recorded():
-    Leaky()  # dropped at once: __del__'s exception goes to the hook
-    assert not interrupt.REQUESTED.is_set()
-  assert seen == [ValueError]
+    with interrupt.recorded():  # e.g. scripts/train_phases.py around cli.main
+      Leaky()  # dropped at once: __del__'s exception goes to the hook there was
+    Leaky()
+  assert seen == [ValueError, ValueError]
+  assert sys.unraisablehook is outer
 
 
-def test_from_ctrl_c_follows_the_chain_of_causes():
+def test_an_import_stopped_by_ctrl_c_is_a_ctrl_c_not_a_missing_package(monkeypatch):
   try:
     try:
       raise KeyboardInterrupt
@@ -70,23 +75,38 @@ def test_from_ctrl_c_follows_the_chain_of_causes():
   except ImportError as e:
     wrapped = e
   assert interrupt.from_ctrl_c(wrapped)
-  assert not interrupt.from_ctrl_c(ImportError("no module named tensorflow"))
+  assert not interrupt.from_ctrl_c(ImportError("No module named 'tensorflow'"))
+  with pytest.raises(KeyboardInterrupt):
+    interrupt.raise_if_ctrl_c(wrapped)
+  interrupt.raise_if_ctrl_c(ImportError("No module named 'tensorflow'"))  # not installed
+
+  def stopped(name):
+    raise wrapped
+
+  monkeypatch.setattr(interrupt.importlib, "import_module", stopped)
+  with pytest.raises(KeyboardInterrupt):
+    interrupt.optional_import("torch")
+  monkeypatch.setattr(interrupt.importlib, "import_module",
+                      lambda name: (_ for _ in ()).throw(ModuleNotFoundError(name)))
+  assert interrupt.optional_import("torch") is None
 
 
+@pytest.mark.parametrize("where", ["data.load_device_data", "train.setup"])
 def test_a_ctrl_c_that_jax_drops_before_training_stops_the_train_command(
-    tiny_data_dir, tmp_path, monkeypatch, capsys):
-  """The Ctrl-C lands in a gc callback while the run sets up: the command stops with 130,
-  before its first epoch, instead of training to the end."""
-  from vae_jax import train
-  real_setup, armed = train.setup, []
+    where, tiny_data_dir, tmp_path, monkeypatch, capsys):
+  """The Ctrl-C lands in a gc callback while MNIST loads or the run is set up: the command
+  stops with 130 before its first epoch, instead of training to the end, and says so."""
+  from vae_jax import data, train
+  module, name = {"data": data, "train": train}[where.split(".")[0]], where.split(".")[1]
+  real, armed = getattr(module, name), []
   callback, fired = _ctrl_c_inside_gc(armed)
 
-  def setup(*args, **kwargs):
+  def collecting(*args, **kwargs):
     armed.append(True)
-    gc.collect()  # a collection while the run is set up, as happen there all the time
-    return real_setup(*args, **kwargs)
+    gc.collect()  # a collection while it runs, as happen there all the time
+    return real(*args, **kwargs)
 
-  monkeypatch.setattr(train, "setup", setup)
+  monkeypatch.setattr(module, name, collecting)
   work = tmp_path / "run"
   argv = ["train", "--workdir", str(work), "--data-dir", str(tiny_data_dir), "--epochs", "2",
           "--no-progress", "--no-compile-cache"]
@@ -96,13 +116,41 @@ def test_a_ctrl_c_that_jax_drops_before_training_stops_the_train_command(
     gc.callbacks.remove(callback)
   assert fired
   assert code == 130
-  assert ("vae-jax train: interrupted before the first epoch: nothing was trained; the same "
-          "command starts again") in capsys.readouterr().err
+  assert ("vae-jax train: interrupted before the first epoch: nothing was trained; run the "
+          "same command again") in capsys.readouterr().err
   assert not (work / "params.msgpack").exists()
   assert not (work / "checkpoints").exists()
-  monkeypatch.setattr(train, "setup", real_setup)
-  assert cli.main(argv) == 0  # as the line says: the same command starts again
+  monkeypatch.setattr(module, name, real)
+  assert cli.main(argv) == 0  # as the line says
   assert (work / "params.msgpack").exists()
+
+
+def test_a_ctrl_c_dropped_as_a_short_command_ends_still_stops_it(tiny_data_dir, tmp_path,
+                                                                 monkeypatch, capsys):
+  """Dropped in the last moments of `evaluate`: the command does not end as if it had not
+  come (exit 0), but as interrupted (130)."""
+  from vae_jax import checkpoint, data, model
+  from vae_jax.config import Config
+  params = model.init_params(model.make_model(Config()), __import__("jax").random.PRNGKey(0))
+  weights = tmp_path / "params.msgpack"
+  checkpoint.save_params(params, weights)
+  real, armed = data.load_device_data, []
+  callback, fired = _ctrl_c_inside_gc(armed)
+
+  def collecting(*args, **kwargs):
+    out = real(*args, **kwargs)
+    armed.append(True)
+    gc.collect()
+    return out
+
+  monkeypatch.setattr(data, "load_device_data", collecting)
+  try:
+    code = cli.main(["evaluate", "--weights", str(weights), "--data-dir", str(tiny_data_dir),
+                     "--no-compile-cache"])
+  finally:
+    gc.callbacks.remove(callback)
+  assert fired and code == 130
+  assert "vae-jax evaluate: interrupted" in capsys.readouterr().err
 
 
 def test_the_command_line_imports_no_jax_before_it_can_take_ctrl_c():
@@ -111,3 +159,16 @@ def test_the_command_line_imports_no_jax_before_it_can_take_ctrl_c():
                          "import sys, vae_jax.cli; print('jax' in sys.modules)"],
                         cwd=ROOT, capture_output=True, text=True, check=True)
   assert done.stdout.strip() == "False"
+
+
+def test_the_package_names_load_on_first_use():
+  """The lazy package (for the test above) still offers what it did: its names, its
+  submodules as attributes, dir(), and an AttributeError for what it lacks."""
+  import vae_jax
+  from vae_jax import losses, model
+  from vae_jax.config import Config
+  assert vae_jax.Config is Config and vae_jax.VAE is model.VAE
+  assert vae_jax.vae_loss is losses.vae_loss and vae_jax.losses is losses
+  assert set(vae_jax.__all__) <= set(dir(vae_jax))
+  with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+    vae_jax.nonesuch

@@ -121,3 +121,29 @@ def test_a_save_comes_every_save_every_s_of_device_time(monkeypatch):
   waited.clear()
   multi._epochs(None, None, 10, None, 1)
   assert waited == []
+
+
+@pytest.mark.parametrize("strategy, per_epoch", [("sequential", 10.0), ("vmap", 5.0)])
+def test_saved_rows_carry_the_seconds_per_epoch_of_the_call(tiny_data_dir, strategy, per_epoch,
+                                                            monkeypatch):
+  """A fake clock moves 10 s each time the host waits for an epoch, and at no other time:
+  each saved row of a member trained alone then holds 10 s, of one of two stacked members
+  half of that (its share), however many epochs the save holds."""
+  d = _data(tiny_data_dir)
+  clock, real_wait = [0.0], jax.block_until_ready
+
+  def wait(x):
+    clock[0] += 10.0
+    return real_wait(x)
+
+  monkeypatch.setattr(multi, "SAVE_EVERY_S", 0.0)  # a save every epoch
+  monkeypatch.setattr(multi.time, "perf_counter", lambda: clock[0])
+  monkeypatch.setattr(multi.jax, "block_until_ready", wait)
+  saved = []
+  multi.train_many(TINY.replace(epochs=4), [(1, TINY.learning_rate), (2, TINY.learning_rate)],
+                   d, strategy=strategy, progress=False,
+                   on_progress=lambda i, p: saved.append((i, p.epoch, p.history)))
+  assert sorted((i, e) for i, e, _ in saved) == [(i, e) for i in (0, 1) for e in (1, 2, 3)]
+  for _, epoch, rows in saved:
+    assert [r["epoch"] for r in rows] == list(range(1, epoch + 1))
+    assert [r["seconds"] for r in rows] == [per_epoch] * epoch, rows

@@ -78,7 +78,8 @@ def test_epoch_variants_pure_forward_is_the_model_bit_for_bit():
 def test_epoch_variants_forward_forms_are_the_same_function(form):
   """In float64 each form computes the model's loss and gradients: the forms only sum the
   same products in another order (at most 512 terms a sum), a relative difference of order
-  512 * 2^-53 = 5.7e-14; rtol 1e-10. A wrong kernel, bias or split misses by O(1)."""
+  512 * 2^-53 = 5.7e-14 times the sum's condition (sum |terms| / |sum|); rtol 1e-10 leaves a
+  margin of 10^3 or more for that. A wrong kernel, bias or split misses by O(1)."""
   from vae_jax import losses
   variants = script_module("epoch_variants.py")
   with jax.enable_x64(True):

@@ -16,6 +16,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
+  """`vae_jax.VAE` and the other names above, or a submodule (`vae_jax.losses`), on first use."""
   if name in _EXPORTS:
     return getattr(importlib.import_module(f"vae_jax.{_EXPORTS[name]}"), name)
+  try:
+    return importlib.import_module(f"vae_jax.{name}")
+  except ModuleNotFoundError as e:
+    if e.name != f"vae_jax.{name}":  # the submodule exists and lacks a package of its own
+      raise
   raise AttributeError(f"module 'vae_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted([*globals(), *__all__])

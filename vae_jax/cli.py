@@ -209,12 +209,8 @@ def cmd_train(args, config, parser):
   from vae_jax import run
   if config.idle_warmup and not args.resume:
     parser.error(config.idle_warmup)
-  try:
-    run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
-                           checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
-  except KeyboardInterrupt:  # from the epochs on, the run says what it kept (RunStopped)
-    raise run.RunStopped("interrupted before the first epoch: nothing was trained; the "
-                         "same command starts again", exit_code=130) from None
+  run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
+                         checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
 
 
 def _first_repeat(values: list):
@@ -287,16 +283,14 @@ def cmd_likelihood(args, config, parser):
 def cmd_export(args, config, parser):
   from pathlib import Path
 
-  from vae_jax import checkpoint, torch_io
+  from vae_jax import checkpoint, interrupt, torch_io
   out = checkpoint.check_new_file(args.out, "--out", ".pth")
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
   if out.suffix != ".npz":
-    try:
-      import torch  # noqa: F401
-    except ImportError:
+    if interrupt.optional_import("torch") is None:
       raise ValueError(f"--out {out}: writing a .pth needs PyTorch (pip install torch==2.13.0); "
-                       f"or give a .npz name, which evaluate reads as well") from None
+                       f"or give a .npz name, which evaluate reads as well")
   params, wconfig = checkpoint.load_weights(args.weights)
   if (wconfig.arch, wconfig.model) != ("blog", "vae"):
     what = "a CVAE" if wconfig.model == "cvae" else f"a {wconfig.arch} model"
@@ -537,19 +531,19 @@ def main(argv=None) -> int:
     if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
       sub.error(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
   from vae_jax import interrupt
-  with interrupt.recorded():  # from here on, Ctrl-C stops the command whatever it is doing
-    try:
+  try:
+    with interrupt.recorded():  # from here on, Ctrl-C stops the command whatever it is doing
       return _run(args, config, sub)
-    except (KeyboardInterrupt, ImportError) as e:
-      if not interrupt.from_ctrl_c(e):  # an ImportError of its own
-        raise
-      print(f"{sub.prog}: interrupted", file=sys.stderr)
-      return 130
+  except (KeyboardInterrupt, ImportError) as e:
+    if not interrupt.from_ctrl_c(e):  # an ImportError of its own
+      raise
+    print(f"{sub.prog}: interrupted", file=sys.stderr)
+    return 130
 
 
 def _run(args, config: Config, sub) -> int:
   """The command, once its flags are checked: what imports JAX and does the work."""
-  from vae_jax import data, interrupt
+  from vae_jax import data
   try:
     if args.command == "train" and args.resume:  # the run's own config, then the flags given
       from vae_jax import run
@@ -571,7 +565,6 @@ def _run(args, config: Config, sub) -> int:
             f"(--no-compile-cache does so without this line)", file=sys.stderr)
   from vae_jax.run import RunStopped
   try:
-    interrupt.check()  # a Ctrl-C dropped while JAX was imported
     args.func(args, config, sub)
   except RunStopped as e:  # diverged (3) or Ctrl-C (130): what finished is on disk
     print(f"{sub.prog}: {e}", file=sys.stderr)

@@ -220,7 +220,6 @@ def load_device_data(config: "Config", *, with_train: bool = True,
   test = split("test")
   if (binarize or config.binarize) == "dynamic":
     test = Split(binarize_test_images(test.images), test.labels)
-  interrupt.check()  # a Ctrl-C that JAX dropped while this ran stops the command here
   return device_data(split("train"), test,
                      config.train_limit if with_train else 0, config.test_limit)
 
@@ -383,6 +382,7 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
+    interrupt.raise_if_ctrl_c(e)
     raise DataError(f"--data-source tfds needs TensorFlow Datasets and TensorFlow ({e}): "
                     f"pip install 'vae-jax[tfds]'") from None
   arrays = {}
@@ -391,6 +391,7 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
       ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir,
                      read_config=tfds.ReadConfig(interleave_cycle_length=1))
     except ImportError as e:  # tfds imports some of its dependencies only here
+      interrupt.raise_if_ctrl_c(e)
       raise DataError(f"--data-source tfds: TensorFlow Datasets lacks a dependency ({e}): "
                       f"pip install 'vae-jax[tfds]'") from None
     except Exception as e:  # no network, a broken download, ...

@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm.auto as tqdm
 
-from vae_jax import checkpoint, data, interrupt, losses, train
+from vae_jax import checkpoint, data, losses, train
 from vae_jax.config import Config
 from vae_jax.likelihood import ACTIVE_THRESHOLD
 
@@ -329,7 +329,6 @@ class _CtrlC:
     self._old = None
 
   def __enter__(self):
-    interrupt.check()  # a Ctrl-C that JAX dropped before the first epoch: stop before it
     if threading.current_thread() is threading.main_thread():
       self._old = signal.signal(signal.SIGINT, self._handle)
     return self
@@ -374,39 +373,42 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   if checkpoint_every < 1:
     raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
   plan = plan_run(config, workdir, overwrite=overwrite, resume=resume)  # before any work
-  from vae_jax import plots  # pulls in matplotlib: import late
+  try:  # until the first epoch, a Ctrl-C loses nothing: nothing was trained
+    from vae_jax import plots  # pulls in matplotlib: import late
+    d = data.load_device_data(config)  # uint8 [N, 784] train and test, on the device once
+    out = plan.write
+    if out != plan.final and not resume and out.exists():
+      shutil.rmtree(out)  # a <workdir>.new that holds nothing yet (plan_run checked)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
+    resume_hint = (f"vae-jax train --workdir {plan.final} --resume"
+                   + (" --overwrite" if out != plan.final else ""))
+    n_train, n_test = len(d.x_train), len(d.x_test)
+    run = train.setup(config, d, loss_fn=loss_fn)  # model, Adam, keys; programs compiled
+    model = run.model
+    state, history, start = run.state, [], 0
+    if plan.resumed is not None:
+      ckpt = plan.resumed
+      state, history, start = jax.device_put(ckpt.state), ckpt.history, ckpt.epoch
 
-  d = data.load_device_data(config)  # uint8 [N, 784] train and test, on the device once
-  out = plan.write
-  if out != plan.final and not resume and out.exists():
-    shutil.rmtree(out)  # a <workdir>.new that holds nothing yet (plan_run checked)
-  out.mkdir(parents=True, exist_ok=True)
-  checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
-  resume_hint = (f"vae-jax train --workdir {plan.final} --resume"
-                 + (" --overwrite" if out != plan.final else ""))
-  n_train, n_test = len(d.x_train), len(d.x_test)
-  run = train.setup(config, d, loss_fn=loss_fn)  # model, Adam, keys; programs compiled
-  model = run.model
-  state, history, start = run.state, [], 0
-  if plan.resumed is not None:
-    ckpt = plan.resumed
-    state, history, start = jax.device_put(ckpt.state), ckpt.history, ckpt.epoch
+    x_show = data.to_inputs(d.x_test[:8])  # the 8 images of every grid
+    y_show, y_test = (d.y_test[:8], d.y_test) if model.conditional else (None, None)  # CVAE
+    t0 = time.perf_counter()
+    reconstruct = jax.jit(lambda p, x, y: jax.nn.sigmoid(model.apply({"params": p}, x, None, y
+                                                                     ).logits)
+                          ).lower(run.state.params, x_show, y_show).compile()
+    all_finite = jax.jit(lambda p: jnp.all(jnp.stack([jnp.isfinite(a).all()
+                                                      for a in jax.tree.leaves(p)])))
+    x_test = data.to_inputs(d.x_test)  # float32 [N, 784], once: an argument, not a constant
+    latent_stats = jax.jit(lambda p, x, y: losses.latent_statistics(p, model, x, y))
+    compile_s = run.compile_s + time.perf_counter() - t0
 
-  x_show = data.to_inputs(d.x_test[:8])  # the 8 images of every grid
-  y_show, y_test = (d.y_test[:8], d.y_test) if model.conditional else (None, None)  # CVAE
-  t0 = time.perf_counter()
-  reconstruct = jax.jit(lambda p, x, y: jax.nn.sigmoid(model.apply({"params": p}, x, None, y
-                                                                   ).logits)
-                        ).lower(run.state.params, x_show, y_show).compile()
-  all_finite = jax.jit(lambda p: jnp.all(jnp.stack([jnp.isfinite(a).all()
-                                                    for a in jax.tree.leaves(p)])))
-  x_test = data.to_inputs(d.x_test)  # float32 [N, 784], once: an argument, not a constant
-  latent_stats = jax.jit(lambda p, x, y: losses.latent_statistics(p, model, x, y))
-  compile_s = run.compile_s + time.perf_counter() - t0
-
-  metrics_path = out / "metrics.jsonl"  # the rows of the epochs kept, then one per epoch
-  checkpoint.atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history
-                                                      ).encode())
+    metrics_path = out / "metrics.jsonl"  # the rows of the epochs kept, then one per epoch
+    checkpoint.atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in history
+                                                        ).encode())
+  except KeyboardInterrupt:
+    raise RunStopped("interrupted before the first epoch: nothing was trained; run the same "
+                     "command again", exit_code=130) from None
   grids = grid_epochs(config)
   bar = tqdm.tqdm(total=config.epochs, initial=start, desc=f"z={config.latent_dim}",
                   unit="epoch", disable=not progress)

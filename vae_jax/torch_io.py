@@ -17,6 +17,8 @@ from typing import Mapping
 import jax.numpy as jnp
 import numpy as np
 
+from vae_jax import interrupt
+
 LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
 
 
@@ -108,7 +110,8 @@ def load_state_dict(path) -> dict:
   elif path.suffix in (".pth", ".pt"):
     try:
       import torch
-    except ImportError:
+    except ImportError as e:
+      interrupt.raise_if_ctrl_c(e)
       raise ValueError(f"reading {path} needs PyTorch (pip install torch==2.13.0); or export "
                        f"it as .npz with NumPy") from None
     try:

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vae_jax import interrupt, losses
+from vae_jax import losses
 from vae_jax.config import BURDA_STAGES, Config
 from vae_jax.data import SPLIT_SIZES, DeviceData, to_inputs
 from vae_jax.losses import Metrics
@@ -318,7 +318,6 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=None,
                              *labels_of(model, data.y_train)).compile(),
         jax.jit(make_evaluate(model, loss_fn or losses.batch_loss)).lower(
             state.params, data.x_test, *labels_of(model, data.y_test)).compile())
-  interrupt.check()  # a Ctrl-C that JAX dropped while this ran stops the command here
   return Setup(model, optimizer, keys, state, programs, time.perf_counter() - t0)
 
 

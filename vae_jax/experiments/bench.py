@@ -40,7 +40,7 @@ import time
 import jax
 import numpy as np
 
-from vae_jax import data, train
+from vae_jax import data, interrupt, train
 from vae_jax.config import Config
 from vae_jax.data import DeviceData
 from vae_jax.experiments import TORCH_LOOPS
@@ -77,9 +77,8 @@ def _row(name, compile_s, train_s, test_s) -> dict:
 def torch_device() -> str | None:
   """Where the PyTorch rows run: "cuda" when torch sees a GPU (as the blog: `model.cuda()`),
   else "cpu"; None without torch."""
-  try:
-    import torch
-  except ImportError:
+  torch = interrupt.optional_import("torch")
+  if torch is None:
     return None
   return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -160,9 +159,7 @@ def run(config: Config, epochs: int, torch_loops=None) -> list[dict]:
   for row in rows:
     _progress(row)
   if torch_loops != ():
-    try:
-      import torch  # noqa: F401
-    except ImportError:
+    if interrupt.optional_import("torch") is None:
       print("PyTorch is not installed: skipping its rows (pip install torch==2.13.0)")
     else:
       device = torch_device()
@@ -192,9 +189,8 @@ def describe_machine(with_torch: bool = True) -> str:
           f"CPU: {cpu}, {os.cpu_count()} cores, {platform.machine()}")
   if not with_torch:
     return line
-  try:
-    import torch
-  except ImportError:
+  torch = interrupt.optional_import("torch")
+  if torch is None:
     return line
   if torch.cuda.is_available():
     return line + f"; torch {torch.__version__} on cuda ({torch.cuda.get_device_name()})"
