@@ -52,6 +52,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 XLA_VARIANTS = {
     # XLA's command buffers (CUDA graphs) for the loop itself, not only the kernels in it.
@@ -99,18 +100,22 @@ def forward(params, x, eps, precision: str, form: str):
   return model.VAEOutput(dense("fc4", h3), mu, logvar, z)
 
 
+class _Forward(NamedTuple):
+  """`forward` where `losses.batch_loss` calls the model: `apply({"params": p}, x, eps, y)`."""
+  form: str
+  precision: str
+
+  def apply(self, variables, x, eps, y=None):
+    return forward(variables["params"], x, eps, self.precision, self.form)
+
+
 def forward_loss(form: str, precision: str):
   """`losses.batch_loss` (the ELBO, the blog's runs) over `forward`'s pass instead of the
   model's; the same signature, so `train.make_train_epoch(loss_fn=...)` takes it."""
-  import jax.numpy as jnp
-
   from vae_jax import losses
 
   def loss(params, model, x, eps, weight):
-    out = forward(params, x, eps, precision, form)
-    terms = losses.vae_loss(out.logits, x, out.mu, out.logvar)  # each [B]
-    sums = losses.Metrics(*(jnp.sum(weight * t) for t in terms))
-    return sums.loss, sums
+    return losses.batch_loss(params, _Forward(form, precision), x, eps, weight)
 
   return loss
 
@@ -295,10 +300,9 @@ def _known(variant: str) -> bool:
     name, _, inner = variant[4:].partition("/")
     return name in XLA_VARIANTS and (not inner or _known(inner))
   stem, _, n = variant.rpartition("-")
-  if variant in ("base", "sgd", "flat-adam", *(f"fwd:{f}" for f in FORMS)) or (stem in ("unroll", "stack", "flat-adam+unroll")
-                                                 and n.isdigit() and int(n) > 0):
+  if variant in ("base", "sgd", "flat-adam", *(f"fwd:{f}" for f in FORMS)):
     return True
-  return False
+  return stem in ("unroll", "stack", "flat-adam+unroll") and n.isdigit() and int(n) > 0
 
 
 def main(argv=None):

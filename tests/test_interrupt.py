@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
 from vae_jax import cli, interrupt
@@ -131,7 +132,7 @@ def test_a_ctrl_c_dropped_as_a_short_command_ends_still_stops_it(tiny_data_dir, 
   come (exit 0), but as interrupted (130)."""
   from vae_jax import checkpoint, data, model
   from vae_jax.config import Config
-  params = model.init_params(model.make_model(Config()), __import__("jax").random.PRNGKey(0))
+  params = model.init_params(model.make_model(Config()), jax.random.PRNGKey(0))
   weights = tmp_path / "params.msgpack"
   checkpoint.save_params(params, weights)
   real, armed = data.load_device_data, []

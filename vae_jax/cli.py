@@ -26,6 +26,7 @@ import dataclasses
 import sys
 import typing
 
+from vae_jax import interrupt  # no JAX: it is set up before anything heavy
 from vae_jax.config import Config
 from vae_jax.experiments import SWEEP_SHARED  # names only: nothing heavy
 
@@ -283,7 +284,7 @@ def cmd_likelihood(args, config, parser):
 def cmd_export(args, config, parser):
   from pathlib import Path
 
-  from vae_jax import checkpoint, interrupt, torch_io
+  from vae_jax import checkpoint, torch_io
   out = checkpoint.check_new_file(args.out, "--out", ".pth")
   if out.suffix not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
@@ -530,7 +531,6 @@ def main(argv=None) -> int:
                 "or none")
     if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
       sub.error(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
-  from vae_jax import interrupt
   try:
     with interrupt.recorded():  # from here on, Ctrl-C stops the command whatever it is doing
       return _run(args, config, sub)

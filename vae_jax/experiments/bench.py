@@ -159,10 +159,10 @@ def run(config: Config, epochs: int, torch_loops=None) -> list[dict]:
   for row in rows:
     _progress(row)
   if torch_loops != ():
-    if interrupt.optional_import("torch") is None:
+    device = torch_device()
+    if device is None:
       print("PyTorch is not installed: skipping its rows (pip install torch==2.13.0)")
     else:
-      device = torch_device()
       for loop in torch_loops or default_torch_loops(device):
         rows.append(bench_torch(config, d, epochs, loop, device))
         _progress(rows[-1])

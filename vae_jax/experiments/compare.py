@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import checkpoint, data, interrupt, plots  # noqa: E402
+from vae_jax import checkpoint, data, plots  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
 from vae_jax.experiments import bench, count, multi  # noqa: E402
@@ -144,7 +144,7 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
   report["timing"]["seeds_one_epoch_s"] = {k: v * steps for k, v in per_step.items()}
   report["timing"]["single_seed_epoch_s"] = bench.bench_jax(base, d, 2)["train_s"]
   report["timing"]["bench"] = [bench.bench_jax(base, d, bench_epochs)]
-  if interrupt.optional_import("torch") is not None:
+  if bench.torch_device() is not None:
     report["timing"]["bench"] += [bench.bench_torch(base, d, bench_epochs, loop)
                                   for loop in ("blog", "tensor")]
   report["wall_s"] = time.perf_counter() - t_start
