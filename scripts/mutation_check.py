@@ -173,6 +173,17 @@ MUTANTS = [
            tests=RUN_TESTS),
     Mutant("lr_inf_accepted", "vae_jax/config.py", "or not math.isfinite(self.learning_rate)",
            "", "a learning rate of inf is accepted", tests=RUN_TESTS),
+    Mutant("checkpoint_clock_per_epoch", "vae_jax/run.py",
+           "else now - saved_at >= checkpoint_seconds)", "else now - t_last >= checkpoint_seconds)",
+           "the checkpoint clock reads the epoch's own seconds, not those since the last save "
+           "(short epochs never checkpoint)", tests=RUN_TESTS),
+    Mutant("checkpoint_clock_not_reset", "vae_jax/run.py", "saved, saved_at = epoch, _clock()",
+           "saved = epoch", "the checkpoint clock never restarts: every epoch after the first "
+           "second is checkpointed", tests=RUN_TESTS),
+    Mutant("divergence_keeps_an_older_checkpoint", "vae_jax/run.py",
+           "if last_read is not None and last_read[0] != saved:",
+           "if False:", "a run that diverges keeps its last checkpoint, not the epoch before "
+           "the bad one", tests=RUN_TESTS),
     # The importance-weighted estimator, the IWAE objective, binarized MNIST, Burda's recipe.
     Mutant("log_q_no_logvar", "vae_jax/losses.py", "LOG_2PI + logvar[:, None, :], axis=-1)",
            "LOG_2PI, axis=-1)", "log q(z|x) without its -1/2 log sigma^2 term",

@@ -27,7 +27,7 @@ LIMITS = {"--train-limit", "--test-limit"}
 CACHE = {"--no-compile-cache"}  # every subcommand that compiles
 EXPECTED_FLAGS = {
     "train": CONFIG_FLAGS | CACHE | {"--workdir", "--overwrite", "--no-progress", "--resume",
-                                     "--checkpoint-every"},
+                                     "--checkpoint-every", "--checkpoint-seconds"},
     "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision", "--binarize"},
     "export": {"--weights", "--out"},
     "likelihood": DATA | CACHE | {"--test-limit", "--matmul-precision", "--binarize", "--seed",

@@ -61,8 +61,11 @@ KILLER = textwrap.dedent("""
 
 
 def _train_args(workdir, data_dir, *extra, epochs=EPOCHS):
+  """A tiny run with a checkpoint every epoch (the kills land after a given one's), unless
+  `extra` says otherwise."""
+  every = [] if any(a.startswith("--checkpoint") for a in extra) else ["--checkpoint-every", "1"]
   return ["train", "--workdir", str(workdir), "--data-dir", str(data_dir), "--epochs",
-          str(epochs), "--no-progress", "--no-compile-cache", *extra]
+          str(epochs), "--no-progress", "--no-compile-cache", *every, *extra]
 
 
 def _env():
@@ -237,6 +240,56 @@ def test_checkpoint_every_n_epochs_and_always_the_last(tiny_data_dir, tmp_path):
                                                                "epoch_0005.msgpack"]
 
 
+class _FakeHost:
+  """A host clock that reads 0.5 s x the epochs dispatched so far (`run._clock`), and the
+  epochs checkpointed. The loop reads epoch e after dispatching e + 1: at 0.5 (e + 1) s."""
+
+  def __init__(self, monkeypatch):
+    from vae_jax import train
+    self.now, self.saved = 0.0, []
+    real_epochs, real_save = train.run_epochs, checkpoint.save_checkpoint
+
+    def run_epochs(*args, **kwargs):
+      for item in real_epochs(*args, **kwargs):
+        self.now += 0.5
+        yield item
+
+    def save(run_dir, epoch, *args, **kwargs):
+      self.saved.append(epoch)
+      return real_save(run_dir, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(run, "_clock", lambda: self.now)
+    monkeypatch.setattr(train, "run_epochs", run_epochs)
+    monkeypatch.setattr(checkpoint, "save_checkpoint", save)
+
+
+@pytest.mark.parametrize("flags,saved", [
+    # The default, 1 s: epoch 1 is read at 1.0 s, 1.0 s after the start: saved; epoch 2 at
+    # 1.5 s, 0.5 s after that save: not; epoch 3 at 2.0 s: saved; ...; and the last.
+    ((), [1, 3, 5, 7, 9, 10]),
+    (("--checkpoint-seconds", "1.5"), [2, 5, 8, 10]),  # read at 1.5, 3.0, 4.5 s; the last
+    (("--checkpoint-seconds", "0"), list(range(1, 11))),
+    (("--checkpoint-every", "4"), [4, 8, 10]),  # epochs, whatever the clock says
+])
+def test_a_checkpoint_follows_each_epoch_read_s_seconds_after_the_last_and_the_last_epoch(
+    flags, saved, tiny_data_dir, tmp_path, monkeypatch):
+  host = _FakeHost(monkeypatch)
+  argv = ["train", "--workdir", str(tmp_path / "run"), "--data-dir", str(tiny_data_dir),
+          "--epochs", "10", "--no-progress", "--no-compile-cache", *flags]
+  assert cli.main(argv) == 0
+  assert host.saved == saved
+  assert [p.name for p in checkpoint.checkpoints(tmp_path / "run")] == [
+      f"epoch_{e:04d}.msgpack" for e in saved[-2:]]
+
+
+def test_checkpoint_seconds_and_every_are_one_choice(tiny_data_dir, tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    cli.main(_train_args(tmp_path / "run", tiny_data_dir, "--checkpoint-every", "2",
+                         "--checkpoint-seconds", "5"))
+  assert e.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+  assert not (tmp_path / "run").exists()
+
+
 def _killed(kill_epoch, mode, argv, returncode=-signal.SIGKILL):
   """Runs `vae-jax argv` in a process that KILLER stops at a known point."""
   done = subprocess.run([sys.executable, "-c", KILLER, str(kill_epoch), mode, *argv],
@@ -293,10 +346,13 @@ def test_the_raw_variance_loss_going_nan_stops_the_run(tiny_data_dir, tmp_path):
   assert e.value.exit_code == 3
 
 
-def test_divergence_after_some_epochs_keeps_the_last_finite_checkpoint(tiny_data_dir, tmp_path):
+@pytest.mark.parametrize("every", [dict(checkpoint_seconds=1e6), dict(checkpoint_every=1)],
+                         ids=["no checkpoint due", "every epoch"])
+def test_divergence_after_some_epochs_keeps_the_last_finite_checkpoint(every, tiny_data_dir,
+                                                                       tmp_path):
   """A loss that turns NaN once a batch's KL passes 1.5 nats per image (the fixture's KL
   grows past that within a few epochs): the guard must stop at that epoch and keep the
-  epoch before."""
+  epoch before, whether or not a checkpoint of it was due."""
   def kl_capped(params, model, x, eps, weight):
     loss, m = losses.batch_loss(params, model, x, eps, weight)
     over = m.kl / weight.sum() > 1.5
@@ -305,7 +361,7 @@ def test_divergence_after_some_epochs_keeps_the_last_finite_checkpoint(tiny_data
   config = Config(epochs=20, data_dir=str(tiny_data_dir))
   workdir = tmp_path / "capped"
   with pytest.raises(run.RunStopped, match=r"diverged at epoch (\d+)") as e:
-    run.train_and_evaluate(config, workdir, progress=False, loss_fn=kl_capped)
+    run.train_and_evaluate(config, workdir, progress=False, loss_fn=kl_capped, **every)
   bad_epoch = int(e.value.args[0].split("diverged at epoch ")[1].split(":")[0])
   assert bad_epoch >= 2 and e.value.exit_code == 3
   assert f"checkpoint of epoch {bad_epoch - 1} is kept" in str(e.value)
@@ -313,8 +369,10 @@ def test_divergence_after_some_epochs_keeps_the_last_finite_checkpoint(tiny_data
   last = checkpoint.checkpoints(workdir)[-1]
   assert last.name == f"epoch_{bad_epoch - 1:04d}.msgpack"
   from vae_jax import train
-  state = checkpoint.load_checkpoint(last, train.setup(config).state).state
-  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(state))
+  ckpt = checkpoint.load_checkpoint(last, train.setup(config).state)
+  assert ckpt.epoch == bad_epoch - 1 and ckpt.history == [  # metrics.jsonl's rows, seconds too
+      json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(ckpt.state))
 
 
 def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(

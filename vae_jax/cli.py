@@ -27,7 +27,7 @@ import sys
 import typing
 
 from vae_jax import interrupt  # no JAX: it is set up before anything heavy
-from vae_jax.config import Config
+from vae_jax.config import CHECKPOINT_SECONDS, Config
 from vae_jax.experiments import SWEEP_SHARED  # names only: nothing heavy
 
 _NONE = "none"
@@ -195,6 +195,13 @@ def _path(text: str) -> str:
   return text
 
 
+def _seconds(text: str) -> float:
+  value = float(text)
+  if not 0 <= value < float("inf"):
+    raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+  return value
+
+
 def _positive(text: str) -> int:
   value = int(text)
   if value < 1:
@@ -211,7 +218,8 @@ def cmd_train(args, config, parser):
   if config.idle_warmup and not args.resume:
     parser.error(config.idle_warmup)
   run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
-                         checkpoint_every=args.checkpoint_every, progress=not args.no_progress)
+                         checkpoint_every=args.checkpoint_every,
+                         checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress)
 
 
 def _first_repeat(values: list):
@@ -400,8 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="continue the run in --workdir from its last checkpoint (its config.json "
                       "gives every flag not given; only --epochs, upwards, and --data-dir may "
                       "change)")
-  t.add_argument("--checkpoint-every", type=_positive, default=1,
-                 help="write a checkpoint every N epochs (and after the last); default: 1")
+  every = t.add_mutually_exclusive_group()
+  every.add_argument("--checkpoint-seconds", type=_seconds, default=CHECKPOINT_SECONDS,
+                     metavar="S",
+                     help="write a checkpoint after each epoch that ends S seconds or more "
+                          "after the last checkpoint (or the start; 0: every epoch), and after "
+                          "the last epoch (a kill loses the epochs since the last checkpoint); "
+                          "default: %(default)g")
+  every.add_argument("--checkpoint-every", type=_positive, default=None, metavar="N",
+                     help="write a checkpoint every N epochs instead (and after the last)")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
   from vae_jax.experiments import (COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS,  # no jax

@@ -9,7 +9,7 @@ the host reads each finished epoch behind the device. As it goes it writes
 
   metrics.jsonl                     each epoch's row, as soon as the epoch is read
   reconstruction_{1,10,...}.png     the blog's grids
-  checkpoints/epoch_NNNN.msgpack    every `checkpoint_every`-th epoch and the last (two kept)
+  checkpoints/epoch_NNNN.msgpack    at most one a second of training, and the last (two kept)
 
 and when training ends, the weights first and the figures after them:
 
@@ -24,10 +24,13 @@ What survives what:
   is whole or absent; metrics.jsonl is appended a row at a time. `--resume`
   rewrites metrics.jsonl from the last checkpoint, trains on, redraws the figures
   and ends with the same numbers, bit for bit, as a run never stopped (each
-  epoch's key depends on its number alone);
+  epoch's key depends on its number alone). A kill loses the epochs since the last
+  checkpoint and the one in flight: about a second of training by default
+  (`checkpoint_seconds`; one epoch where an epoch is longer), or fewer than
+  `checkpoint_every` epochs when that is given;
 * Ctrl-C: the epoch in flight finishes and is checkpointed; exit code 130;
 * a loss or parameter that is no longer finite: the run stops after that epoch,
-  the last finite checkpoint kept; exit code 3;
+  with a checkpoint of the epoch before it (the last finite one); exit code 3;
 * a figure that fails: one line, and the run goes on;
 * `--overwrite`: the new run is written beside the old one, in `<workdir>.new`,
   and replaces it only once it has finished;
@@ -58,8 +61,10 @@ import numpy as np
 import tqdm.auto as tqdm
 
 from vae_jax import checkpoint, data, losses, train
-from vae_jax.config import Config
+from vae_jax.config import CHECKPOINT_SECONDS, Config
 from vae_jax.likelihood import ACTIVE_THRESHOLD
+
+_clock = time.perf_counter  # the host clock of the rows' seconds and of the checkpoints
 
 RESULT_FILES = ("metrics.jsonl", "loss_list.npy", "test_loss_list.npy", "learning_curves.png",
                 "latent.png", "manifold.png", "interpolation.png", "kl_per_dim.png", "samples.png",
@@ -363,15 +368,23 @@ def _draw(name: str, draw, path: Path) -> None:
 
 
 def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resume: bool = False,
-                       checkpoint_every: int = 1, progress: bool = True,
+                       checkpoint_every: int | None = None,
+                       checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True,
                        loss_fn=None) -> RunResult:
   """Trains the VAE of `config` and writes every artifact into `workdir`.
+
+  A checkpoint follows the first epoch that ends `checkpoint_seconds` or more of host time
+  after the last one (or the start; 0: every epoch), or, given `checkpoint_every`, every
+  `checkpoint_every`-th epoch; and always the last epoch, and the last before a Ctrl-C.
 
   `loss_fn` (default: `config.objective`'s) has `losses.batch_loss`'s signature; the tests
   swap in a loss known to go NaN.
   """
-  if checkpoint_every < 1:
+  if checkpoint_every is not None and checkpoint_every < 1:
     raise ValueError(f"--checkpoint-every must be >= 1, got {checkpoint_every}")
+  if not checkpoint_seconds >= 0 or math.isinf(checkpoint_seconds):
+    raise ValueError(f"--checkpoint-seconds must be a finite number >= 0, got "
+                     f"{checkpoint_seconds}")
   plan = plan_run(config, workdir, overwrite=overwrite, resume=resume)  # before any work
   try:  # until the first epoch, a Ctrl-C loses nothing: nothing was trained
     from vae_jax import plots  # pulls in matplotlib: import late
@@ -412,16 +425,18 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   grids = grid_epochs(config)
   bar = tqdm.tqdm(total=config.epochs, initial=start, desc=f"z={config.latent_dim}",
                   unit="epoch", disable=not progress)
-  t_last, saved = time.perf_counter(), start
+  t_last, saved = _clock(), start
+  saved_at = t_last  # when the last checkpoint was written (the start, before the first)
+  last_read = None    # (epoch, state) of the last epoch read: finite, maybe not saved
 
   def record(metrics_file, epoch, state, train_m, test_m, recon, finite, stats,
              force_checkpoint=False):
     """Reads one finished epoch (a host sync on *that* epoch only); writes its row, its grid
-    and, every `checkpoint_every` epochs, its checkpoint."""
-    nonlocal t_last, saved
+    and, when one is due, its checkpoint."""
+    nonlocal t_last, saved, saved_at, last_read
     train_m, test_m, recon, finite, stats = jax.device_get((train_m, test_m, recon, finite,
                                                             stats))
-    now = time.perf_counter()
+    now = _clock()
     row = {**train.epoch_row(epoch, train_m, test_m, n_train, n_test), "seconds": now - t_last}
     if config.weights_kl:  # what training minimised, beside the unweighted recon + KL
       w = config.kl_weight(epoch)
@@ -433,6 +448,9 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     t_last = now
     bad = _first_non_finite(row) or (None if finite else "a parameter")
     if bad is not None:
+      if last_read is not None and last_read[0] != saved:  # the last finite epoch, kept
+        checkpoint.save_checkpoint(out, *last_read, history, config)
+        saved = last_read[0]
       kept = (f"the checkpoint of epoch {saved} is kept in {out / checkpoint.CHECKPOINT_DIR}"
               if saved else "no epoch finished before it, so no checkpoint is kept")
       value = f" = {row[bad]}" if bad in row else ""
@@ -445,9 +463,12 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     if recon is not None:
       _draw(f"reconstruction_{epoch}.png", lambda path: plots.save_reconstructions(
           np.asarray(x_show), recon, path), out / f"reconstruction_{epoch}.png")
-    if epoch % checkpoint_every == 0 or epoch == config.epochs or force_checkpoint:
+    due = (epoch % checkpoint_every == 0 if checkpoint_every is not None
+           else now - saved_at >= checkpoint_seconds)
+    if due or epoch == config.epochs or force_checkpoint:
       checkpoint.save_checkpoint(out, epoch, state, history, config)
-      saved = epoch
+      saved, saved_at = epoch, _clock()
+    last_read = (epoch, state)
     bar.set_postfix(loss=f"{row['train_loss']:.2f}", test=f"{row['test_loss']:.2f}", refresh=False)
     bar.update(1)
 
