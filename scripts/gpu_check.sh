@@ -4,8 +4,8 @@
 #   1. the machine and versions; what a process spends before training (imports, CUDA);
 #      the float32 error of one product at each --matmul-precision, against float64;
 #   2. `vae-jax train` (z = 2, 100 epochs): a cold, then a warm compilation cache, then the
-#      warm run again under scripts/train_phases.py (where its seconds go), with a checkpoint
-#      every epoch and with only the last;
+#      warm run again under scripts/train_phases.py (where its seconds go), with the default
+#      checkpoints (at most one a second) and with one every epoch;
 #   3. the epoch programs (scripts/epoch_variants.py): one seed built three ways (the
 #      model's forward pass, mu and logvar from one product, the z-wide products as sums)
 #      and 5 stacked seeds, at highest precision (PRECISIONS="highest default" for both),
@@ -75,10 +75,10 @@ for run in cold warm; do
   timeout 90 $PY -m vae_jax train --workdir "/tmp/vae_2_$run" --epochs "$TRAIN_EPOCHS" --no-progress 2>&1 | tail -4
   awk -v a="$start" -v b="$EPOCHREALTIME" -v r="$run" 'BEGIN{printf "%s: whole command %.1f s\n", r, b - a}'
 done 2>&1 | tee "$OUT/train.log"
-for every in 1 1000; do  # a checkpoint every epoch, then only the last: where the seconds go
+for every in "--checkpoint-seconds 1" "--checkpoint-every 1"; do  # the default, every epoch
   rm -rf /tmp/vae_2_phases
   timeout 60 $PY scripts/train_phases.py --workdir /tmp/vae_2_phases --epochs "$TRAIN_EPOCHS" \
-    --checkpoint-every $every 2>&1 | tail -16
+    $every 2>&1 | tail -16
 done 2>&1 | tee -a "$OUT/train.log"
 fi
 
