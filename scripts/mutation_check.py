@@ -319,9 +319,10 @@ MUTANTS = [
            "  checkpoint.atomic_write_bytes(out / \"config.json\"",
            "a finished member's checkpoint is not written first: a kill while its figures "
            "are drawn costs its training", tests=SWEEP_TESTS),
-    Mutant("sweep_other_setting_kept", "vae_jax/experiments/sweep.py",
-           "        shutil.rmtree(new)\n", "",
-           "a checkpoint of another setting stays, and prunes the new run's", tests=SWEEP_TESTS),
+    Mutant("sweep_other_setting_unchecked", "vae_jax/experiments/sweep.py",
+           "    _check_in_training(workdir / f\"{m.name}.new\", m.config)\n", "    pass\n",
+           "a member in training of another setting is found only when its group's turn comes, "
+           "after the groups before it have trained", tests=SWEEP_TESTS),
     Mutant("sweep_progress_not_saved", "vae_jax/experiments/sweep.py",
            "    save_progress(workdir, part[i], progress)\n",
            "    pass\n", "a member in training is never checkpointed", tests=SWEEP_TESTS),

@@ -3,6 +3,7 @@ one process or two; a rerun skips what is finished; bad grids are refused before
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -342,28 +343,61 @@ def test_a_kill_while_a_finished_member_is_written_costs_no_training(
     _same_member(work / seed, uncut["sequential"] / seed)
 
 
-def test_a_checkpoint_of_another_setting_is_deleted_not_continued(uncut, data_dir, tmp_path,
-                                                                  monkeypatch, capsys):
-  """Stopped at epoch 3 of 4, then run with --epochs 3: the old checkpoints (epochs 2, 3)
-  go, so that the new run's (from epoch 1) are the ones kept and continued."""
+def test_a_checkpoint_of_another_setting_is_refused_and_kept(uncut, data_dir, tmp_path,
+                                                             monkeypatch, capsys):
+  """Stopped at epoch 3 of 4, then run with --epochs 3: refused in one line before any work,
+  and the checkpoints stay, byte for byte (a mistyped flag must not discard training). Once
+  the .new is deleted, as the line says, --epochs 3 trains the member anew."""
   work = tmp_path / "W"
   argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1,2",
           "--strategy", "sequential"]
   with monkeypatch.context() as patch:
     _stop_after_checkpoint(patch, "seed=1", 3)
     assert cli.main([*argv, *SMALL, "--epochs", "4"]) == 130
-  assert len(checkpoint.checkpoints(work / "seed=1.new")) == 2
+  new = work / "seed=1.new"
+  before = {p: p.read_bytes() for p in new.rglob("*") if p.is_file()}
+  assert len(checkpoint.checkpoints(new)) == 2
   capsys.readouterr()
-  with monkeypatch.context() as patch:
-    _stop_after_checkpoint(patch, "seed=1", 1)
-    assert cli.main([*argv, *THREE]) == 130
-  assert "seed=1.new holds a checkpoint of another setting: deleted" in capsys.readouterr().err
-  assert [p.name for p in checkpoint.checkpoints(work / "seed=1.new")] == ["epoch_0001.msgpack"]
-  assert Config.from_file(work / "seed=1.new" / "config.json").epochs == 3
+  assert cli.main([*argv, *THREE]) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert (f"{new} holds the unfinished training of a member with --epochs 4, not this "
+          f"member's 3" in err and f"delete {new}" in err), err
+  assert {p: p.read_bytes() for p in new.rglob("*") if p.is_file()} == before
+  assert not (work / "seed=2").exists()  # nothing trained
+
+  (new / "config.json").unlink()  # its checkpoints, of no setting it can name: refused too
+  assert cli.main([*argv, *THREE]) == 2
+  assert "holds checkpoints but no readable config.json" in capsys.readouterr().err
+  assert len(checkpoint.checkpoints(new)) == 2
+
+  shutil.rmtree(new)
   assert cli.main([*argv, *THREE]) == 0
-  assert "1 member of the setting goes on from epoch 1" in capsys.readouterr().err
   for seed in ("seed=1", "seed=2"):
     _same_member(work / seed, uncut["sequential"] / seed)
+
+
+def test_an_unreadable_checkpoint_in_training_is_refused_and_kept(data_dir, tmp_path,
+                                                                   monkeypatch, capsys):
+  """A .new of this setting whose last checkpoint is not one (a kill cannot leave this: a
+  checkpoint is renamed into place whole): one line saying to delete that file (the one
+  before it is then continued), and nothing deleted."""
+  work = tmp_path / "W"
+  argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1,2",
+          "--strategy", "sequential", *THREE]
+  with monkeypatch.context() as patch:
+    _stop_after_checkpoint(patch, "seed=1", 2)
+    assert cli.main(argv) == 130
+  last = checkpoint.checkpoints(work / "seed=1.new")[-1]
+  last.write_bytes(last.read_bytes()[:1000])
+  capsys.readouterr()
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err.strip().splitlines()[-1]  # after the plan's line
+  assert f"{last} is not a readable checkpoint" in err and "delete it" in err, err
+  assert len(last.read_bytes()) == 1000 and len(checkpoint.checkpoints(last.parent.parent)) == 2
+  last.unlink()  # as the line says: the member goes on from the checkpoint before
+  assert cli.main(argv) == 0
+  assert "1 member of the setting goes on from epoch 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -94,8 +94,9 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
   and those that name the members already in `workdir`: a rerun with fewer values (`--seed
   1,2` after `--latent-dim 2,5 --seed 1,2`) finds the members it shares with the first.
   Refused: a value listed twice, a list for a field every member must share (`SINGLE`),
-  a combination Config refuses, and a member directory holding something other than this
-  member's finished run.
+  a combination Config refuses, a member directory holding something other than this
+  member's finished run, and a `<member>.new` holding the training of another setting
+  (a rerun with a mistyped flag must not throw it away).
   """
   workdir = checkpoint.check_directory(Path(workdir), "--workdir")
   for field, values in lists.items():
@@ -122,6 +123,8 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
                        f"differ in their first 6 digits")
     members.append(Member(name, config))
   todo = [m for m in members if not _finished(workdir / m.name, m.config)]
+  for m in todo:
+    _check_in_training(workdir / f"{m.name}.new", m.config)
   idle = next((m for m in todo if m.config.idle_warmup), None)  # as train refuses a new run
   if idle is not None:
     raise ValueError(f"member {idle.name}: {idle.config.idle_warmup}")
@@ -131,6 +134,31 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
 def _same_run(a: Config, b: Config) -> bool:
   return all(getattr(a, f.name) == getattr(b, f.name) for f in dataclasses.fields(Config)
              if f.name not in WHERE_FROM)
+
+
+def _difference(saved: Config, config: Config) -> str:
+  """The first field of a run that differs, as '--flag SAVED, not this member's VALUE'."""
+  field = next(f.name for f in dataclasses.fields(Config)
+               if getattr(saved, f.name) != getattr(config, f.name) and f.name not in WHERE_FROM)
+  return (f"--{field.replace('_', '-')} {_text(getattr(saved, field))}, not this member's "
+          f"{_text(getattr(config, field))}")
+
+
+def _check_in_training(new: Path, config: Config) -> None:
+  """Refuses a `<member>.new` whose checkpoints (`save_progress`) are not this member's
+  setting, or whose config.json is lost: it holds training that the command would discard."""
+  if not checkpoint.checkpoints(new):
+    return  # nothing trained to lose: the member's write starts it anew
+  fix = f"delete {new} to train the member from its first epoch"
+  try:
+    saved = Config.from_file(new / "config.json")
+  except (OSError, ValueError):
+    raise ValueError(f"{new} holds checkpoints but no readable config.json to say of which "
+                     f"setting: {fix}") from None
+  if not _same_run(saved, config):
+    raise ValueError(f"{new} holds the unfinished training of a member with "
+                     f"{_difference(saved, config)}: rerun with that member's flags to finish "
+                     f"it, or {fix}")
 
 
 def _finished(run_dir: Path, config: Config) -> bool:
@@ -148,11 +176,7 @@ def _finished(run_dir: Path, config: Config) -> bool:
     return False
   saved = Config.from_file(run_dir / "config.json")  # unreadable: a ValueError naming the fix
   if not _same_run(saved, config):
-    field = next(f.name for f in dataclasses.fields(Config)
-                 if getattr(saved, f.name) != getattr(config, f.name) and f.name not in WHERE_FROM)
-    raise ValueError(f"{run_dir} holds a run with --{field.replace('_', '-')} "
-                     f"{_text(getattr(saved, field))}, not this member's "
-                     f"{_text(getattr(config, field))}: {fix}")
+    raise ValueError(f"{run_dir} holds a run with {_difference(saved, config)}: {fix}")
   if run.results_without_weights(run_dir):
     raise ValueError(f"{run_dir} holds a finished run's results without its weights or "
                      f"checkpoint: {fix}")
@@ -218,8 +242,9 @@ def resumable(workdir: Path, group: list) -> dict:
   When every member of the group has checkpointed some same epoch, all go on from the
   last such epoch, so that a stack goes on as one (a kill between two members' saves
   leaves them an epoch apart: each keeps two); the later checkpoints are deleted, to be
-  written again, the same. Otherwise each goes on from its own last. A `.new` whose
-  checkpoints are of another setting, or not of this model, is deleted, saying so.
+  written again, the same. Otherwise each goes on from its own last. A `.new` of another
+  setting was refused by `plan`; a checkpoint that cannot be read as this member's is
+  refused here, in one line, and nothing is deleted.
   """
   from vae_jax import train
   from vae_jax.experiments import multi
@@ -229,16 +254,11 @@ def resumable(workdir: Path, group: list) -> dict:
     paths = checkpoint.checkpoints(new)
     fresh = train.setup(m.config).state if paths else None  # the structure they are read into
     for path in paths:
-      try:
-        ckpt = checkpoint.load_checkpoint(path, fresh)
-      except ValueError:  # another model's shapes, or not a checkpoint at all
-        ckpt = None
-      if ckpt is None or not _same_run(ckpt.config, m.config):
-        print(f"sweep: {new} holds a checkpoint of another setting: deleted; {m.name} trains "
-              f"from its first epoch", file=sys.stderr)
-        shutil.rmtree(new)
-        kept = {}
-        break
+      ckpt = checkpoint.load_checkpoint(path, fresh)  # unreadable: one line naming the fix
+      if not _same_run(ckpt.config, m.config):
+        raise ValueError(f"{path} is a checkpoint of a member with "
+                         f"{_difference(ckpt.config, m.config)}: delete {new} to train the "
+                         f"member from its first epoch")
       kept[ckpt.epoch] = ckpt
     if kept:
       found[m.name] = kept
