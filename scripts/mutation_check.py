@@ -156,7 +156,7 @@ MUTANTS = [
            "run.state.opt_state)), ckpt.history, ckpt.epoch",
            "a resumed run restarts Adam's moments and step count", tests=RUN_TESTS),
     Mutant("no_nan_guard", "vae_jax/run.py",
-           'bad = _first_non_finite(row) or (None if finite else "a parameter")', "bad = None",
+           'bad = first_non_finite(row) or (None if finite else "a parameter")', "bad = None",
            "non-finite losses and parameters go unnoticed", tests=RUN_TESTS),
     Mutant("checkpoint_not_atomic", "vae_jax/checkpoint.py",
            'tmp = path.with_name(f".{path.name}.tmp")', "tmp = path",
@@ -319,6 +319,11 @@ MUTANTS = [
            "  checkpoint.atomic_write_bytes(out / \"config.json\"",
            "a finished member's checkpoint is not written first: a kill while its figures "
            "are drawn costs its training", tests=SWEEP_TESTS),
+    Mutant("sweep_nan_member_written", "vae_jax/experiments/sweep.py",
+           "    bad = divergence(rows, state.params)\n    if bad is not None:",
+           "    bad = divergence(rows, state.params)\n    if False:",
+           "a member whose loss went NaN is written as finished, and summarised",
+           tests=SWEEP_TESTS),
     Mutant("sweep_other_setting_unchecked", "vae_jax/experiments/sweep.py",
            "    _check_in_training(workdir / f\"{m.name}.new\", m.config)\n", "    pass\n",
            "a member in training of another setting is found only when its group's turn comes, "

@@ -400,6 +400,41 @@ def test_an_unreadable_checkpoint_in_training_is_refused_and_kept(data_dir, tmp_
   assert "1 member of the setting goes on from epoch 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+def test_a_member_that_diverges_is_not_written_and_the_sweep_exits_3(strategy, data_dir,
+                                                                     tmp_path, capsys):
+  """A learning rate of 1e9 turns the loss NaN in its first epoch; its stack-mate trains on.
+  The finite member is written, the other is not (nor is any summary with NaN in it), one
+  line names it, exit code 3; the grid without it then writes the summary, training nothing."""
+  work = tmp_path / "W"
+  argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1",
+          "--strategy", strategy, *SMALL]
+  assert cli.main([*argv, "--learning-rate", "0.001,1e9"]) == 3
+  err = capsys.readouterr().err.strip().splitlines()
+  assert "sweep: learning_rate=1e+09 diverged at epoch 1: " in err[1], err
+  assert err[-1].startswith("vae-jax sweep: 1 member diverged, not written (the others are): "
+                            "learning_rate=1e+09 at epoch 1: ") and "(learning rate 1e+09)" in err[-1]
+  assert sorted(p.name for p in work.iterdir()) == ["learning_rate=0.001"]
+  assert (work / "learning_rate=0.001" / "params.msgpack").is_file()
+  assert cli.main([*argv, "--learning-rate", "0.001"]) == 0
+  assert "1 finished already, 0 to train" in capsys.readouterr().err
+  report = json.loads((work / "sweep.json").read_text())
+  assert [m["name"] for m in report["members"]] == ["learning_rate=0.001"]
+
+
+def test_divergence_reads_each_row_and_the_final_weights():
+  from vae_jax.experiments import sweep
+  ok = {"epoch": 1, "train_loss": 1.0, "test_kl_per_dim": [0.5, 0.1]}
+  weights = {"w": np.ones(3, np.float32)}
+  assert sweep.divergence([ok, {**ok, "epoch": 2}], weights) is None
+  assert sweep.divergence([ok, {**ok, "epoch": 2, "train_loss": float("inf")}], weights) == (
+      "at epoch 2: train_loss = inf is not finite")
+  assert sweep.divergence([{**ok, "test_kl_per_dim": [0.5, float("nan")]}], weights) == (
+      "at epoch 1: test_kl_per_dim = [0.5, nan] is not finite")
+  assert sweep.divergence([ok], {"w": np.array([1.0, np.nan], np.float32)}) == (
+      "its final weights are not finite")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--train-limit", "10,20"], "--train-limit: invalid int value: '10,20'"),
     (["--learning-rate", "0.001,0.0010000001"], "two members would share the directory "

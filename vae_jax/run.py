@@ -347,7 +347,8 @@ class _CtrlC:
       signal.signal(signal.SIGINT, self._old)
 
 
-def _first_non_finite(row: dict) -> str | None:
+def first_non_finite(row: dict) -> str | None:
+  """The first metric of a metrics.jsonl row that is not finite (a list: any entry), else None."""
   return next((k for k, v in row.items() if k != "epoch" and not all(
       math.isfinite(x) for x in (v if isinstance(v, list) else [v]))), None)
 
@@ -446,7 +447,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
     row.update(test_kl_per_dim=[float(v) for v in kl_per_dim],
                active_units=int((mu_var > ACTIVE_THRESHOLD).sum()))
     t_last = now
-    bad = _first_non_finite(row) or (None if finite else "a parameter")
+    bad = first_non_finite(row) or (None if finite else "a parameter")
     if bad is not None:
       if last_read is not None and last_read[0] != saved:  # the last finite epoch, kept
         checkpoint.save_checkpoint(out, *last_read, history, config)

@@ -18,8 +18,9 @@ arrays, the last epoch's checkpoint (so `vae-jax train --workdir WORKDIR/<member
 A member is written to `<member>.new` and renamed when whole, so a kill never
 leaves half a member; a member in training checkpoints itself there every
 `multi.SAVE_EVERY_S` seconds, so a kill loses about that much of it and the epochs
-in flight. A rerun skips the members already finished, continues those with a
-checkpoint and trains the rest. WORKDIR/sweep.md and sweep.json: the final losses of
+in flight. A member whose loss or weights stop being finite is not written: one line
+names it, the others are, and the command exits 3 with no summary. A rerun skips the
+members already finished, continues those with a checkpoint and trains the rest. WORKDIR/sweep.md and sweep.json: the final losses of
 every member and their mean and spread over seeds; sweep.png: test loss against each
 swept field, a band over the seeds.
 
@@ -351,6 +352,7 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
            f", {len(todo)} to train") + f", on {jax.local_device_count()} "
         f"{jax.local_devices()[0].platform} device(s)", file=sys.stderr)
   loaded: dict = {}  # (the workdir is made with its first member: not before a data error)
+  diverged: list = []  # "<member> at epoch E: ...", the members not written
   for group in groups(todo):
     config = group[0].config
     key = (config.binarize, config.train_limit, config.test_limit)
@@ -360,10 +362,17 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
     resumed = resumable(workdir, group)  # {name: Progress} of those with a checkpoint
     for start, part in _by_start(group, resumed):
       _train_part(workdir, part, start, resumed, d, p, strategy=strategy, figures=figures,
-                  progress=progress)
+                  progress=progress, diverged=diverged)
   if processes > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("every member of the sweep trained")
+  missing = [m.name for m in p.members if not (workdir / m.name / "params.msgpack").is_file()]
+  if diverged or (process == 0 and missing):
+    from vae_jax.run import RunStopped
+    what = "; ".join(diverged) or f"{', '.join(missing)} (on another process)"
+    raise RunStopped(f"{count(len(diverged) or len(missing), 'member')} diverged, not written "
+                     f"(the others are): {what}. No summary until every member is finished: "
+                     f"try a smaller --learning-rate for it, or leave it out", exit_code=3)
   if process == 0:
     write_summary(workdir, p, _machine())
     print(f"sweep: wrote {workdir}/sweep.md, sweep.json and sweep.png", file=sys.stderr)
@@ -379,11 +388,29 @@ def _by_start(group: list, resumed: dict) -> list:
   return sorted(parts.items(), key=lambda item: -item[0])
 
 
+def divergence(rows: list, params) -> str | None:
+  """Where a member's training stopped being finite ('at epoch E: train_loss = nan'), from
+  its metrics rows and final parameters; None if it never did. (A single run stops at that
+  epoch; a member of a stack trains on, its own numbers only.)"""
+  import jax
+  import numpy as np
+
+  from vae_jax import run
+  for row in rows:
+    bad = run.first_non_finite(row)
+    if bad is not None:
+      return f"at epoch {row['epoch']}: {bad} = {row[bad]} is not finite"
+  if not all(np.isfinite(a).all() for a in jax.tree.leaves(jax.device_get(params))):
+    return "its final weights are not finite"
+  return None
+
+
 def _train_part(workdir: Path, part: list, start: int, resumed: dict, d, p: Plan, *,
-                strategy: str, figures: bool, progress: bool) -> None:
+                strategy: str, figures: bool, progress: bool, diverged: list) -> None:
   """Trains the members `part` of one group, all from epoch `start` + 1 (from their
   checkpoints in `resumed`, {name: Progress}), checkpointing them as they go and writing
-  each when done."""
+  each when done: each whose numbers are finite (`divergence`); the others are added to
+  `diverged`, and their `.new` is left as it is."""
   from vae_jax.experiments import multi
   config, setting = part[0].config, _describe(part[0].config, p.swept)
   record = {"id": f"{part[0].name} {time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()}",
@@ -395,6 +422,11 @@ def _train_part(workdir: Path, part: list, start: int, resumed: dict, d, p: Plan
           file=sys.stderr)
 
   def write(i, state, rows, seconds, how):
+    bad = divergence(rows, state.params)
+    if bad is not None:
+      diverged.append(f"{part[i].name} {bad} (learning rate {_text(part[i].config.learning_rate)})")
+      print(f"sweep: {part[i].name} diverged {bad}: not written", file=sys.stderr)
+      return
     write_member(workdir, part[i], state, rows, seconds, d, figures, {**record, **how})
 
   def checkpoint_member(i, progress):
