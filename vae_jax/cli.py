@@ -202,6 +202,18 @@ def _seconds(text: str) -> float:
   return value
 
 
+def _host_port(text: str) -> str:
+  """HOST:PORT (an IPv6 host in brackets), checked here: JAX's own parsing of a bad one
+  ends in a traceback, or a crash."""
+  host, colon, port = text.rpartition(":")
+  if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+    raise argparse.ArgumentTypeError(f"must be HOST:PORT with a port in 1 .. 65535 (e.g. "
+                                     f"10.0.0.1:1234), got {text!r}")
+  if host.startswith("[") != host.endswith("]") or ":" in host and not host.startswith("["):
+    raise argparse.ArgumentTypeError(f"an IPv6 host goes in brackets ([::1]:1234), got {text!r}")
+  return text
+
+
 def _positive(text: str) -> int:
   value = int(text)
   if value < 1:
@@ -434,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="also write each member's figures (a single run's, less the "
                       "reconstruction grids)")
   w.add_argument("--no-progress", action="store_true", help="no progress bars")
-  w.add_argument("--coordinator", default=None,
+  w.add_argument("--coordinator", type=_host_port, default=None, metavar="HOST:PORT",
                  help="HOST:PORT of process 0, to share the members among several processes "
                       "(jax.distributed.initialize; docs/sweep.md); with --num-processes and "
                       "--process-id")
