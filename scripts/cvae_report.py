@@ -22,6 +22,16 @@ from pathlib import Path
 import numpy as np
 
 
+NEEDS = ("config.json", "metrics.jsonl", "params.msgpack")  # what a row reads
+
+
+def not_a_run(run: Path) -> str | None:
+  """Why `run` is not a finished run's directory, or None."""
+  missing = [n for n in NEEDS if not (run / n).is_file()]
+  return (f"{run} is not a finished run's directory (no {', '.join(missing)}): give "
+          f"directories the train subcommand wrote" if missing else None)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("runs", nargs="+", type=Path, help="run directories")
@@ -58,6 +68,10 @@ def row(run: Path) -> str:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
+  bad = next(filter(None, map(not_a_run, args.runs)), None)
+  if bad:  # one line, before any work
+    print(f"cvae_report.py: error: {bad}", file=sys.stderr)
+    return 2
   print("| model | z | epochs | test loss | recon | KL | eta^2 of mu by digit | seconds |")
   print("|---|---|---|---|---|---|---|---|")
   for run in args.runs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -47,9 +48,15 @@ def table(folder) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-  print(table(parse_args(argv).folder))
+def main(argv=None) -> int:
+  folder = Path(parse_args(argv).folder)
+  if not folder.is_dir() or not any(folder.glob("*.json")):  # one line, not an empty table
+    print(f"likelihood_report.py: error: {folder} is not a folder of JSON files: give the "
+          f"folder the likelihood subcommand's --json files went to", file=sys.stderr)
+    return 2
+  print(table(folder))
+  return 0
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

@@ -93,3 +93,16 @@ def test_epoch_variants_forward_forms_are_the_same_function(form):
     np.testing.assert_allclose(np.array(sums), np.array(ref_sums), rtol=1e-10)
     for g, r in zip(jax.tree.leaves(grads), jax.tree.leaves(ref_grads)):
       np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(r))))
+
+
+@pytest.mark.parametrize("script, what", [("cvae_report.py", "no config.json, metrics.jsonl, "
+                                                             "params.msgpack"),
+                                          ("beta_report.py", "no config.json, metrics.jsonl"),
+                                          ("likelihood_report.py", "not a folder of JSON files")])
+def test_a_report_of_a_missing_run_is_one_line_exit_2(script, what, tmp_path, capsys):
+  (tmp_path / "empty").mkdir()
+  for missing in (tmp_path / "nonexistent", tmp_path / "empty"):
+    assert script_module(script).main([str(missing)]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and captured.err.count("\n") == 1, captured
+    assert f"{script}: error: {missing}" in captured.err and what in captured.err
