@@ -89,6 +89,10 @@ def place(tmp_path_factory):
   mixed = root / "mixed"  # a finished run beside a user's own file
   shutil.copytree(run_dir, mixed)
   (mixed / "notes.txt").write_text("my notes\n")
+  mixed_in = root / "mixed_in"  # a finished run with a user's file among its checkpoints
+  shutil.copytree(run_dir, mixed_in)
+  assert (mixed_in / "checkpoints").is_dir()
+  (mixed_in / "checkpoints" / "mine.txt").write_text("my notes\n")
   small = root / "small_cache"  # 10 train, 5 test images and no test-fixture mark
   arrays = {k: v for k, v in synthetic_mnist(10, 5).items() if k != "test_fixture"}
   small.mkdir()
@@ -202,6 +206,9 @@ def _cases():
       ("workdir holds a user's files", tr + ["{root}/files"], "holds files that are not a run's"),
       ("overwrite a run beside a user's file", tr + ["{root}/mixed", "--overwrite"],
        "(notes.txt): --overwrite would delete them"),
+      ("overwrite a run with a user's file in checkpoints/", tr + ["{root}/mixed_in",
+                                                                 "--overwrite"],
+       "(checkpoints/mine.txt): --overwrite would delete them"),
       # A run writes its config.json first: without one, even a run's file names are a user's.
       ("workdir holds a user's samples.png", tr + ["{root}/files/user_png"],
        "holds a run's files (samples.png) but no config.json to say which run"),

@@ -73,6 +73,13 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
   argv = ["compare", "--out", str(out), "--seeds", "1", "--epochs", "2", "--sweep", "2", "3",
           "--sweep-seeds", "2", "--sweep-epochs", "1", "--strategy", "sequential",
           "--bench-epochs", "1", "--data-dir", str(tiny_data_dir), "--train-limit", "128"]
+  (out).mkdir()
+  (out / "blog_comparison.md").write_text("my notes")  # a user's: no comparison's JSON beside it
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "holds blog_comparison.md but no blog_comparison.json" in err
+  assert (out / "blog_comparison.md").read_text() == "my notes" and not (out / "runs").exists()
+  (out / "blog_comparison.md").unlink()
   assert cli.main(argv) == 0
   report = json.loads((out / "blog_comparison.json").read_text())
   assert "128 train / 100 test images" in report["setting"]

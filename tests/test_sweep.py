@@ -435,6 +435,27 @@ def test_divergence_reads_each_row_and_the_final_weights():
       "its final weights are not finite")
 
 
+@pytest.mark.parametrize("files, named", [
+    ({"notes.txt": "mine"}, "notes.txt"),
+    ({"config.json": "{}", "metrics.jsonl": ""}, "config.json, metrics.jsonl"),  # a single run's
+    ({"sweep.md": "my notes"}, "sweep.md"),                # no sweep.json: not a sweep's
+    ({"sweep.json": "[1, 2]", "sweep.md": "x"}, "sweep.json, sweep.md"),  # not a sweep's JSON
+    ({"a=b": None}, "a=b"),                                # a folder, but no member's name
+])
+def test_a_workdir_holding_files_not_a_sweeps_is_refused_and_kept(files, named, tmp_path,
+                                                                  capsys):
+  work = tmp_path / "W"
+  work.mkdir()
+  for name, text in files.items():
+    (work / name).mkdir() if text is None else (work / name).write_text(text)
+  (work / "seed=1").mkdir()  # a member's name: not counted
+  before = sorted((p.name, p.is_dir() or p.read_text()) for p in work.iterdir())
+  assert cli.main(["sweep", "--workdir", str(work), "--seed", "1,2", *SMALL]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and f"holds files that are not a sweep's ({named})" in err, err
+  assert sorted((p.name, p.is_dir() or p.read_text()) for p in work.iterdir()) == before
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--train-limit", "10,20"], "--train-limit: invalid int value: '10,20'"),
     (["--learning-rate", "0.001,0.0010000001"], "two members would share the directory "

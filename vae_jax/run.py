@@ -127,13 +127,19 @@ def others_files(run_dir) -> list[str]:
   neither mix with nor replace. A run writes its config.json before anything else, so
   without a config.json this version reads, every file is someone else's (a samples.png
   of the user's own, another project's config.json); with one, the names no run writes
-  (hidden temporary files aside)."""
+  (hidden temporary files aside), and in its checkpoints/ folder the names that are not
+  checkpoints."""
   run_dir = Path(run_dir)
   if not run_dir.is_dir():
     return []
   ours = has_run_config(run_dir)
-  return sorted(p.name for p in run_dir.iterdir() if not p.name.startswith(".")
-                and not (ours and _run_name(p.name)))
+  inside = run_dir / checkpoint.CHECKPOINT_DIR  # a run's folder, but only its checkpoints are
+  kept = {p.name for p in checkpoint.checkpoints(run_dir)}
+  return sorted([p.name for p in run_dir.iterdir() if not p.name.startswith(".")
+                 and not (ours and _run_name(p.name))]
+                + [f"{inside.name}/{p.name}" for p in (inside.iterdir() if ours and
+                                                        inside.is_dir() else ())
+                   if not p.name.startswith(".") and p.name not in kept])
 
 
 def foreign_files_error(run_dir: Path, other: list[str], deleted: bool) -> str:

@@ -103,6 +103,11 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
   if (out / "blog_comparison.json").exists() and not overwrite:  # written last: a finished one
     raise FileExistsError(f"{out}/blog_comparison.json holds an earlier comparison's results: "
                           f"pass --overwrite to replace them, or choose another --out")
+  drawn = [name for name in DRAWN if (out / name).exists()]
+  if drawn and not (out / "blog_comparison.json").exists() and not overwrite:
+    raise FileExistsError(f"{out} holds {', '.join(drawn)} but no blog_comparison.json, so "
+                          f"not a comparison's, and the comparison would replace them: move "
+                          f"them out, choose another --out, or pass --overwrite")
   t_start = time.perf_counter()
   d = data.load_device_data(base)
   seed_list = list(range(1, seeds + 1))
@@ -282,6 +287,9 @@ def markdown(report: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+DRAWN = ("blog_comparison_curves.png", "blog_comparison_sweep.png", "blog_comparison.md")
+
+
 def redraw(out: str | Path = "results") -> list[Path]:
   """Redraws the figures and the Markdown from an existing blog_comparison.json; returns
   the files written. All three are made first, beside the old ones, and replace them only
@@ -292,8 +300,7 @@ def redraw(out: str | Path = "results") -> list[Path]:
     raise FileNotFoundError(f"{out} holds no blog_comparison.json to redraw from: run "
                             f"`vae-jax compare --out {out}` first")
   again = f"run `vae-jax compare --out {out} --overwrite` to compute it again"
-  made = {"blog_comparison_curves.png": plot_curves, "blog_comparison_sweep.png": plot_sweep,
-          "blog_comparison.md": lambda r, p: p.write_text(markdown(r))}
+  made = dict(zip(DRAWN, (plot_curves, plot_sweep, lambda r, p: p.write_text(markdown(r)))))
   with tempfile.TemporaryDirectory(prefix=".redraw_", dir=out) as tmp:
     try:
       report = json.loads(path.read_text())

@@ -88,18 +88,46 @@ def names_in(workdir: Path) -> set:
   return found
 
 
+def _member_dir_name(name: str) -> bool:
+  """Whether `name` is one a sweep gives a member's directory (`run`, `a=1,b=2`, + `.new`)."""
+  name = name.removesuffix(".new")
+  return name == "run" or all(part.partition("=")[1] and part.partition("=")[0] in FIELDS
+                              for part in name.split(","))
+
+
+def others_files(workdir: Path) -> list[str]:
+  """The names in `workdir` that are not a sweep's: a user's files, or a single run's (a
+  sweep must not mix with them). A sweep's are its members' directories and its summary;
+  sweep.md and sweep.png count as its own only beside a sweep.json that a sweep wrote."""
+  if not workdir.is_dir():
+    return []
+  try:
+    ours = "members" in json.loads((workdir / "sweep.json").read_text())
+  except (OSError, ValueError, TypeError):
+    ours = False
+  return sorted(p.name for p in workdir.iterdir() if not p.name.startswith(".")
+                and not (p.is_dir() and _member_dir_name(p.name))
+                and not (ours and p.name in SUMMARY))
+
+
 def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
   """Every member of the grid `lists` ({field: [values]}), checked in one line before any work.
 
   A member is named by the swept fields (given more than one value), the fields `named_by`
   and those that name the members already in `workdir`: a rerun with fewer values (`--seed
   1,2` after `--latent-dim 2,5 --seed 1,2`) finds the members it shares with the first.
-  Refused: a value listed twice, a list for a field every member must share (`SINGLE`),
-  a combination Config refuses, a member directory holding something other than this
-  member's finished run, and a `<member>.new` holding the training of another setting
-  (a rerun with a mistyped flag must not throw it away).
+  Refused: a workdir holding files that are not a sweep's (`others_files`), a value listed
+  twice, a list for a field every member must share (`SINGLE`), a combination Config
+  refuses, a member directory holding something other than this member's finished run,
+  and a `<member>.new` holding the training of another setting (a rerun with a mistyped
+  flag must not throw it away).
   """
   workdir = checkpoint.check_directory(Path(workdir), "--workdir")
+  other = others_files(workdir)
+  if other:
+    raise ValueError(f"{workdir} holds files that are not a sweep's ({', '.join(other[:3])}"
+                     f"{', ...' if len(other) > 3 else ''}): a sweep needs a directory of its "
+                     f"own; choose another --workdir, or move them out")
   for field, values in lists.items():
     flag = f"--{field.replace('_', '-')}"
     if field in SINGLE and len(values) > 1:
