@@ -215,7 +215,7 @@ def _cases():
       ("overwrite a user's samples.png", tr + ["{root}/files/user_png", "--overwrite"],
        "holds a run's files (samples.png) but no config.json"),
       ("another project's config.json", tr + ["{root}/files/project_config"],
-       "(config.json) but a config.json this version cannot read"),
+       "holds a config.json this version cannot read as a run's (another project's"),
       ("overwrite another project's files", tr + ["{root}/files/project", "--overwrite"],
        "(config.json, samples.png) but a config.json this version cannot read"),
       ("workdir holds a run's files, its config lost", tr + ["{root}/files/cvae_alone"],

@@ -333,8 +333,11 @@ def test_a_diverging_learning_rate_stops_with_exit_3_and_one_line(tiny_data_dir,
   assert cli.main(_train_args(workdir, tiny_data_dir, "--learning-rate", "1e6")) == 3
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and "diverged at epoch 1" in err and "1000000.0" in err
-  assert "not finite" in err
+  assert "not finite" in err and err.endswith(
+      "Try a smaller --learning-rate and run the command again with it: the directory holds "
+      "nothing trained"), err
   assert not (workdir / "params.msgpack").exists() and not checkpoint.checkpoints(workdir)
+  assert cli.main(_train_args(workdir, tiny_data_dir, "--learning-rate", "1e-3")) == 0  # as said
 
 
 def test_the_raw_variance_loss_going_nan_stops_the_run(tiny_data_dir, tmp_path):
@@ -393,6 +396,16 @@ def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
   assert err.endswith(f"{staged} holds an interrupted --overwrite of {uninterrupted} (last "
                       f"checkpoint: epoch 2 of {EPOCHS}): continue it with --resume --overwrite, "
                       f"or keep the run's results in {uninterrupted} and delete {staged}"), err
+  # And a plain --resume, which would redraw the finished run and leave that one waiting.
+  files = {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()}
+  assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and err.endswith(
+      f"{staged} holds an interrupted --overwrite of {uninterrupted} (last checkpoint: epoch 2 "
+      f"of {EPOCHS}): continue it with --resume --overwrite, or delete {staged} to resume the "
+      f"finished run in {uninterrupted}"), err
+  assert {p: p.read_bytes() for p in uninterrupted.rglob("*") if p.is_file()} == files
   # It can be resumed, and replaces the old run only when finished.
   assert cli.main(["train", "--workdir", str(uninterrupted), "--resume", "--overwrite",
                    "--no-progress", "--no-compile-cache"]) == 0

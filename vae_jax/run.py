@@ -146,6 +146,9 @@ def foreign_files_error(run_dir: Path, other: list[str], deleted: bool) -> str:
   """The refusal of a directory holding `other` (from `others_files`): a user's files, or a
   run's without the config.json that says which run (lost, or written by another version)."""
   listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+  if other == ["config.json"]:  # alone, and not one this version reads
+    return (f"{run_dir} holds a config.json this version cannot read as a run's (another "
+            f"project's, or another version's): choose another --workdir")
   if all(_run_name(n) for n in other):  # others_files found no readable config.json
     why = "a config.json this version cannot read" if "config.json" in other else "no config.json"
     return (f"{run_dir} holds a run's files ({listed}) but {why} to say which run: choose "
@@ -245,6 +248,13 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
   other = others_files(final)
   if other and (overwrite or not resume):  # --resume alone adds to the run in place
     raise FileExistsError(foreign_files_error(final, other, overwrite))
+  if resume and not overwrite and run_status(final).state == "finished":
+    staged = run_status(staging_dir(final))
+    if staged.state != "empty":  # --resume of the finished run would leave it waiting unsaid
+      raise FileExistsError(
+          f"{staging_dir(final)} holds an interrupted --overwrite of {final} (last checkpoint: "
+          f"epoch {staged.last_checkpoint} of {staged.epochs}): continue it with --resume "
+          f"--overwrite, or delete {staging_dir(final)} to resume the finished run in {final}")
   if resume:
     where = staging_dir(final) if overwrite else final
     saved = saved_config(final, overwrite)
@@ -461,9 +471,11 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
       kept = (f"the checkpoint of epoch {saved} is kept in {out / checkpoint.CHECKPOINT_DIR}"
               if saved else "no epoch finished before it, so no checkpoint is kept")
       value = f" = {row[bad]}" if bad in row else ""
+      again = ("start again with --overwrite" if saved else
+               "run the command again with it: the directory holds nothing trained")
       raise RunStopped(f"training diverged at epoch {epoch}: {bad}{value} is not finite "
                        f"(learning rate {config.learning_rate}); {kept}. Try a smaller "
-                       f"--learning-rate and start again with --overwrite", exit_code=3)
+                       f"--learning-rate and {again}", exit_code=3)
     history.append(row)
     metrics_file.write(json.dumps(row) + "\n")
     metrics_file.flush()
