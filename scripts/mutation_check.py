@@ -185,6 +185,10 @@ MUTANTS = [
            "if False:", "a run that diverges keeps its last checkpoint, not the epoch before "
            "the bad one", tests=RUN_TESTS),
     # The importance-weighted estimator, the IWAE objective, binarized MNIST, Burda's recipe.
+    Mutant("elbo_se_per_sample", "vae_jax/likelihood.py",
+           'log_px_z.var(-1, ddof=1) / k if k > 1', 'log_px_z.var(-1, ddof=1) if k > 1',
+           "the ELBO's s.e. is one sample's, not the mean of k samples'",
+           tests=LIKELIHOOD_TESTS),
     Mutant("log_q_no_logvar", "vae_jax/losses.py", "LOG_2PI + logvar[:, None, :], axis=-1)",
            "LOG_2PI, axis=-1)", "log q(z|x) without its -1/2 log sigma^2 term",
            tests=LIKELIHOOD_TESTS),

@@ -91,6 +91,7 @@ def repeats(model, params, x, k, ks=None, r_count=R):
   out = {f"L{j}": np.array([e.bounds[j] for e in ests]) for j in ests[0].bounds}
   out["elbo"] = np.array([e.elbo for e in ests])
   out["mc_se"] = np.array([e.mc_se for e in ests])
+  out["elbo_se"] = np.array([e.elbo_se for e in ests])
   return out
 
 
@@ -165,6 +166,19 @@ def test_delta_method_standard_error_matches_the_spread_of_repeats(small_model):
   r = repeats(model, params, x, 5000, ks=(5000,), r_count=n)
   ratio = np.std(r["L5000"], ddof=1) / r["mc_se"].mean()
   assert abs(ratio - 1) < 5 / math.sqrt(2 * (n - 1)), ratio
+
+
+def test_the_elbos_standard_error_matches_the_spread_of_repeats(small_model):
+  """`elbo_se` (from each image's k terms) against the sd of 200 repeats of the ELBO at
+  k = 20: the sample sd of n values has a relative s.e. of 1 / sqrt(2 (n - 1)) = 5.0%, so the
+  ratio must lie within 1 +- 5 x 5.0%. At k = 1 there is no s.e. to give."""
+  _, model, params, x = small_model
+  n = 200
+  r = repeats(model, params, x, 20, ks=(1,), r_count=n)
+  ratio = np.std(r["elbo"], ddof=1) / r["elbo_se"].mean()
+  assert abs(ratio - 1) < 5 / math.sqrt(2 * (n - 1)), ratio
+  one = likelihood.estimate(model, params, x, 1, key=jax.random.PRNGKey(0), ks=(1,))
+  assert one.elbo_se is None and likelihood.to_json(one)["neg_elbo_mc_se"] is None
 
 
 def test_active_units():

@@ -15,7 +15,9 @@ the same draws:
 * L_j for each j in `ks` that divides into k: the k samples split into k // j
   groups of j, L_j averaged over the groups (an unbiased estimate of E[L_j], with
   less noise than one group);
-* the ELBO with the analytic KL: mean_i log p(x|z_i) - KL(q(z|x) || p(z));
+* the ELBO with the analytic KL: mean_i log p(x|z_i) - KL(q(z|x) || p(z)), and its
+  Monte Carlo standard error, sqrt(sum_x Var_i(log p(x|z_i)) / k) / N over the N images
+  (the sample variance of each image's k terms; none from k = 1);
 * the active units (Burda et al., section 5.2): latent dimension u is active when
   Cov_x(E_q(z|x)[z_u]) = Var_x(mu_u(x)) > 0.01 over the test images;
 * the Monte Carlo standard error of the L_k average, by the delta method:
@@ -60,6 +62,7 @@ class Estimate(NamedTuple):
   bounds: dict          # {j: average L_j} for j in ks
   mc_se: float | None   # Monte Carlo standard error of bounds[k] (delta method); None: k = 1
   elbo: float           # average ELBO: mean_i log p(x|z_i) - analytic KL
+  elbo_se: float | None  # Monte Carlo standard error of `elbo`; None: k = 1
   active_units: int     # latent dimensions with Var_x(mu_u) > 0.01
   mu_variance: np.ndarray  # [z] Var_x(mu_u(x)) of each dimension
   seconds: float        # wall time of the estimate (compilation included)
@@ -107,8 +110,9 @@ def make_chunk_estimator(model, k: int, ks: tuple[int, ...], sample_chunk: int =
     log_w = jnp.moveaxis(log_w, 0, 1).reshape(c, k)                  # [C, k]
     mu, logvar = model.apply({"params": params}, x, method="encode")  # [C, z]
     out = {f"L{j}": grouped_bound(log_w, j) for j in ks}              # each [C]
-    out["elbo"] = jnp.moveaxis(log_px_z, 0, 1).reshape(c, k).mean(-1) - \
-        losses.kl_standard_normal(mu, logvar)
+    log_px_z = jnp.moveaxis(log_px_z, 0, 1).reshape(c, k)            # [C, k]
+    out["elbo"] = log_px_z.mean(-1) - losses.kl_standard_normal(mu, logvar)
+    out["var_elbo"] = log_px_z.var(-1, ddof=1) / k if k > 1 else jnp.zeros(c)  # of its mean
     # delta method: Var(log mean w) ~ (E[w^2] / E[w]^2 - 1) / k, from w / max(w)
     w = jnp.exp(log_w - log_w.max(-1, keepdims=True))
     out["var_Lk"] = ((w**2).mean(-1) / w.mean(-1)**2 - 1.0) / k
@@ -156,6 +160,8 @@ def estimate(model, params, images_u8, k: int = 5000, *, key, ks=None, image_chu
       mc_se=(float(math.sqrt(cat["var_Lk"].astype(np.float64).sum()) / n) if k > 1
              else None),  # one sample: no variance of the weights to estimate
       elbo=float(cat["elbo"].astype(np.float64).mean()),
+      elbo_se=(float(math.sqrt(cat["var_elbo"].astype(np.float64).sum()) / n) if k > 1
+               else None),
       active_units=int((mu_variance > ACTIVE_THRESHOLD).sum()), mu_variance=mu_variance,
       seconds=time.perf_counter() - t0,
       peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -173,7 +179,9 @@ def describe(est: Estimate, *, binarized: bool, latent_dim: int) -> str:
     se = ("" if j != est.k else " (no Monte Carlo s.e. from k = 1)" if est.mc_se is None
           else f" +- {est.mc_se:.3f} (Monte Carlo s.e.)")
     lines.append(f"  -L_{j:<5} {-value:9.3f}{se}")
-  lines.append(f"  -ELBO    {-est.elbo:9.3f}   (analytic KL; the average of -L_1 estimates it)")
+  se = ("" if est.elbo_se is None else f" +- {est.elbo_se:.3f} (Monte Carlo s.e.)")
+  lines.append(f"  -ELBO    {-est.elbo:9.3f}{se}; the reconstruction term from the same k "
+               f"samples, the KL analytic")
   lines.append(f"  active units {est.active_units} of {latent_dim} (Var_x(mu_u) > "
                f"{ACTIVE_THRESHOLD})")
   lines.append(f"  {est.seconds:.1f} s, peak memory {est.peak_rss_mb:.0f} MB (resident, "
@@ -198,6 +206,7 @@ def run_summary(metrics_path) -> dict | None:
 
 def to_json(est: Estimate) -> dict:
   return {"n": est.n, "k": est.k, "nll": {str(j): -v for j, v in est.bounds.items()},
-          "mc_se": est.mc_se, "neg_elbo": -est.elbo, "active_units": est.active_units,
-          "mu_variance": est.mu_variance.tolist(), "seconds": est.seconds,
+          "mc_se": est.mc_se, "neg_elbo": -est.elbo, "neg_elbo_mc_se": est.elbo_se,
+          "active_units": est.active_units, "mu_variance": est.mu_variance.tolist(),
+          "seconds": est.seconds,
           "peak_rss_mb": est.peak_rss_mb}
