@@ -83,6 +83,8 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
   assert cli.main(argv) == 0
   report = json.loads((out / "blog_comparison.json").read_text())
   assert "128 train / 100 test images" in report["setting"]
+  assert (report["runs"], report["runs_trained_before"]) == (6, 0)
+  assert "Whole run: " in (out / "blog_comparison.md").read_text()
   assert len(report["main"]["2"]["histories"]) == 1 and set(report["sweep"]) == {"2", "3"}
   assert all(report["sweep"][z]["seeds"] == [1, 2] for z in ("2", "3"))  # more than the main's
   assert report["command"].startswith(f"vae-jax compare --out {out} --seeds 1 --epochs 2")
@@ -100,9 +102,35 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
   with pytest.raises(SystemExit):  # --redraw replaces nothing it could refuse to
     cli.main(["compare", "--out", str(out), "--redraw", "--overwrite"])
   assert "takes no --overwrite" in capsys.readouterr().err
+  # A run there of another setting is refused, naming it and compare's own flag.
+  assert cli.main([*argv[:6], "3", *argv[7:], "--overwrite"]) == 2  # --epochs 3
+  err = capsys.readouterr().err
+  assert "holds a run with --epochs 2, not this member's 3" in err and "another --out" in err
+  assert "--workdir" not in err and {p: p.read_bytes() for p in files} == files
   # The runs are sweeps in OUT/runs: a second comparison trains none of them again.
   assert cli.main([*argv, "--overwrite"]) == 0
   err = capsys.readouterr().err
   assert "2 members, 2 finished already" in err and "4 members, 4 finished already" in err
   again = json.loads((out / "blog_comparison.json").read_text())
   assert again["main"]["2"]["histories"] == report["main"]["2"]["histories"]
+  # Its Markdown says its minutes are this command's, not the training's it reused.
+  assert (again["runs"], again["runs_trained_before"]) == (6, 6)
+  assert "; 6 of its 6 runs were trained by an earlier one" in (out / "blog_comparison.md"
+                                                                ).read_text()
+
+
+def test_compare_interrupted_says_what_is_kept_and_how_to_go_on(tiny_data_dir, tmp_path,
+                                                                monkeypatch, capsys):
+  from vae_jax.experiments import sweep
+
+  def ctrl_c(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(sweep, "run", ctrl_c)
+  out = tmp_path / "cmp"
+  assert cli.main(["compare", "--out", str(out), "--seeds", "1", "--epochs", "1", "--sweep",
+                   "2", "--sweep-seeds", "1", "--sweep-epochs", "1", "--data-dir",
+                   str(tiny_data_dir)]) == 130
+  err = capsys.readouterr().err.strip().splitlines()[-1]
+  assert err == (f"vae-jax compare: interrupted: the runs finished so far are kept in {out}/runs "
+                 f"(a run is written whole or not at all); the same command trains the rest, a "
+                 f"run in training from its last checkpoint, and writes the comparison"), err

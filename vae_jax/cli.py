@@ -356,10 +356,17 @@ def cmd_compare(args, config, parser):
   twice = _first_repeat(args.sweep)
   if twice is not None:
     parser.error(f"--sweep lists {twice} twice: give each latent size once")
-  compare.compare_blog(args.out, seeds=args.seeds, epochs=args.epochs, sweep=tuple(args.sweep),
-                       sweep_seeds=args.sweep_seeds, sweep_epochs=args.sweep_epochs,
-                       strategy=args.strategy, bench_epochs=args.bench_epochs, base=config,
-                       overwrite=args.overwrite)
+  try:
+    compare.compare_blog(args.out, seeds=args.seeds, epochs=args.epochs,
+                         sweep=tuple(args.sweep), sweep_seeds=args.sweep_seeds,
+                         sweep_epochs=args.sweep_epochs, strategy=args.strategy,
+                         bench_epochs=args.bench_epochs, base=config, overwrite=args.overwrite)
+  except KeyboardInterrupt:
+    from vae_jax.run import RunStopped
+    raise RunStopped(f"interrupted: the runs finished so far are kept in {args.out}/runs (a run "
+                     f"is written whole or not at all); the same command trains the rest, a run "
+                     f"in training from its last checkpoint, and writes the comparison", 130
+                     ) from None
 
 
 def cmd_sweep(args, config, parser):
@@ -507,7 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help="how the seeds of a group train (experiments/multi.py); default: auto")
   c.add_argument("--overwrite", action="store_true",
                  help="replace an earlier comparison's JSON, Markdown and figures in --out (its "
-                      "runs in OUT/runs are reused where their setting is the same)")
+                      "runs in OUT/runs are reused where their setting is the same; a run there "
+                      "of another setting, such as another --epochs, is refused, naming it)")
   c.add_argument("--redraw", action="store_true",
                  help="only redraw the figures and Markdown from OUT/blog_comparison.json")
 

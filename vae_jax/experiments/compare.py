@@ -127,9 +127,14 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
   fresh = [z for z in sweep if z not in reused]
   main_grid = grid(base, (2, 20), seed_list, epochs)
   sweep_grid = grid(base, fresh, sweep_list, sweep_epochs) if fresh else None
-  sweeps.plan(main_grid, out / "runs" / "main", named_by=NAMED_BY)  # both refused or accepted
-  if sweep_grid:                                                     # before any training
-    sweeps.plan(sweep_grid, out / "runs" / "sweep", named_by=NAMED_BY)
+  try:  # both refused or accepted before any training; the flag to change is --out
+    plans = [sweeps.plan(main_grid, out / "runs" / "main", named_by=NAMED_BY)]
+    if sweep_grid:
+      plans.append(sweeps.plan(sweep_grid, out / "runs" / "sweep", named_by=NAMED_BY))
+  except (ValueError, OSError) as e:
+    raise type(e)(str(e).replace("another --workdir", "another --out")) from None
+  report["runs"] = sum(len(p.members) for p in plans)
+  report["runs_trained_before"] = sum(len(p.members) - len(p.todo) for p in plans)
   out.mkdir(parents=True, exist_ok=True)  # once nothing is refused
   report["main"] = run_group(main_grid, out / "runs" / "main", strategy)
   groups = run_group(sweep_grid, out / "runs" / "sweep", strategy) if fresh else {}
@@ -234,10 +239,20 @@ def verdict(report: dict) -> list[str]:
   return out
 
 
+def _wall(report: dict) -> str:
+  """The command's wall time, and whether it is the whole comparison's."""
+  minutes, before = report["wall_s"] / 60, report.get("runs_trained_before", 0)
+  if not before:
+    return f"Whole run: {minutes:.1f} minutes"
+  return (f"This command: {minutes:.1f} minutes; {before} of its {report['runs']} runs were "
+          f"trained by an earlier one, not counted here (the training seconds below count "
+          f"them)")
+
+
 def markdown(report: dict) -> str:
   first = next(iter(report["main"].values()))
   lines = ["# The blog's numbers, reproduced", "",
-           f"Machine: {report['machine']}. Whole run: {report['wall_s'] / 60:.1f} minutes "
+           f"Machine: {report['machine']}. {_wall(report)} "
            f"(`{report.get('command', 'vae-jax compare --out results')}`).", "",
            f"Setting: {report['setting']}. Losses are nats per image (sum over the split / its "
            "size); train with sampled z, test with z = mu (the blog's `model.eval()`). "
