@@ -118,3 +118,11 @@ def test_the_machine_line_names_torch_only_beside_a_pytorch_row():
   machine = lambda rows: bench.format_table(rows, Config(), 1).splitlines()[0]
   assert machine([jax_row]).startswith("machine: jax ") and "torch" not in machine([jax_row])
   assert "; torch " in machine([jax_row, torch_row])
+
+
+def test_bench_warns_when_the_cpu_is_already_busy():
+  from vae_jax.experiments import bench
+  assert bench.busy_cpu(load=0.9, cores=2) is None   # half the cores or less: quiet
+  assert bench.busy_cpu(load=1.0, cores=2) is None
+  warning = bench.busy_cpu(load=1.9, cores=2)
+  assert warning.startswith("the load average is 1.9 on 2 cores before the benchmark starts")

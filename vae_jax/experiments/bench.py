@@ -147,12 +147,30 @@ def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog"
               test_s)
 
 
+def busy_cpu(load=None, cores=None) -> str | None:
+  """A warning when other work already keeps the CPU busy before the benchmark starts (the
+  1-minute load average over half the cores): the figures then time the contention too,
+  PyTorch's threads most of all. None when the CPU is idle enough, or the load is unknown."""
+  try:
+    load = os.getloadavg()[0] if load is None else load
+  except OSError:
+    return None
+  cores = cores or os.cpu_count() or 1
+  if load <= cores / 2:
+    return None
+  return (f"the load average is {load:.1f} on {cores} cores before the benchmark starts: other "
+          f"work competes for the CPU, and the figures will show it")
+
+
 def run(config: Config, epochs: int, torch_loops=None) -> list[dict]:
   """Benchmarks JAX and (if installed) PyTorch on MNIST as `config` loads it; prints the rows.
 
   `torch_loops`: which PyTorch loops to time (`()`: none); default: every loop that runs
   on the device torch sees (`default_torch_loops`).
   """
+  busy = busy_cpu()
+  if busy:
+    print(f"bench: warning: {busy}", file=sys.stderr)
   d = data.load_device_data(config)
   # Both precisions: the same on a CPU; on a GPU "default" may be TF32-like and faster.
   rows = [bench_jax(config.replace(matmul_precision=p), d, epochs) for p in ("highest", "default")]
