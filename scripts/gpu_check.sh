@@ -75,7 +75,7 @@ for run in cold warm; do
   timeout 90 $PY -m vae_jax train --workdir "/tmp/vae_2_$run" --epochs "$TRAIN_EPOCHS" --no-progress 2>&1 | tail -4
   awk -v a="$start" -v b="$EPOCHREALTIME" -v r="$run" 'BEGIN{printf "%s: whole command %.1f s\n", r, b - a}'
 done 2>&1 | tee "$OUT/train.log"
-for every in "--checkpoint-seconds 1" "--checkpoint-every 1"; do  # the default, every epoch
+for every in "" "--checkpoint-every 1"; do  # the default checkpoints, then one every epoch
   rm -rf /tmp/vae_2_phases
   timeout 60 $PY scripts/train_phases.py --workdir /tmp/vae_2_phases --epochs "$TRAIN_EPOCHS" \
     $every 2>&1 | tail -16

@@ -174,12 +174,16 @@ MUTANTS = [
     Mutant("lr_inf_accepted", "vae_jax/config.py", "or not math.isfinite(self.learning_rate)",
            "", "a learning rate of inf is accepted", tests=RUN_TESTS),
     Mutant("checkpoint_clock_per_epoch", "vae_jax/run.py",
-           "else now - saved_at >= checkpoint_seconds)", "else now - t_last >= checkpoint_seconds)",
+           "else now - saved_at >= checkpoint_seconds)",
+           'else row["seconds"] >= checkpoint_seconds)',
            "the checkpoint clock reads the epoch's own seconds, not those since the last save "
            "(short epochs never checkpoint)", tests=RUN_TESTS),
-    Mutant("checkpoint_clock_not_reset", "vae_jax/run.py", "saved, saved_at = epoch, _clock()",
+    Mutant("checkpoint_clock_not_reset", "vae_jax/run.py", "saved, saved_at = epoch, now",
            "saved = epoch", "the checkpoint clock never restarts: every epoch after the first "
            "second is checkpointed", tests=RUN_TESTS),
+    Mutant("checkpoint_clock_after_the_save", "vae_jax/run.py", "saved, saved_at = epoch, now",
+           "saved, saved_at = epoch, _clock()", "the checkpoint clock restarts after the save, "
+           "so checkpoints come S plus the save's time apart", tests=RUN_TESTS),
     Mutant("divergence_keeps_an_older_checkpoint", "vae_jax/run.py",
            "if last_read is not None and last_read[0] != saved:",
            "if False:", "a run that diverges keeps its last checkpoint, not the epoch before "

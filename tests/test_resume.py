@@ -241,33 +241,40 @@ def test_checkpoint_every_n_epochs_and_always_the_last(tiny_data_dir, tmp_path):
 
 
 class _FakeHost:
-  """A host clock that reads 0.5 s x the epochs dispatched so far (`run._clock`), and the
-  epochs checkpointed. The loop reads epoch e after dispatching e + 1: at 0.5 (e + 1) s."""
+  """A fake host clock (`run._clock`) on which reading an epoch off the device takes 0.5 s
+  (the loop's one `jax.device_get` an epoch, where the host waits for the device) and a
+  checkpoint 0.375 s, both exact in binary; and the epochs checkpointed."""
+  READ_S, SAVE_S = 0.5, 0.375
 
   def __init__(self, monkeypatch):
-    from vae_jax import train
     self.now, self.saved = 0.0, []
-    real_epochs, real_save = train.run_epochs, checkpoint.save_checkpoint
+    real_save = checkpoint.save_checkpoint
 
-    def run_epochs(*args, **kwargs):
-      for item in real_epochs(*args, **kwargs):
-        self.now += 0.5
-        yield item
+    def device_get(tree):
+      self.now += self.READ_S
+      return jax.device_get(tree)
 
     def save(run_dir, epoch, *args, **kwargs):
       self.saved.append(epoch)
+      self.now += self.SAVE_S
       return real_save(run_dir, epoch, *args, **kwargs)
 
     monkeypatch.setattr(run, "_clock", lambda: self.now)
-    monkeypatch.setattr(train, "run_epochs", run_epochs)
+    class Jax:  # run.py's `jax`: the real one, but for its device_get
+      def __getattr__(self, name):
+        return device_get if name == "device_get" else getattr(jax, name)
+
+    monkeypatch.setattr(run, "jax", Jax())
     monkeypatch.setattr(checkpoint, "save_checkpoint", save)
 
 
 @pytest.mark.parametrize("flags,saved", [
-    # The default, 1 s: epoch 1 is read at 1.0 s, 1.0 s after the start: saved; epoch 2 at
-    # 1.5 s, 0.5 s after that save: not; epoch 3 at 2.0 s: saved; ...; and the last.
-    ((), [1, 3, 5, 7, 9, 10]),
-    (("--checkpoint-seconds", "1.5"), [2, 5, 8, 10]),  # read at 1.5, 3.0, 4.5 s; the last
+    # 1.2 s: epochs 1, 2, 3 are read at 0.5, 1.0, 1.5 s: 3 is saved, its clock restarting at
+    # 1.5 s, the read (the save ends at 1.875); 4 and 5 are read at 2.375 and 2.875 s, 1.375 s
+    # after: 5 is saved; so 7 and 9; and the last. (A clock restarted after the save would
+    # give 3, 6, 9, 10.)
+    (("--checkpoint-seconds", "1.2"), [3, 5, 7, 9, 10]),
+    ((), [2, 4, 6, 8, 10]),  # the default, 1 s: read at 1.0 s, then 1.375 s apart
     (("--checkpoint-seconds", "0"), list(range(1, 11))),
     (("--checkpoint-every", "4"), [4, 8, 10]),  # epochs, whatever the clock says
 ])
@@ -280,6 +287,15 @@ def test_a_checkpoint_follows_each_epoch_read_s_seconds_after_the_last_and_the_l
   assert host.saved == saved
   assert [p.name for p in checkpoint.checkpoints(tmp_path / "run")] == [
       f"epoch_{e:04d}.msgpack" for e in saved[-2:]]
+
+
+def test_train_and_evaluate_refuses_a_bad_checkpoint_clock_before_any_work(tmp_path):
+  for bad in (-1.0, float("nan"), float("inf")):
+    with pytest.raises(ValueError, match="--checkpoint-seconds must be a finite number >= 0"):
+      run.train_and_evaluate(Config(), tmp_path / "run", checkpoint_seconds=bad)
+  with pytest.raises(ValueError, match="--checkpoint-every must be >= 1"):
+    run.train_and_evaluate(Config(), tmp_path / "run", checkpoint_every=0)
+  assert not (tmp_path / "run").exists()
 
 
 def test_checkpoint_seconds_and_every_are_one_choice(tiny_data_dir, tmp_path, capsys):

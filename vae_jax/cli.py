@@ -198,7 +198,7 @@ def _path(text: str) -> str:
 def _seconds(text: str) -> float:
   value = float(text)
   if not 0 <= value < float("inf"):
-    raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
   return value
 
 

@@ -34,9 +34,10 @@ ARCH_DEFAULTS = {"burda": {"hidden_dim": 200, "latent_dim": 50}}
 
 # Not a hyper-parameter (it changes no number), so not in Config: a single run writes a
 # checkpoint at most once per this many seconds of training by default (`run.py`). A save
-# costs 17 to 31 ms of host time on 2 cores of an Intel Xeon (9.7 MB at z = 2): one a second keeps that near 2% of
-# training when epochs are short (a GPU's 20 to 50 ms), while each CPU epoch of the blog's
-# run (1.5 to 2 s) still gets its own.
+# costs 17 to 18 ms of host time alone on 2 cores of an Intel Xeon, about 25 ms inside a run
+# (9.7 MB at z = 2; results/checkpoint_cost_intel.txt, train_phases_intel.txt): one a second
+# keeps that near 2% of training when epochs are short (a GPU's 20 to 50 ms), while each CPU
+# epoch of the blog's run (1.5 to 2 s) still gets its own.
 CHECKPOINT_SECONDS = 1.0
 
 

@@ -443,7 +443,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
   bar = tqdm.tqdm(total=config.epochs, initial=start, desc=f"z={config.latent_dim}",
                   unit="epoch", disable=not progress)
   t_last, saved = _clock(), start
-  saved_at = t_last  # when the last checkpoint was written (the start, before the first)
+  saved_at = t_last  # when the last checkpoint's epoch was read (the start, before the first)
   last_read = None    # (epoch, state) of the last epoch read: finite, maybe not saved
 
   def record(metrics_file, epoch, state, train_m, test_m, recon, finite, stats,
@@ -486,7 +486,7 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
            else now - saved_at >= checkpoint_seconds)
     if due or epoch == config.epochs or force_checkpoint:
       checkpoint.save_checkpoint(out, epoch, state, history, config)
-      saved, saved_at = epoch, _clock()
+      saved, saved_at = epoch, now  # from this epoch's read: the save's own time counts
     last_read = (epoch, state)
     bar.set_postfix(loss=f"{row['train_loss']:.2f}", test=f"{row['test_loss']:.2f}", refresh=False)
     bar.update(1)
