@@ -184,6 +184,10 @@ MUTANTS = [
     Mutant("checkpoint_clock_after_the_save", "vae_jax/run.py", "saved, saved_at = epoch, now",
            "saved, saved_at = epoch, _clock()", "the checkpoint clock restarts after the save, "
            "so checkpoints come S plus the save's time apart", tests=RUN_TESTS),
+    Mutant("divergence_under_overwrite_says_overwrite", "vae_jax/run.py",
+           "if out == plan.final else", "if True else", "a run that diverges under --overwrite "
+           "says to start again with --overwrite, which its own WORKDIR.new refuses",
+           tests=RUN_TESTS),
     Mutant("divergence_keeps_an_older_checkpoint", "vae_jax/run.py",
            "if last_read is not None and last_read[0] != saved:",
            "if False:", "a run that diverges keeps its last checkpoint, not the epoch before "

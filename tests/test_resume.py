@@ -12,6 +12,7 @@ backends"); bit for bit across processes is the CPU's guarantee.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -392,6 +393,29 @@ def test_divergence_after_some_epochs_keeps_the_last_finite_checkpoint(every, ti
   assert ckpt.epoch == bad_epoch - 1 and ckpt.history == [  # metrics.jsonl's rows, seconds too
       json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
   assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(ckpt.state))
+
+
+def test_divergence_under_overwrite_says_to_delete_its_staging_directory(tiny_data_dir, tmp_path):
+  """Under --overwrite the kept checkpoint is in WORKDIR.new, which a plain --overwrite
+  refuses: the line must say to delete it, and the old run must be untouched."""
+  def kl_capped(params, model, x, eps, weight):  # NaN once the KL passes 1.5 nats an image
+    loss, m = losses.batch_loss(params, model, x, eps, weight)
+    return loss, losses.Metrics(*(jnp.where(m.kl / weight.sum() > 1.5, jnp.nan, v) for v in m))
+
+  workdir = tmp_path / "run"
+  config = Config(epochs=1, data_dir=str(tiny_data_dir))
+  run.train_and_evaluate(config, workdir, progress=False)
+  before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+  with pytest.raises(run.RunStopped, match=r"diverged at epoch") as e:
+    run.train_and_evaluate(config.replace(epochs=20), workdir, overwrite=True, progress=False,
+                           loss_fn=kl_capped, checkpoint_every=1)
+  staged = run.staging_dir(workdir)
+  assert str(e.value).endswith(f"Try a smaller --learning-rate and delete {staged} (this "
+                               f"--overwrite's) and start again with --overwrite"), e.value
+  assert checkpoint.checkpoints(staged)  # what it says it keeps
+  assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+  shutil.rmtree(staged)  # as told: the next --overwrite is accepted
+  assert run.plan_run(config, workdir, overwrite=True).write == staged
 
 
 def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(

@@ -471,8 +471,9 @@ def train_and_evaluate(config: Config, workdir, *, overwrite: bool = False, resu
       kept = (f"the checkpoint of epoch {saved} is kept in {out / checkpoint.CHECKPOINT_DIR}"
               if saved else "no epoch finished before it, so no checkpoint is kept")
       value = f" = {row[bad]}" if bad in row else ""
-      again = ("start again with --overwrite" if saved else
-               "run the command again with it: the directory holds nothing trained")
+      again = ("run the command again with it: the directory holds nothing trained"
+               if not saved else "start again with --overwrite" if out == plan.final else
+               f"delete {out} (this --overwrite's) and start again with --overwrite")
       raise RunStopped(f"training diverged at epoch {epoch}: {bad}{value} is not finite "
                        f"(learning rate {config.learning_rate}); {kept}. Try a smaller "
                        f"--learning-rate and {again}", exit_code=3)
