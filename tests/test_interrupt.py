@@ -36,11 +36,13 @@ def _ctrl_c_inside_gc(armed):
 
 def test_a_ctrl_c_dropped_in_a_gc_callback_comes_again_inside_the_command():
   before = sys.unraisablehook
-  callback, fired = _ctrl_c_inside_gc([True])
+  armed = []  # armed inside: a collection that Python starts before would take the Ctrl-C
+  callback, fired = _ctrl_c_inside_gc(armed)
   reached_the_end = False
   try:
     with pytest.raises(KeyboardInterrupt):
       with interrupt.recorded():
+        armed.append(True)
         gc.collect()  # the KeyboardInterrupt is raised inside the callback, and dropped
         assert fired
         reached_the_end = True  # dropped indeed: the code after it ran
