@@ -476,6 +476,8 @@ def run_one(m: Mutant, tests: list[str], python: str) -> tuple[bool, str, float]
       return True, "a collection error", time.perf_counter() - t0
     if proc.returncode not in (0, 1):
       raise SystemExit(f"mutant {m.name}: pytest exited {proc.returncode}\n{proc.stdout[-2000:]}")
+    if m is UNMUTATED and proc.returncode == 1:  # the why, for the fix
+      print(proc.stdout[-4000:], flush=True)
     return proc.returncode == 1, (failed[0] if failed else ""), time.perf_counter() - t0
 
 
