@@ -8,8 +8,10 @@ must then send the Ctrl-C again, to land where a Ctrl-C would have.
 """
 
 import gc
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -20,13 +22,26 @@ from vae_jax import cli, interrupt
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+  """SIGINT raises KeyboardInterrupt here, as in a terminal. A process that a non-interactive
+  shell starts in the background (`make test &`, `nohup ... &`) inherits SIGINT ignored, and
+  Python then installs no handler: a Ctrl-C, sent again or not, would do nothing at all."""
+  old = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, old)
+
+
 def _ctrl_c_inside_gc(armed):
-  """Registers a gc callback that raises KeyboardInterrupt once, at the first collection
-  once `armed` (a list) holds something; returns it and the list of times it fired."""
+  """Registers a gc callback that raises KeyboardInterrupt once, at the first collection in
+  the main thread once `armed` (a list) holds something; returns it and the list of times it
+  fired. The main thread only: Python runs a Ctrl-C's handler there and nowhere else, and a
+  re-sent Ctrl-C from a thread that blocks SIGINT (as C++ thread pools do) would be lost."""
   fired = []
 
   def callback(phase, info):
-    if phase == "start" and armed and not fired:
+    if (phase == "start" and armed and not fired
+        and threading.current_thread() is threading.main_thread()):
       fired.append(True)
       raise KeyboardInterrupt
 
@@ -36,7 +51,7 @@ def _ctrl_c_inside_gc(armed):
 
 def _collect(fired):
   """gc.collect() until the callback has fired: while another thread's collection runs
-  (its finalizers can let this thread in), gc.collect() returns at once and calls no
+  (its finalizers can let the main thread in), gc.collect() returns at once and calls no
   callback."""
   for _ in range(10_000):
     gc.collect()
