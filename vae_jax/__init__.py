@@ -1,31 +1,18 @@
 """vae-jax: the MNIST VAE of "PyTorch (11) Variational Autoencoder" (2018) in JAX, Flax and
 Optax.
 
-`from vae_jax import VAE, vae_loss, ...` imports JAX on first use of such a name, not
-with the package: the command line starts without it, so that Ctrl-C works from its
-first line (`vae_jax.interrupt`).
+The lesson, in reading order: `config.py` (every hyper-parameter), `data.py` (MNIST on
+the device), `model.py` (the VAE, the reparameterization), `losses.py` (the BCE, the
+analytic KL, the loss), `train.py` (Adam, the compiled epoch, evaluation, fit). Built on
+it: `extensions/` (the CVAE, Burda et al.'s model and schedule, IWAE and the likelihood,
+beta and KL warm-up, binarization), `study/` (the gradient-flow study) and `app/` (the
+command line, run directories, sweeps, the comparison with PyTorch).
+
+Importing the package imports no JAX (the command line installs its Ctrl-C handler first):
+`from vae_jax.model import VAE`.
 """
 
-import importlib
+from vae_jax.config import Config
 
-_EXPORTS = {"Config": "config", "LossTerms": "losses", "bernoulli_nll": "losses",
-            "kl_standard_normal": "losses", "vae_loss": "losses", "VAE": "model",
-            "VAEOutput": "model", "reparameterize": "model"}
-__all__ = sorted(_EXPORTS)
+__all__ = ["Config"]
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-  """`vae_jax.VAE` and the other names above, or a submodule (`vae_jax.losses`), on first use."""
-  if name in _EXPORTS:
-    return getattr(importlib.import_module(f"vae_jax.{_EXPORTS[name]}"), name)
-  try:
-    return importlib.import_module(f"vae_jax.{name}")
-  except ModuleNotFoundError as e:
-    if e.name != f"vae_jax.{name}":  # the submodule exists and lacks a package of its own
-      raise
-  raise AttributeError(f"module 'vae_jax' has no attribute {name!r}")
-
-
-def __dir__():
-  return sorted([*globals(), *__all__])

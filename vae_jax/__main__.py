@@ -1,5 +1,5 @@
 import sys
 
-from vae_jax.cli import main
+from vae_jax.app.cli import main
 
 sys.exit(main())

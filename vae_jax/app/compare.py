@@ -28,11 +28,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import checkpoint, data, plots  # noqa: E402
+from vae_jax import data  # noqa: E402
+from vae_jax.app import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
+from vae_jax.app import bench, count, multi, plots  # noqa: E402
+from vae_jax.app import sweep as sweeps  # noqa: E402  (`sweep`: compare_blog's z list)
+from vae_jax.app.files import atomic_write, check_results_dir  # noqa: E402
+from vae_jax.app.run import read_metrics  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
-from vae_jax.experiments import COMPARE_DEFAULTS as DEFAULTS  # noqa: E402
-from vae_jax.experiments import bench, count, multi  # noqa: E402
-from vae_jax.experiments import sweep as sweeps  # noqa: E402  (`sweep`: compare_blog's z list)
 
 # What the blog reports (aidiary 2018, its own single PyTorch run): words, not a table.
 BLOG_SAYS = {2: "test loss converges around 150", 20: "test loss falls into the 90s"}
@@ -81,7 +83,7 @@ def run_group(lists: dict, out: Path, strategy: str) -> dict:
   for z in zs:
     names = {m.name for m in p.members if m.config.latent_dim == z}
     trained = [g for g in groups if set(g["members"]) & names]
-    histories = [[{k: r[k] for k in keys} for r in sweeps.metrics_rows(out / m.name)]
+    histories = [[{k: r[k] for k in keys} for r in read_metrics(out / m.name)]
                  for m in p.members if m.name in names]
     report[z] = {"latent_dim": z, "epochs": epochs, "seeds": list(seeds),
                  "strategy": "+".join(sorted({g["strategy"] for g in trained})) or "unknown",
@@ -99,7 +101,7 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
                  sweep_epochs: int = DEFAULTS["sweep_epochs"], strategy: str = DEFAULTS["strategy"],
                  bench_epochs: int = DEFAULTS["bench_epochs"], base: Config = Config(),
                  overwrite: bool = False) -> dict:
-  out = checkpoint.check_results_dir(out, "--out", "the comparison")
+  out = check_results_dir(out, "--out", "the comparison")
   if (out / "blog_comparison.json").exists() and not overwrite:  # written last: a finished one
     raise FileExistsError(f"{out}/blog_comparison.json holds an earlier comparison's results: "
                           f"pass --overwrite to replace them, or choose another --out")
@@ -159,7 +161,7 @@ def compare_blog(out: str | Path = DEFAULTS["out"], *, seeds: int = DEFAULTS["se
                                   for loop in ("blog", "tensor")]
   report["wall_s"] = time.perf_counter() - t_start
 
-  (out / "blog_comparison.json").write_text(json.dumps(report, indent=1))
+  atomic_write(out / "blog_comparison.json", json.dumps(report, indent=1).encode())
   redraw(out)
   return report
 

@@ -15,7 +15,6 @@ discusses the results.
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 import time
@@ -30,11 +29,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vae_jax import checkpoint, data, losses, plots, train  # noqa: E402
+from vae_jax import data, losses, train  # noqa: E402
+from vae_jax.app import plots  # noqa: E402
+from vae_jax.app.files import atomic_write, check_results_dir  # noqa: E402
 from vae_jax.config import Config  # noqa: E402
 from vae_jax.data import DeviceData  # noqa: E402
-from vae_jax.experiments import STUDY_EXPERIMENTS, estimators, variants  # noqa: E402
-from vae_jax.model import VAE, make_model  # noqa: E402
+from vae_jax.model import VAE  # noqa: E402
+from vae_jax.study import EXPERIMENTS as NAMES  # noqa: E402
+from vae_jax.study import estimators, variants  # noqa: E402
 
 
 def fit(config: Config, d: DeviceData, loss_fn=losses.batch_loss, programs=None, on_epoch=None):
@@ -49,7 +51,7 @@ def fit(config: Config, d: DeviceData, loss_fn=losses.batch_loss, programs=None,
 
 
 def _encode(config, params, x_u8):
-  mu, h = make_model(config).apply({"params": params}, data.to_inputs(x_u8),
+  mu, h = VAE.from_config(config).apply({"params": params}, data.to_inputs(x_u8),
                                          method=VAE.encode)
   return np.asarray(mu), np.asarray(h)
 
@@ -99,7 +101,7 @@ def compute_variance(d: DeviceData, quick: bool = False):
   # The real VAE: f_x(z) = -log p(x | z) for a few test images; the gradient wrt the
   # encoder's output (mu, logvar) and wrt the encoder's weights, at init and trained.
   config = Config(epochs=1 if quick else 10)
-  model = make_model(config)
+  model = VAE.from_config(config)
   init = train.setup(config).state.params
   trained, _, _ = fit(config, d)
   x = data.to_inputs(d.x_test[:8])                          # [8, 784]
@@ -200,7 +202,7 @@ SAMPLINGS_COMPARED = ("reparam", "stop_gradient")
 
 def compute_stop_gradient(d: DeviceData, quick: bool = False):
   config = Config(epochs=2 if quick else 10)
-  model = make_model(config)
+  model = VAE.from_config(config)
   result, arrays = {"epochs": config.epochs}, {"y_test": np.asarray(d.y_test)}
   for sampling in SAMPLINGS_COMPARED:
     loss_fn = variants.make_loss(sampling)
@@ -380,7 +382,7 @@ LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
 
 def compute_gradient_flow(d: DeviceData, quick: bool = False):
   config = Config(epochs=2 if quick else 30)
-  model = make_model(config)
+  model = VAE.from_config(config)
   b = min(1024, len(d.x_train))
   x = data.to_inputs(d.x_train[:b])                         # a fixed batch, [b, 784]
   eps = jax.random.normal(jax.random.PRNGKey(0), (b, config.latent_dim))  # and fixed eps
@@ -474,8 +476,7 @@ def draw_likelihood(result: dict, arrays: dict):
 # ---------------------------------------------------------------------------
 # Running, writing and redrawing.
 
-EXPERIMENTS = {name: (globals()[f"compute_{name}"], globals()[f"draw_{name}"])
-               for name in STUDY_EXPERIMENTS}
+EXPERIMENTS = {name: (globals()[f"compute_{name}"], globals()[f"draw_{name}"]) for name in NAMES}
 
 
 def _check_names(names) -> list[str]:
@@ -499,7 +500,7 @@ def run(out="results/gradient_flow", only=None, quick: bool = False, d: DeviceDa
   unless `overwrite`; each experiment's files are replaced once its numbers are in.
   """
   names = _check_names(only)
-  out = checkpoint.check_results_dir(out, "--out", "the study")
+  out = check_results_dir(out, "--out", "the study")
   earlier = [name for name in names if (out / f"{name}.json").exists()]
   if earlier and not overwrite:
     raise FileExistsError(f"{out}/{earlier[0]}.json holds an earlier study's results: pass "
@@ -513,11 +514,9 @@ def run(out="results/gradient_flow", only=None, quick: bool = False, d: DeviceDa
     result, arrays = EXPERIMENTS[name][0](d, quick)
     result["seconds"] = time.perf_counter() - t0
     result["setting"] = setting
-    checkpoint.atomic_write_bytes(out / f"{name}.json", json.dumps(result, indent=1).encode())
+    atomic_write(out / f"{name}.json", json.dumps(result, indent=1).encode())
     if arrays:
-      buffer = io.BytesIO()
-      np.savez_compressed(buffer, **arrays)
-      checkpoint.atomic_write_bytes(out / f"{name}.npz", buffer.getvalue())
+      atomic_write(out / f"{name}.npz", lambda f: np.savez_compressed(f, **arrays))
     elif (out / f"{name}.npz").exists():
       (out / f"{name}.npz").unlink()  # an older version's arrays: not this result's
     _draw(out, name, result, arrays)

@@ -2,8 +2,8 @@
 manifold, interpolations and the CVAE's digits.
 
 Every `save_*` function takes NumPy arrays and a path and writes one PNG (Agg
-backend, no display needed). `latent_scatter` and `save_figure` are the pieces the
-experiments' figures share.
+backend, no display needed), whole or not at all (`files.atomic_write`).
+`latent_scatter` and `save_figure` are the pieces the experiments' figures share.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from vae_jax.app.files import atomic_write  # noqa: E402
 
 
 def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
@@ -33,7 +36,7 @@ def image_grid(images: np.ndarray, nrow: int, pad: int = 2) -> np.ndarray:
 def save_figure(fig, path, dpi: int = 100) -> None:
   """Lays out, writes and closes a Matplotlib figure."""
   fig.tight_layout()
-  fig.savefig(path, dpi=dpi)
+  atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
   plt.close(fig)
 
 
@@ -51,7 +54,9 @@ def latent_scatter(ax, xy: np.ndarray, labels: np.ndarray, *, title: str = "", l
 
 
 def save_grid(images: np.ndarray, path, nrow: int = 8) -> None:
-  plt.imsave(path, image_grid(images, nrow), cmap="gray", vmin=0.0, vmax=1.0)
+  grid = image_grid(images, nrow)
+  atomic_write(path, lambda f: plt.imsave(f, grid, cmap="gray", vmin=0.0, vmax=1.0,
+                                          format="png"))
 
 
 def save_reconstructions(originals: np.ndarray, recons: np.ndarray, path) -> None:
@@ -60,19 +65,23 @@ def save_reconstructions(originals: np.ndarray, recons: np.ndarray, path) -> Non
 
 
 def save_learning_curves(history: list[dict], path, title: str = "") -> None:
-  """Train and test loss per image against epoch; right panel: the recon / KL split."""
+  """Train and test loss per image against epoch; right panel: the recon / KL split. A
+  short run's epochs are marked (one epoch would otherwise draw nothing)."""
   epochs = [h["epoch"] for h in history]
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-  ax.plot(epochs, [h["train_loss"] for h in history], label="train (sampled z)")
-  ax.plot(epochs, [h["test_loss"] for h in history], label="test (z = mu)")
+  mark = "o" if len(history) <= 20 else None
+  ax.plot(epochs, [h["train_loss"] for h in history], marker=mark, label="train (sampled z)")
+  ax.plot(epochs, [h["test_loss"] for h in history], marker=mark, label="test (z = mu)")
   ax.set(xlabel="epoch", ylabel="loss per image (nats)", title=title or "negative ELBO")
   ax.grid(True)
   ax.legend()
-  ax2.plot(epochs, [h["test_recon"] for h in history], label="test reconstruction")
-  ax2.plot(epochs, [h["test_kl"] for h in history], label="test KL")
+  ax2.plot(epochs, [h["test_recon"] for h in history], marker=mark, label="test reconstruction")
+  ax2.plot(epochs, [h["test_kl"] for h in history], marker=mark, label="test KL")
   ax2.set(xlabel="epoch", ylabel="nats per image", yscale="log", title="test loss, split")
   ax2.grid(True, which="both")
   ax2.legend()
+  for a in (ax, ax2):
+    a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, not 1.2 and 1.4
   save_figure(fig, path)
 
 
@@ -152,11 +161,13 @@ def save_kl_per_dim(history: list[dict], path) -> None:
   kl = np.sort(np.asarray(history[-1]["test_kl_per_dim"]))[::-1]
   fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
   ax.bar(np.arange(len(kl)), kl)
+  ax.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax.set(xlabel="latent dimension, by KL", ylabel="KL per test image (nats)",
          title=f"KL of each dimension, epoch {history[-1]['epoch']} (sum {kl.sum():.2f})")
   ax.grid(True, axis="y")
   counted = [h for h in history if "active_units" in h]  # a sweep's member: the last epoch only
   ax2.plot([h["epoch"] for h in counted], [h["active_units"] for h in counted], marker=".")
+  ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
   ax2.set(xlabel="epoch", ylabel="active units", ylim=(0, len(kl) + 0.5),
           title="active units: Var_x(mu_u) > 0.01 over the test set")
   ax2.grid(True)

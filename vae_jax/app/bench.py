@@ -40,27 +40,25 @@ import time
 import jax
 import numpy as np
 
-from vae_jax import data, interrupt, train
+from vae_jax import data, train
+from vae_jax.app import TORCH_LOOPS, interrupt
 from vae_jax.config import Config
 from vae_jax.data import DeviceData
-from vae_jax.experiments import TORCH_LOOPS
-
 
 
 def bench_jax(config: Config, d: DeviceData, epochs: int) -> dict:
-  """Times `epochs` epochs of the compiled trainer: train and test apart, compile apart."""
+  """Times `epochs` epochs of the lesson's compiled epoch (the blog's model): train and test
+  apart, compile apart."""
   run = train.setup(config, d)
-  y_train, y_test = train.labels_of(run.model, d.y_train), train.labels_of(run.model, d.y_test)
-  warm, _ = run.programs.train_epoch(run.state, d.x_train, train.epoch_key(run.keys.train, 1),
-                                     *y_train)  # untimed; its state is not kept
-  jax.block_until_ready(run.programs.evaluate(warm.params, d.x_test, *y_test))
+  warm, _ = run.programs.train_epoch(run.state, d.x_train, train.epoch_key(run.keys.train, 1))
+  jax.block_until_ready(run.programs.evaluate(warm.params, d.x_test))  # untimed, not kept
   state, train_s, test_s = run.state, [], []
   for epoch in range(1, epochs + 1):
     t0 = time.perf_counter()
     state, _ = jax.block_until_ready(run.programs.train_epoch(
-        state, d.x_train, train.epoch_key(run.keys.train, epoch), *y_train))
+        state, d.x_train, train.epoch_key(run.keys.train, epoch)))
     t1 = time.perf_counter()
-    jax.block_until_ready(run.programs.evaluate(state.params, d.x_test, *y_test))
+    jax.block_until_ready(run.programs.evaluate(state.params, d.x_test))
     t2 = time.perf_counter()
     train_s.append(t1 - t0)
     test_s.append(t2 - t1)
@@ -96,7 +94,7 @@ def bench_torch(config: Config, d: DeviceData, epochs: int, loader: str = "blog"
   eager) or under `torch.compile(mode="reduce-overhead")`, CUDA graphs (`"graphs"`)."""
   import torch
 
-  from vae_jax.experiments import torch_ref
+  from vae_jax.app import torch_ref
 
   if loader not in TORCH_LOOPS:
     raise ValueError(f"loader must be one of {TORCH_LOOPS}, got {loader!r}")

@@ -33,6 +33,7 @@ shared folder.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -43,12 +44,11 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from vae_jax import checkpoint
+from vae_jax.app import SWEEP_SHARED as SINGLE  # one value: the same images for all
+from vae_jax.app import SWEEP_WHERE_FROM as WHERE_FROM  # a rerun's check ignores them
+from vae_jax.app import checkpoint, count, rundir
+from vae_jax.app.files import atomic_write, check_directory
 from vae_jax.config import Config
-
-from vae_jax.experiments import SWEEP_SHARED as SINGLE  # one value: the same images for all
-from vae_jax.experiments import SWEEP_WHERE_FROM as WHERE_FROM  # a rerun's check ignores them
-from vae_jax.experiments import count
 SUMMARY = ("sweep.json", "sweep.md", "sweep.png")
 
 
@@ -122,7 +122,8 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
   and a `<member>.new` holding the training of another setting (a rerun with a mistyped
   flag must not throw it away).
   """
-  workdir = checkpoint.check_directory(Path(workdir), "--workdir")
+  workdir = check_directory(Path(workdir), "--workdir")
+  rundir.refuse_if_held(workdir)
   other = others_files(workdir)
   if other:
     raise ValueError(f"{workdir} holds files that are not a sweep's ({', '.join(other[:3])}"
@@ -154,9 +155,10 @@ def plan(lists: dict, workdir, command: str = "", named_by=()) -> Plan:
   todo = [m for m in members if not _finished(workdir / m.name, m.config)]
   for m in todo:
     _check_in_training(workdir / f"{m.name}.new", m.config)
-  idle = next((m for m in todo if m.config.idle_warmup), None)  # as train refuses a new run
+  from vae_jax.extensions.beta import idle_warmup
+  idle = next((m for m in todo if idle_warmup(m.config)), None)  # as train refuses a new run
   if idle is not None:
-    raise ValueError(f"member {idle.name}: {idle.config.idle_warmup}")
+    raise ValueError(f"member {idle.name}: {idle_warmup(idle.config)}")
   return Plan(members, swept, todo, command)
 
 
@@ -192,21 +194,20 @@ def _check_in_training(new: Path, config: Config) -> None:
 
 def _finished(run_dir: Path, config: Config) -> bool:
   """Whether `run_dir` holds this member's finished run; refuses anything else it could hold."""
-  from vae_jax import run
   if not run_dir.exists():
     return False
-  checkpoint.check_directory(run_dir, "--workdir")
-  status = run.run_status(run_dir)
+  check_directory(run_dir, "--workdir")
+  status = rundir.status(run_dir)
   fix = f"delete {run_dir}, or choose another --workdir"
-  if status.state == "empty" or not run.has_run_config(run_dir):
-    other = run.others_files(run_dir)
+  if status.state == "empty" or not rundir.has_run_config(run_dir):
+    other = rundir.others_files(run_dir)
     if other:  # a user's, or a run's without its config.json: the member would replace them
-      raise ValueError(run.foreign_files_error(run_dir, other, deleted=False))
+      raise ValueError(rundir.foreign_files_error(run_dir, other, deleted=False))
     return False
   saved = Config.from_file(run_dir / "config.json")  # unreadable: a ValueError naming the fix
   if not _same_run(saved, config):
     raise ValueError(f"{run_dir} holds a run with {_difference(saved, config)}: {fix}")
-  if run.results_without_weights(run_dir):
+  if status.state == "results":
     raise ValueError(f"{run_dir} holds a finished run's results without its weights or "
                      f"checkpoint: {fix}")
   if status.state == "unfinished":
@@ -235,21 +236,6 @@ def groups(members) -> list[list]:
 # Training, and writing each member's directory.
 
 
-def _history(config: Config, rows: list, seconds: float) -> list:
-  """metrics.jsonl's rows as a single run writes them: the KL's weight and the objective when
-  training weighed the KL, and `seconds`, the member's share of its group's training time
-  per epoch (a row that has its seconds, from the checkpoint of an earlier call, keeps them)."""
-  out = []
-  for row in rows:
-    row = {**row, "seconds": row.get("seconds", seconds)}
-    if config.weights_kl:
-      w = config.kl_weight(row["epoch"])
-      row.update(kl_weight=w, **{f"{s}_objective": row[f"{s}_recon"] + w * row[f"{s}_kl"]
-                                 for s in ("train", "test")})
-    out.append(row)
-  return out
-
-
 GROUP_FILE = "sweep_group.json"  # in each member: how its group trained
 
 
@@ -259,7 +245,7 @@ def save_progress(workdir: Path, member: Member, progress) -> None:
   in flight."""
   out = workdir / f"{member.name}.new"
   out.mkdir(parents=True, exist_ok=True)
-  checkpoint.atomic_write_bytes(out / "config.json", (member.config.to_json() + "\n").encode())
+  atomic_write(out / "config.json", (member.config.to_json() + "\n").encode())
   checkpoint.save_checkpoint(out, progress.epoch, progress.state, progress.history,
                              member.config)
 
@@ -275,13 +261,13 @@ def resumable(workdir: Path, group: list) -> dict:
   setting was refused by `plan`; a checkpoint that cannot be read as this member's is
   refused here, in one line, and nothing is deleted.
   """
-  from vae_jax import train
-  from vae_jax.experiments import multi
+  from vae_jax.app import multi
+  from vae_jax.extensions import recipe
   found = {}  # name: {epoch: Checkpoint}
   for m in group:
     new, kept = workdir / f"{m.name}.new", {}
     paths = checkpoint.checkpoints(new)
-    fresh = train.setup(m.config).state if paths else None  # the structure they are read into
+    fresh = recipe.setup(m.config).state if paths else None  # the structure they are read into
     for path in paths:
       ckpt = checkpoint.load_checkpoint(path, fresh)  # unreadable: one line naming the fix
       if not _same_run(ckpt.config, m.config):
@@ -314,18 +300,21 @@ def write_member(workdir: Path, member: Member, state, rows: list, seconds: floa
   """
   import jax
 
-  from vae_jax import data, run, train
+  from vae_jax.app import run
+  from vae_jax.data import to_inputs
+  from vae_jax.extensions import recipe
 
   config = member.config
   out, final = workdir / f"{member.name}.new", workdir / member.name
   state = jax.device_get(state)
-  setup = train.setup(config)  # the model and its keys (no programs)
-  history = _history(config, rows, seconds / max(1, group.get("epochs_trained", config.epochs)))
-  y = d.y_test if setup.model.conditional else None
-  kl, mu_var = jax.device_get(_latent_statistics(setup.model)(
-      state.params, data.to_inputs(d.x_test), y))
-  history[-1].update(test_kl_per_dim=[float(v) for v in kl],
-                     active_units=int((mu_var > run.ACTIVE_THRESHOLD).sum()))
+  setup = recipe.setup(config)  # the model and its keys (no programs)
+  # A row saved by an earlier call keeps its seconds; this call's epochs share `seconds`.
+  each = seconds / max(1, group.get("epochs_trained", config.epochs))
+  rows = [{**r, "seconds": r.get("seconds", each)} for r in rows]
+  stats = jax.device_get(_latent_statistics(setup.model)(
+      state.params, to_inputs(d.x_test), *recipe.labels(config, d.y_test)))
+  history = [run.metrics_row(config, r, stats if i == len(rows) - 1 else None)
+             for i, r in enumerate(rows)]
   # `out` may hold the member's checkpoints so far, and what a kill left of an earlier write:
   # the checkpoints stay until the last one is written, first; the rest is written anew.
   out.mkdir(parents=True, exist_ok=True)
@@ -333,10 +322,9 @@ def write_member(workdir: Path, member: Member, state, rows: list, seconds: floa
     if left.name != checkpoint.CHECKPOINT_DIR:
       shutil.rmtree(left) if left.is_dir() else left.unlink()
   checkpoint.save_checkpoint(out, config.epochs, state, history, config)
-  checkpoint.atomic_write_bytes(out / "config.json", (config.to_json() + "\n").encode())
-  checkpoint.atomic_write_bytes(out / GROUP_FILE, (json.dumps(group) + "\n").encode())
-  checkpoint.atomic_write_bytes(out / "metrics.jsonl",
-                                "".join(json.dumps(r) + "\n" for r in history).encode())
+  atomic_write(out / "config.json", (config.to_json() + "\n").encode())
+  atomic_write(out / GROUP_FILE, (json.dumps(group) + "\n").encode())
+  atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history).encode())
   run.write_results(config, out, state.params, history, setup, d, figures=figures)
   if final.exists():  # holds no results (`plan` checked): at most a config.json
     shutil.rmtree(final)
@@ -347,12 +335,13 @@ _STATS: dict = {}
 
 
 def _latent_statistics(model):
-  """`losses.latent_statistics` of `model`, compiled once per model."""
+  """`likelihood.latent_statistics` of `model`, compiled once per model."""
   import jax
 
-  from vae_jax import losses
+  from vae_jax.extensions import recipe
+  from vae_jax.extensions.likelihood import latent_statistics
   if model not in _STATS:
-    _STATS[model] = jax.jit(lambda p, x, y: losses.latent_statistics(p, model, x, y))
+    _STATS[model] = jax.jit(lambda p, x, *y: latent_statistics(p, recipe.conditioned(model, y), x))
   return _STATS[model]
 
 
@@ -367,7 +356,7 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
   the summary of this grid."""
   import jax
 
-  from vae_jax import data
+  from vae_jax.extensions import recipe
 
   workdir = Path(workdir)
   p = plan(lists, workdir, command, named_by)  # every refusal, before any work
@@ -379,32 +368,44 @@ def run(lists: dict, workdir, *, strategy: str = "auto", figures: bool = False,
         + (f"; process {process} of {processes} trains {len(todo)}" if processes > 1 else
            f", {len(todo)} to train") + f", on {jax.local_device_count()} "
         f"{jax.local_devices()[0].platform} device(s)", file=sys.stderr)
-  loaded: dict = {}  # (the workdir is made with its first member: not before a data error)
-  diverged: list = []  # "<member> at epoch E: ...", the members not written
-  for group in groups(todo):
-    config = group[0].config
-    key = (config.binarize, config.train_limit, config.test_limit)
-    if key not in loaded:
-      loaded[key] = data.load_device_data(config)  # to the device once per kind of data
-    d = loaded[key]
-    resumed = resumable(workdir, group)  # {name: Progress} of those with a checkpoint
-    for start, part in _by_start(group, resumed):
-      _train_part(workdir, part, start, resumed, d, p, strategy=strategy, figures=figures,
-                  progress=progress, diverged=diverged)
+  with contextlib.ExitStack() as held:
+    def hold():  # the sweep's folder, one writer; made once the data load (a data error leaves
+      if processes == 1 and not locked:  # no folder behind). The processes of one sweep share it.
+        locked.append(held.enter_context(rundir.hold(workdir)))
+
+    loaded, locked = {}, []
+    diverged: list = []  # "<member> at epoch E: ...", the members not written
+    for group in groups(todo):
+      config = group[0].config
+      key = (config.binarize, config.train_limit, config.test_limit)
+      if key not in loaded:
+        loaded[key] = recipe.load_data(config)  # to the device once per kind of data
+      hold()
+      resumed = resumable(workdir, group)  # {name: Progress} of those with a checkpoint
+      for start, part in _by_start(group, resumed):
+        _train_part(workdir, part, start, resumed, loaded[key], p, strategy=strategy,
+                    figures=figures, progress=progress, diverged=diverged)
+    _finish(workdir, p, diverged, process, processes, hold)
+  return p
+
+
+def _finish(workdir: Path, p: Plan, diverged: list, process: int, processes: int, hold) -> None:
+  """Once every process has trained its members: the summary, or one line that names the
+  members that diverged (exit 3)."""
   if processes > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("every member of the sweep trained")
   missing = [m.name for m in p.members if not (workdir / m.name / "params.msgpack").is_file()]
   if diverged or (process == 0 and missing):
-    from vae_jax.run import RunStopped
+    from vae_jax.app.run import RunStopped
     what = "; ".join(diverged) or f"{', '.join(missing)} (on another process)"
     raise RunStopped(f"{count(len(diverged) or len(missing), 'member')} diverged, not written "
                      f"(the others are): {what}. No summary until every member is finished: "
                      f"try a smaller --learning-rate for it, or leave it out", exit_code=3)
   if process == 0:
+    hold()
     write_summary(workdir, p, _machine())
     print(f"sweep: wrote {workdir}/sweep.md, sweep.json and sweep.png", file=sys.stderr)
-  return p
 
 
 def _by_start(group: list, resumed: dict) -> list:
@@ -423,7 +424,7 @@ def divergence(rows: list, params) -> str | None:
   import jax
   import numpy as np
 
-  from vae_jax import run
+  from vae_jax.app import run
   for row in rows:
     bad = run.first_non_finite(row)
     if bad is not None:
@@ -439,7 +440,7 @@ def _train_part(workdir: Path, part: list, start: int, resumed: dict, d, p: Plan
   checkpoints in `resumed`, {name: Progress}), checkpointing them as they go and writing
   each when done: each whose numbers are finite (`divergence`); the others are added to
   `diverged`, and their `.new` is left as it is."""
-  from vae_jax.experiments import multi
+  from vae_jax.app import multi
   config, setting = part[0].config, _describe(part[0].config, p.swept)
   record = {"id": f"{part[0].name} {time.strftime('%Y-%m-%dT%H:%M:%S')} {os.getpid()}",
             "setting": setting, "members": [m.name for m in part]}
@@ -471,8 +472,9 @@ def _train_part(workdir: Path, part: list, start: int, resumed: dict, d, p: Plan
 
 
 def _machine() -> str:
-  from vae_jax.experiments import bench
   import jax
+
+  from vae_jax.app import bench
   return bench.describe_machine() + (f"; {jax.process_count()} processes"
                                      if jax.process_count() > 1 else "")
 
@@ -491,10 +493,10 @@ def summary(workdir, p: Plan) -> dict:
   spread over its seeds."""
   import numpy as np
 
-  from vae_jax import likelihood
+  from vae_jax.app.run import read_metrics
   rows = []
   for m in p.members:
-    last = likelihood.run_summary(Path(workdir) / m.name / "metrics.jsonl")["last"]
+    last = read_metrics(Path(workdir) / m.name)[-1]
     rows.append({"name": m.name, "seed": m.config.seed,
                  **{f: getattr(m.config, f) for f in p.swept},
                  **{k: last[k] for k in ("epoch", "train_loss", "test_loss", "test_recon",
@@ -551,7 +553,7 @@ def plot(report: dict, path) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from vae_jax import plots
+  from vae_jax.app import plots
   settings, table = report["settings"], report["table"]
   if not settings:  # seeds alone: each seed's test loss
     fig, ax = plt.subplots(figsize=(5, 4))
@@ -597,23 +599,19 @@ def trained_groups(workdir, p: Plan) -> list:
   stacked program, or members one after another, whichever process or invocation ran it)
   its strategy, devices, compile seconds and training seconds (the sum of its members',
   a continued member's earlier calls included)."""
+  from vae_jax.app.run import read_metrics
   workdir, out = Path(workdir), {}
   for m in p.members:
     path = workdir / m.name / GROUP_FILE
     if not path.is_file():  # trained by the train subcommand, or before sweeps kept this
       continue
     g = json.loads(path.read_text())
-    seconds = sum(r.get("seconds", 0.0) for r in metrics_rows(workdir / m.name))
+    seconds = sum(r.get("seconds", 0.0) for r in read_metrics(workdir / m.name))
     entry = out.setdefault(g["id"], {**g, "members": [], "train_s": 0.0, "compile_s": 0.0})
     entry["members"].append(m.name)
     entry["train_s"] += seconds
     entry["compile_s"] = max(entry["compile_s"], g["compile_s"])  # one compile per group
   return list(out.values())
-
-
-def metrics_rows(run_dir: Path) -> list:
-  """A run's metrics.jsonl: one dict per epoch."""
-  return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def _say_what_a_narrower_summary_replaces(workdir: Path, p: Plan) -> None:
@@ -636,10 +634,7 @@ def write_summary(workdir, p: Plan, machine: str) -> dict:
   _say_what_a_narrower_summary_replaces(workdir, p)
   report = {"machine": machine, "command": p.command, **summary(workdir, p),
             "groups": trained_groups(workdir, p)}
-  checkpoint.atomic_write_bytes(workdir / "sweep.json",
-                                (json.dumps(report, indent=1) + "\n").encode())
-  checkpoint.atomic_write_bytes(workdir / "sweep.md", markdown(report).encode())
-  tmp = workdir / ".sweep.tmp.png"
-  plot(report, tmp)
-  os.replace(tmp, workdir / "sweep.png")
+  atomic_write(workdir / "sweep.json", (json.dumps(report, indent=1) + "\n").encode())
+  atomic_write(workdir / "sweep.md", markdown(report).encode())
+  plot(report, workdir / "sweep.png")
   return report

@@ -1,11 +1,12 @@
-"""The blog's `vae.pth` <-> Flax parameters.
+"""Weights in and out: a run's `params.msgpack`, and the blog's `vae.pth`.
 
 The blog saves `torch.save(model.state_dict(), 'vae.pth')`: for each layer of
 `fc1, fc21, fc22, fc3, fc4` a `weight` [out, in] and a `bias` [out]. Flax's `Dense`
 keeps `kernel` [in, out] and `bias` [out], so `kernel = weight.T`.
 
 A state dict can also travel as a NumPy archive (`.npz` with the same keys), which
-needs no PyTorch to read: `export_state_dict(params, "vae.npz")`.
+needs no PyTorch to read: `export_state_dict(params, "vae.npz")`. `load_weights`
+reads any of these, checking every shape and value.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ import warnings
 from pathlib import Path
 from typing import Mapping
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import serialization
 
-from vae_jax import interrupt
+from vae_jax.app import interrupt
+from vae_jax.app.files import atomic_write
+from vae_jax.config import Config
 
 LAYERS = ("fc1", "fc21", "fc22", "fc3", "fc4")
 
@@ -100,20 +105,18 @@ def load_state_dict(path) -> dict:
   """
   path = Path(path)
   what = "a state dict of the blog's VAE (fc1.weight, ..., fc4.bias)"
-  if path.suffix == ".npz":
+  if path.suffix.lower() == ".npz":
     try:
       with np.load(path, allow_pickle=False) as f:
         state = {k: f[k] for k in f.files}
     except Exception as e:
       raise ValueError(f"{path} is not a readable .npz ({type(e).__name__}: {e}): "
                        f"expected {what}") from None
-  elif path.suffix in (".pth", ".pt"):
-    try:
-      import torch
-    except ImportError as e:
-      interrupt.raise_if_ctrl_c(e)
+  elif path.suffix.lower() in (".pth", ".pt"):
+    torch = interrupt.optional_import("torch")
+    if torch is None:
       raise ValueError(f"reading {path} needs PyTorch (pip install torch==2.13.0); or export "
-                       f"it as .npz with NumPy") from None
+                       f"it as .npz with NumPy")
     try:
       with warnings.catch_warnings():  # e.g. about old pickle protocols: our line says it all
         warnings.simplefilter("ignore")
@@ -142,14 +145,115 @@ def export_state_dict(params, path) -> None:
   """Writes Flax params in the blog's layout: `.npz` always, `.pth`/`.pt` with torch."""
   path = Path(path)
   state = state_dict_from_params(params)
-  if path.suffix == ".npz":
-    np.savez(path, **state)
+  if path.suffix.lower() == ".npz":
+    atomic_write(path, lambda f: np.savez(f, **state))
     return
   import torch
-  torch.save({k: torch.from_numpy(v) for k, v in state.items()}, path)
+  atomic_write(path, lambda f: torch.save({k: torch.from_numpy(v) for k, v in state.items()}, f))
 
 
 def _to_numpy(v) -> np.ndarray:
   if hasattr(v, "detach"):  # a torch tensor
     v = v.detach().cpu().numpy()
   return np.asarray(v)
+
+
+def save_params(params, path) -> None:
+  atomic_write(path, serialization.to_bytes(jax.device_get(params)))
+
+
+def config_beside(weights) -> Path | None:
+  """The run's config.json beside a params.msgpack (None for other weights, or none there)."""
+  cfg = Path(weights).parent / "config.json"
+  return cfg if Path(weights).suffix.lower() == ".msgpack" and cfg.exists() else None
+
+
+# --------------------------------------------------------------------------
+# Weights for `evaluate` and `export`.
+
+
+def load_weights(path):
+  """Parameters from any of our formats -> (params, config); the sizes come from the weights.
+
+  * `params.msgpack` of a run: its arrays give z and the hidden width; `config.json`
+    beside it, when present, gives the rest (and must agree with those sizes); a run of
+    another `--arch` or `--model` needs its config.json, and every array must have the shape that
+    config's model gives it;
+  * a PyTorch state dict, `.pth`/`.pt` (needs torch) or `.npz` (NumPy only), in the
+    blog's layout.
+  Every array's shape is checked against the blog's model of those sizes.
+  """
+  path = Path(path)
+  if not path.is_file():
+    inside = path / "params.msgpack"
+    if inside.is_file():  # a run's directory: its weights are one file in it
+      raise FileNotFoundError(f"--weights {path} is a run's directory, not a file: pass "
+                              f"--weights {inside}")
+    raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
+  cfg = path.parent / "config.json"
+  run_config = Config.from_file(cfg) if config_beside(path) else None
+  if run_config is not None and (run_config.arch, run_config.model) != ("blog", "vae"):
+    return _load_run_weights(path, run_config), run_config
+  # Weights that do not fit the blog's VAE may be another model's whose config.json is gone.
+  alone = (f"; {cfg} is missing, and a run of another --arch or --model needs it beside its "
+           f"weights" if path.suffix.lower() == ".msgpack" and not cfg.exists() else "")
+  if path.suffix.lower() == ".msgpack":
+    raw = _restore_weights(path)
+    try:
+      state = state_dict_from_params(raw)
+    except Exception as e:
+      raise ValueError(f"{path} does not hold the blog VAE's parameters "
+                       f"({type(e).__name__}: {e}){alone}") from None
+    stored = {jax.tree_util.keystr(k): a for k, a in jax.tree_util.tree_leaves_with_path(raw)}
+  else:
+    state = load_state_dict(path)
+    stored = {f"'{k}'": a for k, a in state.items()}
+  try:
+    latent_dim, hidden_dim = dims_of(state, path)
+    params = params_from_state_dict(state, name=path)  # checks every shape
+  except ValueError as e:
+    raise ValueError(f"{e}{alone}") from None
+  for key, array in stored.items():  # as stored, before the cast to float32
+    check_values(array, key, path)
+  config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
+  if run_config is not None:
+    config = run_config
+    if (config.latent_dim, config.hidden_dim) != (latent_dim, hidden_dim):
+      raise ValueError(f"{path} holds a z={latent_dim}, hidden={hidden_dim} VAE but {cfg} says "
+                       f"z={config.latent_dim}, hidden={config.hidden_dim}: they are not one run")
+  return params, config
+
+
+def _restore_weights(path: Path):
+  """The tree in a weights `.msgpack`; a checkpoint passed instead is named as one."""
+  try:
+    raw = serialization.msgpack_restore(path.read_bytes())
+  except Exception as e:
+    raise ValueError(f"{path} does not hold a model's parameters ({type(e).__name__}: {e})"
+                     ) from None
+  if isinstance(raw, dict) and {"epoch", "state"} <= raw.keys():
+    raise ValueError(f"{path} is a checkpoint (an epoch's training state), not a run's "
+                     f"weights: pass the params.msgpack of the run, written when it "
+                     f"finishes (train's --resume finishes a stopped run)")
+  return raw
+
+
+def _load_run_weights(path: Path, config: Config):
+  """`params.msgpack` of a run whose config.json names a model other than the blog's VAE."""
+  from vae_jax.extensions import recipe
+  want = jax.eval_shape(lambda: recipe.make_model(config).init_params(jax.random.PRNGKey(0)))
+  what = f"{config.arch} model" + (" (CVAE)" if config.model == "cvae" else "")
+  fix = "they are not one run, or the file is damaged: retrain into a new --workdir"
+  raw = _restore_weights(path)
+  try:
+    params = serialization.from_state_dict(want, raw)
+  except Exception as e:
+    raise ValueError(f"{path} does not hold the parameters of the {what} its config.json "
+                     f"describes ({type(e).__name__}: {e}): {fix}") from None
+  for (where, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(want)):
+    if getattr(a, "shape", None) != b.shape:
+      raise ValueError(f"{path}: {jax.tree_util.keystr(where)} has shape "
+                       f"{getattr(a, 'shape', None)}, the {what} of its "
+                       f"config.json needs {b.shape}: {fix}")
+    check_values(a, jax.tree_util.keystr(where), path)
+  return jax.tree.map(jax.numpy.asarray, params)

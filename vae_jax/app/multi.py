@@ -2,7 +2,7 @@
 
 `train_many(config, members, ...)` trains one model per member (a seed and a
 learning rate; every shape is shared) on the same data. Member i gets exactly the
-keys a single run with its seed gets (`train.setup` of that seed): the same initial
+keys a single run with its seed gets (`recipe.setup` of that seed): the same initial
 parameters, the same shuffles, the same eps. So a stacked run and single runs
 compute the same thing, up to float rounding (tested).
 
@@ -16,7 +16,7 @@ Two ways to run them, the same numbers either way:
   talks to another. A stack that does not divide evenly is padded with copies of
   its last member, whose results are dropped.
 * ``sequential``: the members one after another with the single-run program
-  (`train.setup` and its epochs, compiled once for all of them). On
+  (`recipe.setup` and its epochs, compiled once for all of them). On
   a small CPU one run already keeps every core busy, and the batched matrix
   products of `vmap` are slower than the same products one by one.
 
@@ -44,9 +44,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from vae_jax import train
+from vae_jax.app import STRATEGIES
 from vae_jax.config import Config
 from vae_jax.data import DeviceData
-from vae_jax.experiments import STRATEGIES
+from vae_jax.extensions import recipe
 
 
 class Member(NamedTuple):
@@ -139,12 +140,12 @@ def _pad(members, mesh: Mesh) -> list:
 
 
 def _stacked_setups(config: Config, members, mesh: Mesh):
-  """One `train.setup` per member (no programs), stacked and sharded over `mesh`: initial
+  """One `recipe.setup` per member (no programs), stacked and sharded over `mesh`: initial
   states [S] and train keys [S], member i on device i // (S / devices)."""
   why = stackable(config, members)
   if why:
     raise ValueError(why)
-  setups = [train.setup(_member_config(config, m)) for m in members]
+  setups = [recipe.setup(_member_config(config, m)) for m in members]
   shard = NamedSharding(mesh, P("members"))
   states = jax.device_put(_stack([s.state for s in setups]), shard)
   return setups[0], states, jax.device_put(jnp.stack([s.keys.train for s in setups]), shard)
@@ -156,20 +157,21 @@ def _replicated(d: DeviceData, mesh: Mesh) -> DeviceData:
 
 
 def _vmapped_programs(config: Config, first: train.Setup, states, keys, d: DeviceData):
-  """The epoch and evaluation of one member, vmapped over the stack and compiled once.
+  """The epoch and evaluation of one member, vmapped over the stack and compiled once (the
+  CVAE's labels bound, as `recipe.setup` binds them).
 
   The inputs' shardings (`_stacked_setups`, `_replicated`) are the programs': the
   partitioner splits the member axis over the devices and keeps everything else local.
   """
-  epoch = train.make_train_epoch(first.model, first.optimizer, num_examples=len(d.x_train),
-                                 **train.epoch_options(config, num_examples=len(d.x_train)))
-  y_train, y_test = train.labels_of(first.model, d.y_train), train.labels_of(first.model, d.y_test)
+  epoch, evaluate = recipe.functions(config, first.model, first.optimizer, len(d.x_train))
+  y_train, y_test = recipe.labels(config, d.y_train), recipe.labels(config, d.y_test)
   # states [S], images shared, keys [S], labels (the CVAE's) shared
-  many_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None, 0) + (None,) * len(y_train)))
-  many_eval = jax.jit(jax.vmap(train.make_evaluate(first.model),
-                               in_axes=(0, None) + (None,) * len(y_test)))
-  return train.Programs(many_epoch.lower(states, d.x_train, keys, *y_train).compile(),
-                        many_eval.lower(states.params, d.x_test, *y_test).compile())
+  many_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, None, 0) + (None,) * len(y_train))).lower(
+      states, d.x_train, keys, *y_train).compile()
+  many_eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None) + (None,) * len(y_test))).lower(
+      states.params, d.x_test, *y_test).compile()
+  return train.Programs(lambda state, x, key: many_epoch(state, x, key, *y_train),
+                        lambda params, x: many_eval(params, x, *y_test))
 
 
 def _take(tree, i):
@@ -190,15 +192,13 @@ def calibrate(config: Config, members, d: DeviceData, steps: int = 64,
   mesh = member_mesh(devices)
   first, states, keys = _stacked_setups(config, _pad(members, mesh), mesh)
   shared = _replicated(part, mesh)
-  one_run = train.setup(config, part)
-  one, y = one_run.programs.train_epoch, train.labels_of(one_run.model, part.y_train)
+  one = recipe.setup(config, part).programs.train_epoch
   many = _vmapped_programs(config, first, states, keys, shared).train_epoch
-  y_many = train.labels_of(first.model, shared.y_train)
   on_one = part.x_train.sharding  # the single run's device
   single = [jax.device_put(_take(states, i), on_one) for i in range(len(members))]
   single_keys = jax.device_put(keys, on_one)
-  runs = {"vmap": lambda: many(states, shared.x_train, keys, *y_many),
-          "sequential": lambda: [one(single[i], part.x_train, single_keys[i], *y)
+  runs = {"vmap": lambda: many(states, shared.x_train, keys),
+          "sequential": lambda: [one(single[i], part.x_train, single_keys[i])
                                  for i in range(len(members))]}
   timing = {name: float("inf") for name in runs}
   for name, run in runs.items():
@@ -307,7 +307,7 @@ def train_many(config: Config, members, d: DeviceData, *, strategy: str = "auto"
     devices = 1
     programs, fits, compile_s, train_s = None, [], 0.0, 0.0
     for i, m in enumerate(members):
-      run = train.setup(_member_config(config, m), d, programs=programs)  # compiled once
+      run = recipe.setup(_member_config(config, m), d, programs=programs)  # compiled once
       programs, compile_s = run.programs, compile_s + run.compile_s
       go_on = resumed.get(i, Progress(0, run.state, []))
 

@@ -11,87 +11,76 @@ compare | study`.
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
   vae-jax data                                         # fetch and cache MNIST, print a check
   vae-jax bench --bench-epochs 3                       # seconds per epoch, JAX vs PyTorch
-  vae-jax compare --out results --overwrite            # the blog's numbers over seeds (45 min)
+  vae-jax compare --out results --overwrite            # the blog's numbers over seeds (44 min)
   vae-jax study --out results/gradient_flow --overwrite   # the gradient-flow study (11 min)
 
 (`python -m vae_jax ...` is the same.) Each subcommand takes only the flags it
 reads: a flag it would ignore is an error, as is a bad value, in one line and
-before anything long starts. `vae-jax <command> --help` lists them.
+before anything long starts. `vae-jax <command> --help` lists them. Every field of
+`Config` is a flag, `--latent-dim` for `latent_dim`, with the field's own help text;
+the package's errors name a field in backquotes, which the messages here show as its flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
+import shlex
 import sys
 import typing
 
-from vae_jax import interrupt  # no JAX: it is set up before anything heavy
-from vae_jax.config import CHECKPOINT_SECONDS, Config
-from vae_jax.experiments import SWEEP_SHARED  # names only: nothing heavy
-
-_NONE = "none"
+from vae_jax.app import (COMPARE_DEFAULTS, STRATEGIES, SWEEP_SHARED, TORCH_LOOPS,  # no JAX
+                         interrupt)
+from vae_jax.config import Config
+from vae_jax.study import EXPERIMENTS as STUDY_EXPERIMENTS
 
 # The Config fields each subcommand reads (each becomes --field-name).
 DATA = ("data_source", "data_dir")
-LIMITS = ("train_limit", "test_limit")
-MODEL = ("latent_dim", "hidden_dim", "init")
 FIELDS = {
     "train": tuple(f.name for f in dataclasses.fields(Config)),
     "evaluate": DATA + ("test_limit", "matmul_precision", "binarize"),
     "export": (),
     "data": DATA,
-    "bench": MODEL + ("batch_size", "learning_rate", "seed") + DATA + LIMITS,
+    "bench": ("latent_dim", "hidden_dim", "init", "batch_size", "learning_rate", "seed") + DATA
+             + ("train_limit", "test_limit"),
     "likelihood": DATA + ("test_limit", "matmul_precision", "binarize", "seed"),
-    "compare": DATA + LIMITS,
-    "study": DATA + LIMITS,
+    "compare": DATA + ("train_limit", "test_limit"),
+    "study": DATA + ("train_limit", "test_limit"),
     # every field but the reconstruction grids' (a sweep's members draw none), as comma lists
     "sweep": tuple(f.name for f in dataclasses.fields(Config) if f.name != "recon_every"),
 }
-
-
-FIELD_HELP = {
-    "latent_dim": "z, the latent size", "hidden_dim": "width of fc1 and fc3",
-    "batch_size": "images per Adam step", "epochs": "epochs to train",
-    "learning_rate": "Adam's learning rate", "seed": "the run's PRNG seed",
-    "init": "weight init: PyTorch nn.Linear's or Flax's default",
-    "data_source": "where MNIST comes from on first use",
-    "data_dir": "MNIST cache directory (unset: $VAE_JAX_DATA_DIR, else ~/.cache/vae_jax)",
-    "train_limit": "train on the first N training images only (none: all)",
-    "test_limit": "evaluate on the first N test images only (none: all)",
-    "recon_every": "a reconstruction grid every N epochs (and at 1 and the last)",
-    "matmul_precision": "float32 matrix products: highest (as PyTorch), or a GPU's faster "
-                        "high/default",
-    "arch": "the blog's 784-512-z ReLU model, or Burda et al.'s two tanh layers (burda: "
-            "784-200-200-50 unless --hidden-dim/--latent-dim)",
-    "binarize": "none: grey pixels in [0, 1] (the blog's); dynamic: Bernoulli(pixel / 255) drawn "
-                "afresh each epoch, the test set binarized once",
-    "objective": "elbo (the blog's loss) or iwae (Burda et al.'s bound of --k samples)",
-    "k": "importance samples per image of --objective iwae",
-    "adam_eps": "Adam's epsilon (burda schedule: 1e-4)",
-    "beta": "the KL's weight in training (1: the blog's ELBO; the test loss reported stays "
-            "the blog's, recon + KL)",
-    "kl_warmup_epochs": "the KL's weight rises linearly from 0 (epoch 1) to --beta (epoch N + 1)",
-    "model": "vae, or cvae: the conditional VAE (Sohn et al. 2015), the digit's one-hot "
-             "joined to the encoder's and the decoder's input",
-    "schedule": "constant learning rate, or burda: 3^i epochs at rate * 10^(-i/7), i = 0..7 "
-                "(3280 epochs, batch 20, Adam eps 1e-4 unless given)",
-}
-
-
 # Where a subcommand reads a field otherwise than a run does: its own help, and default.
 SCORED = ("the test images scored: none, grey (the blog's); dynamic, the one fixed "
           "binarization (the field's)", "the run's, from its config.json (none without one)")
 HELP_FOR = {"likelihood": {"seed": ("the importance samples' PRNG seed", Config().seed),
                            "binarize": SCORED},
             "evaluate": {"binarize": SCORED}}
+# The subcommands that compile, and so take --no-compile-cache.
+COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study")
+
+
+def flags_in(text: str) -> str:
+  """A message of the package's, with each field it names in backquotes as its flag."""
+  return re.sub(r"`([a-z_]+)`", lambda m: ("--" + m.group(1).replace("_", "-")
+                                           if m.group(1) in Config.__dataclass_fields__
+                                           else m.group(0)), str(text))
+
+
+def command_line() -> str:
+  """How the user runs this program, for the commands the messages suggest: `vae-jax` when
+  they ran it so, else this very Python (`make train` runs the one in .venv)."""
+  if sys.argv and sys.argv[0].endswith("vae-jax"):
+    return "vae-jax"
+  return f"{shlex.quote(sys.executable)} -m vae_jax"
 
 
 def _parse_value(kind, optional: bool = False):
   """`kind(text)`; for a field that may be None and is not text (the limits), "none" too.
   A text field keeps "none" as given: a choice (`--binarize none`) or a folder's name."""
   def parse(text: str):
-    if optional and text.lower() == _NONE:
+    if optional and text.lower() == "none":
       return None
     return kind(text)
   parse.__name__ = kind.__name__  # argparse's message: "invalid int value: 'x'"
@@ -121,9 +110,9 @@ def _parse_list(kind, choices, optional: bool = False):
   return parse
 
 
-def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = False,
+def add_config_flags(parser: argparse.ArgumentParser, names, lists: bool = False,
                      help_for: dict | None = None) -> None:
-  """One flag per Config field in `names` (default: all), typed; the default is in the help.
+  """One flag per Config field in `names`, typed, with the field's help and default.
 
   A flag left out is left out of the parsed arguments too (argparse.SUPPRESS), so
   `config_from_args` knows which fields the user gave: `--resume` keeps the rest
@@ -132,36 +121,36 @@ def add_config_flags(parser: argparse.ArgumentParser, names=None, lists: bool = 
   """
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
-    if names is not None and field.name not in names:
+    if field.name not in names:
       continue
     hint = hints[field.name]
     kind = next((t for t in (int, float, str) if t == hint or t in typing.get_args(hint)), str)
-    choices = typing.get_args(hint) if typing.get_origin(hint) is typing.Literal else None
+    choices = Config.choices(field.name)
     optional = kind is not str and type(None) in typing.get_args(hint)  # the limits
+    flag = f"--{field.name.replace('_', '-')}"
+    text, default = (help_for or {}).get(field.name, (Config.help(field.name), field.default))
     if lists and field.name not in SWEEP_SHARED:
-      parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                          type=_parse_list(kind, choices, optional), default=argparse.SUPPRESS,
-                          metavar="A,B,..", help=f"{FIELD_HELP[field.name]}; default: "
-                          f"{field.default}" + (f"; from {{{','.join(choices)}}}" if choices
-                                                else ""))
+      parser.add_argument(flag, dest=field.name, type=_parse_list(kind, choices, optional),
+                          default=argparse.SUPPRESS, metavar="A,B,..",
+                          help=flags_in(f"{text}; default: {field.default}")
+                          + (f"; from {{{','.join(choices)}}}" if choices else ""))
       continue
-    text, default = (help_for or {}).get(field.name, (FIELD_HELP[field.name], field.default))
     if default is None:  # "None" is not what one types: the limits take "none", a path nothing
       default = "none" if optional else "unset"
-    parser.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
-                        type=_parse_value(kind, optional), choices=choices,
-                        default=argparse.SUPPRESS, help=f"{text}; default: {default}")
+    parser.add_argument(flag, dest=field.name, type=_parse_value(kind, optional),
+                        choices=choices, default=argparse.SUPPRESS,
+                        help=flags_in(f"{text}; default: {default}"))
 
 
 def config_from_args(args: argparse.Namespace, base: Config | None = None) -> Config:
-  """`base` (default: the defaults, with the presets of `--arch burda` / `--schedule burda`)
-  with the Config fields the user gave. For `sweep`, whose flags are lists: the fields every
-  member shares (the data's; the grid itself is `sweep_lists`)."""
+  """`base` (default: a new run's config, `Config.with_presets`) with the Config fields the
+  user gave. For `sweep`, whose flags are lists: the fields every member shares (the
+  data's; the grid itself is `sweep_lists`)."""
   given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)
            if hasattr(args, f.name)}
   if args.command == "sweep":  # the fields every member shares
     given = {k: v for k, v in given.items() if k in SWEEP_SHARED}
-  return Config.with_presets(given, base)
+  return base.replace(**given) if base is not None else Config.with_presets(given)
 
 
 def sweep_lists(args: argparse.Namespace) -> dict:
@@ -181,10 +170,15 @@ def _given(args: argparse.Namespace, parser: argparse.ArgumentParser, names) -> 
 
 
 class _Parser(argparse.ArgumentParser):
-  """argparse, with every error on one line that says where the help is."""
+  """argparse, with every error on one line that says where the help is, and a negative
+  number in scientific notation (`--learning-rate -1e-3`) read as a value, not a flag."""
+
+  def __init__(self, *args, **kwargs):
+    super().__init__(*args, **kwargs)
+    self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$", re.I)
 
   def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+    self.exit(2, f"{self.prog}: error: {flags_in(message)} (see `{self.prog} --help`)\n")
 
 
 def _path(text: str) -> str:
@@ -221,22 +215,27 @@ def _positive(text: str) -> int:
   return value
 
 
+def _first_repeat(values: list):
+  """The first value that `values` lists a second time, else None."""
+  return next((v for i, v in enumerate(values) if v in values[:i]), None)
+
+
 # --------------------------------------------------------------------------
 # One function per subcommand: (args, config, parser) -> None.
 
 
 def cmd_train(args, config, parser):
-  from vae_jax import run
-  if config.idle_warmup and not args.resume:
-    parser.error(config.idle_warmup)
+  from vae_jax.app import run
+  from vae_jax.extensions import beta
+  if beta.idle_warmup(config) and not args.resume:
+    parser.error(beta.idle_warmup(config))
+  if config.train_limit is not None and config.batch_size > config.train_limit:
+    print(f"vae-jax: --batch-size {config.batch_size} is more than the --train-limit "
+          f"{config.train_limit} images: an epoch is one step of them all", file=sys.stderr)
   run.train_and_evaluate(config, args.workdir, overwrite=args.overwrite, resume=args.resume,
                          checkpoint_every=args.checkpoint_every,
-                         checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress)
-
-
-def _first_repeat(values: list):
-  """The first value that `values` lists a second time, else None."""
-  return next((v for i, v in enumerate(values) if v in values[:i]), None)
+                         checkpoint_seconds=args.checkpoint_seconds, progress=not args.no_progress,
+                         program=command_line())
 
 
 def _scored_pixels(args, config, wconfig) -> str:
@@ -244,17 +243,26 @@ def _scored_pixels(args, config, wconfig) -> str:
   return config.binarize if hasattr(args, "binarize") else wconfig.binarize
 
 
-def cmd_evaluate(args, config, parser):
-  from vae_jax import checkpoint, data, train
-  from vae_jax.model import make_model
-  params, wconfig = checkpoint.load_weights(args.weights)  # sizes from the weights themselves
+def _scored(args, config, wconfig):
+  """The test images to score weights of `wconfig` on, and their model at --matmul-precision."""
+  from vae_jax.extensions import recipe
   binarize = _scored_pixels(args, config, wconfig)
-  d = data.load_device_data(config, with_train=False, binarize=binarize)
-  model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
-  m = train.make_evaluate(model)(params, d.x_test, *train.labels_of(model, d.y_test))
+  d = recipe.load_data(config, with_train=False, binarized=binarize == "dynamic")
+  return binarize, d, recipe.make_model(wconfig.replace(matmul_precision=config.matmul_precision))
+
+
+def cmd_evaluate(args, config, parser):
+  import jax
+
+  from vae_jax.app import weights
+  from vae_jax.extensions import recipe
+  params, wconfig = weights.load_weights(args.weights)  # sizes from the weights themselves
+  binarize, d, model = _scored(args, config, wconfig)
+  evaluate = jax.jit(recipe.make_evaluate(wconfig, model))
+  m = evaluate(params, d.x_test, *recipe.labels(wconfig, d.y_test))
   n = len(d.x_test)
-  what = ("CVAE, " if model.conditional else "") + ("burda model, " if wconfig.arch == "burda"
-                                                    else "")
+  what = ("CVAE, " if wconfig.model == "cvae" else "") + ("burda model, " if wconfig.arch ==
+                                                          "burda" else "")
   pixels = "grey" if binarize == "none" else "binarized once"
   if wconfig.binarize == "dynamic":  # the run's own setting (none: unknown or grey)
     pixels += (" (its run's --binarize dynamic)" if binarize == "dynamic" else
@@ -270,21 +278,19 @@ def cmd_likelihood(args, config, parser):
 
   import jax
 
-  from vae_jax import checkpoint, data, likelihood
-  from vae_jax.model import make_model
+  from vae_jax.app import run, weights
+  from vae_jax.app.files import atomic_write, check_new_file
+  from vae_jax.extensions import likelihood
   if args.json is not None:
-    checkpoint.check_new_file(args.json, "--json", ".json")
-  params, wconfig = checkpoint.load_weights(args.weights)
+    check_new_file(args.json, "--json", ".json")
+  params, wconfig = weights.load_weights(args.weights)
   if wconfig.model != "vae":
     raise ValueError(f"--weights {args.weights} is a CVAE: the estimator scores "
                      f"log p(x) of the VAE, not log p(x|y) of the CVAE")
-  binarize = _scored_pixels(args, config, wconfig)
-  d = data.load_device_data(config, with_train=False, binarize=binarize)
-  model = make_model(wconfig.replace(matmul_precision=config.matmul_precision))
+  binarize, d, model = _scored(args, config, wconfig)
   est = likelihood.estimate(model, params, d.x_test, args.samples,
-                            key=jax.random.PRNGKey(config.seed),
-                            progress=not args.no_progress)
-  if checkpoint.config_beside(args.weights):
+                            key=jax.random.PRNGKey(config.seed), progress=not args.no_progress)
+  if weights.config_beside(args.weights):
     trained = (f"trained with --objective {wconfig.objective}"
                + (f" --k {wconfig.k}" if wconfig.objective == "iwae" else "")
                + f", --binarize {wconfig.binarize}")
@@ -294,30 +300,32 @@ def cmd_likelihood(args, config, parser):
         f"--binarize {binarize}, --seed {config.seed})")
   print(likelihood.describe(est, binarized=binarize == "dynamic", latent_dim=wconfig.latent_dim))
   if args.json is not None:
+    rows = run.read_metrics(Path(args.weights).parent)  # what the run behind the weights did
+    summary = {"epochs": rows[-1]["epoch"], "train_seconds": sum(r.get("seconds", 0.0)
+                                                                 for r in rows),
+               "last": {k: v for k, v in rows[-1].items() if k != "seconds"}} if rows else None
     report = {"weights": str(args.weights), "config": json.loads(wconfig.to_json()),
               "binarize": binarize, "seed": config.seed, **likelihood.to_json(est),
-              "run": likelihood.run_summary(Path(args.weights).parent / "metrics.jsonl")}
-    checkpoint.atomic_write_bytes(Path(args.json), (json.dumps(report, indent=1) + "\n").encode())
+              "run": summary}
+    atomic_write(Path(args.json), (json.dumps(report, indent=1) + "\n").encode())
     print(f"wrote {args.json}")
 
 
 def cmd_export(args, config, parser):
-  from pathlib import Path
-
-  from vae_jax import checkpoint, torch_io
-  out = checkpoint.check_new_file(args.out, "--out", ".pth")
-  if out.suffix not in (".pth", ".pt", ".npz"):
+  from vae_jax.app import weights
+  from vae_jax.app.files import check_new_file
+  out = check_new_file(args.out, "--out", ".pth")
+  if out.suffix.lower() not in (".pth", ".pt", ".npz"):
     raise ValueError(f"--out {out}: use a .pth/.pt (PyTorch) or .npz (NumPy) name")
-  if out.suffix != ".npz":
-    if interrupt.optional_import("torch") is None:
-      raise ValueError(f"--out {out}: writing a .pth needs PyTorch (pip install torch==2.13.0); "
-                       f"or give a .npz name, which evaluate reads as well")
-  params, wconfig = checkpoint.load_weights(args.weights)
+  if out.suffix.lower() != ".npz" and interrupt.optional_import("torch") is None:
+    raise ValueError(f"--out {out}: writing a .pth needs PyTorch (pip install torch==2.13.0); "
+                     f"or give a .npz name, which evaluate reads as well")
+  params, wconfig = weights.load_weights(args.weights)
   if (wconfig.arch, wconfig.model) != ("blog", "vae"):
     what = "a CVAE" if wconfig.model == "cvae" else f"a {wconfig.arch} model"
     raise ValueError(f"--weights {args.weights} is {what}: only the blog's model (its VAE) has "
                      f"a PyTorch layout to export to")
-  torch_io.export_state_dict(params, out)
+  weights.export_state_dict(params, out)
   print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
 
 
@@ -328,7 +336,7 @@ def cmd_data(args, config, parser):
 
 
 def cmd_bench(args, config, parser):
-  from vae_jax.experiments import bench
+  from vae_jax.app import bench
   loops = () if args.no_torch else args.torch_loops and tuple(args.torch_loops)
   device = bench.torch_device() if loops else None
   if loops and device is None:
@@ -344,7 +352,7 @@ COMPARE_COUNTS = ("seeds", "epochs", "sweep", "sweep_seeds", "sweep_epochs", "st
 
 
 def cmd_compare(args, config, parser):
-  from vae_jax.experiments import compare
+  from vae_jax.app import compare
   if args.redraw:
     given = _given(args, parser, COMPARE_COUNTS + FIELDS["compare"] + ("no_compile_cache",))
     if given:
@@ -362,7 +370,7 @@ def cmd_compare(args, config, parser):
                          sweep_epochs=args.sweep_epochs, strategy=args.strategy,
                          bench_epochs=args.bench_epochs, base=config, overwrite=args.overwrite)
   except KeyboardInterrupt:
-    from vae_jax.run import RunStopped
+    from vae_jax.app.run import RunStopped
     raise RunStopped(f"interrupted: the runs finished so far are kept in {args.out}/runs (a run "
                      f"is written whole or not at all); the same command trains the rest, a run "
                      f"in training from its last checkpoint, and writes the comparison", 130
@@ -370,9 +378,9 @@ def cmd_compare(args, config, parser):
 
 
 def cmd_sweep(args, config, parser):
-  from vae_jax.experiments import sweep
+  from vae_jax.app import sweep
   lists = sweep_lists(args)
-  command = " ".join(["vae-jax", "sweep", "--workdir", str(args.workdir)]
+  command = " ".join(["vae-jax", "sweep", "--workdir", shlex.quote(str(args.workdir))]
                      + [f"--{k.replace('_', '-')} {','.join(map(sweep._text, v))}"
                         for k, v in lists.items() if k not in sweep.WHERE_FROM]
                      + [f"--strategy {args.strategy}"] + ["--figures"] * args.figures)
@@ -384,22 +392,22 @@ def cmd_sweep(args, config, parser):
     sweep.run(lists, args.workdir, strategy=args.strategy, figures=args.figures,
               progress=not args.no_progress, command=command)
   except KeyboardInterrupt:
-    from vae_jax.run import RunStopped
+    from vae_jax.app.run import RunStopped
     raise RunStopped("interrupted: the members finished so far are kept (a member is written "
                      "whole or not at all); the same command trains the rest, a member in "
                      "training from its last checkpoint", 130) from None
 
 
 def cmd_study(args, config, parser):
-  from vae_jax.experiments import study
+  from vae_jax.study import experiments
   if args.redraw:
     given = _given(args, parser, ("quick", "overwrite", "no_compile_cache") + FIELDS["study"])
     if given:
       parser.error(f"--redraw draws from the JSON in {args.out} and takes no {', '.join(given)}")
-    for name in study.redraw(args.out, args.only):
+    for name in experiments.redraw(args.out, args.only):
       print(f"redrew {args.out}/{name}.png")
     return
-  study.run(args.out, args.only, args.quick, config=config, overwrite=args.overwrite)
+  experiments.run(args.out, args.only, args.quick, config=config, overwrite=args.overwrite)
 
 
 # --------------------------------------------------------------------------
@@ -409,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(prog="vae-jax", description="The MNIST VAE of the blog post \"PyTorch (11) "
                    "Variational Autoencoder\", in JAX: train it, sweep it, evaluate, compare and "
                    "time it. Each command's --help lists its flags.")
-  sub = parser.add_subparsers(dest="command", required=True)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   def command(name, func, help_):
     p = sub.add_parser(name, help=help_, description=help_)
@@ -428,8 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "gives every flag not given; only --epochs, upwards, and --data-dir may "
                       "change)")
   every = t.add_mutually_exclusive_group()
-  every.add_argument("--checkpoint-seconds", type=_seconds, default=CHECKPOINT_SECONDS,
-                     metavar="S",
+  every.add_argument("--checkpoint-seconds", type=_seconds, default=1.0, metavar="S",
                      help="write a checkpoint after each epoch that ends S seconds or more "
                           "after the last checkpoint (or the start; 0: every epoch), and after "
                           "the last epoch (a kill loses the epochs since the last checkpoint); "
@@ -438,8 +445,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write a checkpoint every N epochs instead (and after the last)")
   t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-  from vae_jax.experiments import (COMPARE_DEFAULTS, STRATEGIES, STUDY_EXPERIMENTS,  # no jax
-                                   TORCH_LOOPS)
   w = command("sweep", cmd_sweep, "train every combination of comma-listed settings (x seeds), "
               "stacked by shape and sharded over the devices; a table and a figure into "
               "--workdir")
@@ -455,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
   w.add_argument("--no-progress", action="store_true", help="no progress bars")
   w.add_argument("--coordinator", type=_host_port, default=None, metavar="HOST:PORT",
                  help="HOST:PORT of process 0, to share the members among several processes "
-                      "(jax.distributed.initialize; docs/sweep.md); with --num-processes and "
+                      "(jax.distributed.initialize; docs/sweeps.md); with --num-processes and "
                       "--process-id")
   w.add_argument("--num-processes", type=_positive, default=None,
                  help="how many processes share the sweep (with --coordinator)")
@@ -511,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
   c.add_argument("--sweep", type=_positive, nargs="+", default=list(defaults["sweep"]),
                  help="latent sizes of the sweep; default: 2 5 10 20 50")
   c.add_argument("--strategy", choices=STRATEGIES, default=defaults["strategy"],
-                 help="how the seeds of a group train (experiments/multi.py); default: auto")
+                 help="how the seeds of a group train (app/multi.py); default: auto")
   c.add_argument("--overwrite", action="store_true",
                  help="replace an earlier comparison's JSON, Markdown and figures in --out (its "
                       "runs in OUT/runs are reused where their setting is the same; a run there "
@@ -540,11 +545,8 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-# The subcommands that compile, and so take --no-compile-cache.
-COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study")
-
-
 def main(argv=None) -> int:
+  interrupt.install()  # first: a Ctrl-C from here on stops the command, whatever it is doing
   parser = build_parser()
   args, extra = parser.parse_known_args(argv)
   sub = args.subparser
@@ -567,47 +569,80 @@ def main(argv=None) -> int:
     if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
       sub.error(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
   try:
-    with interrupt.recorded():  # from here on, Ctrl-C stops the command whatever it is doing
-      return _run(args, config, sub)
-  except (KeyboardInterrupt, ImportError) as e:
-    if not interrupt.from_ctrl_c(e):  # an ImportError of its own
-      raise
+    code = _run(args, config, sub)
+    interrupt.check()  # a Ctrl-C that Python dropped on the way still stops the command
+    return code
+  except KeyboardInterrupt:
     print(f"{sub.prog}: interrupted", file=sys.stderr)
     return 130
+
+
+def _error(sub, e) -> int:
+  interrupt.check()  # an error that a Ctrl-C caused (an import it stopped) is a Ctrl-C
+  print(f"{sub.prog}: error: {flags_in(e)}", file=sys.stderr)
+  return 2
 
 
 def _run(args, config: Config, sub) -> int:
   """The command, once its flags are checked: what imports JAX and does the work."""
   from vae_jax import data
+  from vae_jax.app import files, rundir
   try:
     if args.command == "train" and args.resume:  # the run's own config, then the flags given
-      from vae_jax import run
-      config = config_from_args(args, run.saved_config(args.workdir, args.overwrite))
+      config = config_from_args(args, rundir.saved_config(args.workdir, args.overwrite))
     if args.command in COMPILES or args.command == "data":
-      data.check_data_dir(config.data_dir, config.data_source)  # before any fetch
+      check_data_dir(config)  # before any fetch
   except (ValueError, data.DataError, OSError) as e:
-    print(f"{sub.prog}: error: {e}", file=sys.stderr)
-    return 2
+    return _error(sub, e)
 
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
-    from vae_jax import checkpoint, train
-    cache = data.compile_cache_dir(config.data_dir)
+    cache = data.data_root(config.data_dir) / "jax_compile_cache"
     try:
-      checkpoint.check_directory(cache, "the compilation cache")
-      train.enable_compile_cache(cache)
+      files.check_directory(cache, "the compilation cache")
+      enable_compile_cache(cache)
     except OSError:  # a read-only data directory: JAX would warn at every program it loads
       print(f"vae-jax: {cache} cannot be written: compiling every program afresh "
             f"(--no-compile-cache does so without this line)", file=sys.stderr)
-  from vae_jax.run import RunStopped
+  from vae_jax.app.run import RunStopped
   try:
     args.func(args, config, sub)
-  except RunStopped as e:  # diverged (3) or Ctrl-C (130): what finished is on disk
-    print(f"{sub.prog}: {e}", file=sys.stderr)
+  except RunStopped as e:  # diverged (3), a write failed (1) or Ctrl-C (130): the rest is kept
+    print(f"{sub.prog}: {flags_in(e)}", file=sys.stderr)
     return e.exit_code
   except (data.DataError, ValueError, OSError) as e:  # OSError: FileExists, Permission, ...
-    print(f"{sub.prog}: error: {e}", file=sys.stderr)
-    return 2
+    return _error(sub, e)
   return 0
+
+
+def check_data_dir(config: Config):
+  """The data directory, refused in one line before any fetch: a file on its way, a folder
+  not writable where the cache is still to be written, or a --data-dir (or
+  $VAE_JAX_DATA_DIR) whose parent folder does not exist (a mistyped path would fetch
+  MNIST again into a new folder; the default, ~/.cache/vae_jax, is made with its parents)."""
+  from vae_jax import data
+  from vae_jax.app.files import check_directory
+  root, name = data.data_root(config.data_dir), flags_in(data.data_dir_name(config.data_dir))
+  chosen = config.data_dir is not None or os.environ.get("VAE_JAX_DATA_DIR")
+  if chosen and not root.exists() and not root.is_symlink() and not root.parent.is_dir():
+    check_directory(root, name)  # a file on the way says so first
+    raise FileNotFoundError(f"{name} {root}: the folder {root.parent} does not exist: create "
+                            f"it, or choose another {name}")
+  must_write = not data.cache_path(config.data_source, config.data_dir).exists()
+  check_directory(root, name, writable=must_write)
+
+
+def enable_compile_cache(directory) -> None:
+  """Keeps every compiled program in `directory` (JAX's persistent compilation cache).
+
+  A second process with the same shapes, config and JAX version then loads the epoch and
+  evaluation programs instead of compiling them again, and also the forty-odd small
+  programs of the eager operations around them (figures, checkpoints), each of which
+  compiles in a few hundredths of a second (results/compile_cache_intel.txt).
+  """
+  import jax
+  jax.config.update("jax_compilation_cache_dir", str(directory))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 if __name__ == "__main__":

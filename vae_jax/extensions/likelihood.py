@@ -6,7 +6,7 @@ For an image x and k samples z_i ~ q(z|x) (Burda, Grosse and Salakhutdinov 2016)
 
 E[L_1] is the ELBO, E[L_k] grows with k, and L_k -> log p(x) as k -> infinity; the
 field reports -L_5000 on the test set of binarized MNIST as "the test NLL". Every
-term is a log-density (`losses.log_weights`) and the average is a logsumexp, so no
+term is a log-density (`iwae.log_weights`) and the average is a logsumexp, so no
 weight is ever exponentiated alone.
 
 `estimate(model, params, x, k)` draws k samples per image once and scores, from
@@ -50,6 +50,7 @@ import tqdm.auto as tqdm
 
 from vae_jax import losses
 from vae_jax.data import to_inputs
+from vae_jax.extensions import iwae
 
 REPORTED_KS = (1, 5, 50, 5000)  # Burda et al.'s Table 1 columns, and their evaluation k
 ACTIVE_THRESHOLD = 0.01         # Burda et al.: Cov_x(E_q[z_u]) > 0.01
@@ -79,7 +80,7 @@ def grouped_bound(log_w: jax.Array, j: int) -> jax.Array:
   Each group's L_j is unbiased for E[L_j]; their mean has k // j times less variance
   than one group. The k % j samples left over are not used."""
   c, k = log_w.shape
-  return losses.iwae_bound(log_w[:, :(k // j) * j].reshape(c, k // j, j)).mean(-1)
+  return iwae.iwae_bound(log_w[:, :(k // j) * j].reshape(c, k // j, j)).mean(-1)
 
 
 @functools.lru_cache(maxsize=8)  # one compilation per (model, k, ks, sample_chunk)
@@ -103,7 +104,7 @@ def make_chunk_estimator(model, k: int, ks: tuple[int, ...], sample_chunk: int =
     eps = jnp.moveaxis(eps.reshape(c, k // s, s, z), 1, 0)              # [k / s, C, s, z]
 
     def draw(_, eps_j):
-      lw, _ = losses.log_weights(params, model, x, eps_j)  # each [C, s]
+      lw, _ = iwae.log_weights(params, model, x, eps_j)  # each [C, s]
       return None, (lw.log_w, lw.log_px_z)
 
     _, (log_w, log_px_z) = jax.lax.scan(draw, None, eps)
@@ -189,24 +190,18 @@ def describe(est: Estimate, *, binarized: bool, latent_dim: int) -> str:
   return "\n".join(lines)
 
 
-def run_summary(metrics_path) -> dict | None:
-  """What the run behind the weights did, from its metrics.jsonl: epochs, training seconds,
-  the last epoch's test loss. None when there is no such file (weights alone)."""
-  import json
-  from pathlib import Path
-  path = Path(metrics_path)
-  if not path.is_file():
-    return None
-  rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-  if not rows:
-    return None
-  return {"epochs": rows[-1]["epoch"], "train_seconds": sum(r.get("seconds", 0.0) for r in rows),
-          "last": {k: v for k, v in rows[-1].items() if k != "seconds"}}
-
-
 def to_json(est: Estimate) -> dict:
   return {"n": est.n, "k": est.k, "nll": {str(j): -v for j, v in est.bounds.items()},
           "mc_se": est.mc_se, "neg_elbo": -est.elbo, "neg_elbo_mc_se": est.elbo_se,
           "active_units": est.active_units, "mu_variance": est.mu_variance.tolist(),
           "seconds": est.seconds,
           "peak_rss_mb": est.peak_rss_mb}
+
+
+def latent_statistics(params, model, x):
+  """Per latent dimension u, over the images x [N, 784]: the mean of
+  KL(q(z_u|x) || N(0, 1)) = -1/2 (1 + logvar_u - mu_u^2 - exp(logvar_u)), whose sum over u is
+  the KL per image, and Var_x(mu_u), Burda et al.'s activity (active: > 0.01). -> [z], [z]."""
+  mu, logvar = model.apply({"params": params}, x, method="encode")  # [N, z] each
+  kl = -0.5 * (1.0 + logvar - mu**2 - jnp.exp(logvar))              # [N, z]
+  return kl.mean(axis=0), mu.var(axis=0)
