@@ -5,7 +5,7 @@
 
 Saves the TrainState of `--latent-dim` after one epoch's worth of Adam steps on
 noise (so that Adam's moments are not zeros a compressor would squeeze) `--saves`
-times with `vae_jax.checkpoint.save_checkpoint`, then with orbax's
+times with `vae_jax.app.checkpoint.save_checkpoint`, then with orbax's
 StandardCheckpointer (waiting for each save), prints the median time and size of
 each, and checks that both restore the state bit for bit.
 """
@@ -52,7 +52,7 @@ def _same(a, b) -> bool:
 
 def main(argv=None) -> int:
   args = parse_args(argv)
-  from vae_jax import checkpoint
+  from vae_jax.app import checkpoint
   from vae_jax.config import Config
   config = Config(latent_dim=args.latent_dim)
   state, fresh = _state(config)
@@ -65,7 +65,7 @@ def main(argv=None) -> int:
       times.append(time.perf_counter() - t0)
     last = checkpoint.checkpoints(ours)[-1]
     back = checkpoint.load_checkpoint(last, fresh).state
-    print(f"Flax msgpack (vae_jax.checkpoint): median {statistics.median(times) * 1e3:.0f} ms "
+    print(f"Flax msgpack (vae_jax.app.checkpoint): median {statistics.median(times) * 1e3:.0f} ms "
           f"per save (fsync included), {last.stat().st_size / 1e6:.2f} MB in 1 file, "
           f"bit-exact: {_same(state, back)}")
     try:

@@ -28,7 +28,7 @@ import sys
 from jax import monitoring
 events = []
 monitoring.register_event_listener(lambda event, **kw: events.append(event))
-from vae_jax import cli
+from vae_jax.app import cli
 code = cli.main(sys.argv[1:])
 print("cache", sum(e.endswith("/compile_requests_use_cache") for e in events),
       sum(e.endswith("/cache_hits") for e in events))

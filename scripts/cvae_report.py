@@ -48,22 +48,20 @@ def between_digit_share(mu: np.ndarray, labels: np.ndarray) -> float:
 
 
 def row(run: Path) -> str:
-  import jax
+  from vae_jax.app import run as runs
+  from vae_jax.app import weights
+  from vae_jax.extensions import recipe
 
-  from vae_jax import checkpoint, data, likelihood
-  from vae_jax.model import make_model
-
-  params, config = checkpoint.load_weights(run / "params.msgpack")
-  test = data.load_device_data(config, with_train=False)  # the images the run was scored on
-  model = make_model(config)
-  y = jax.numpy.asarray(test.y_test) if model.conditional else None
-  mu = model.apply({"params": params}, data.to_inputs(test.x_test), y, method="encode")[0]
-  summary = likelihood.run_summary(run / "metrics.jsonl")  # epochs, seconds, the last row
-  last = summary["last"]
-  return (f"| {config.model.upper()} | {config.latent_dim} | {summary['epochs']} | "
+  params, config = weights.load_weights(run / "params.msgpack")
+  test = recipe.load_data(config, with_train=False)  # the images the run was scored on
+  mu = recipe.encode_mean(recipe.make_model(config), params, test.x_test,
+                          *recipe.labels(config, test.y_test))
+  rows = runs.read_metrics(run)
+  last = rows[-1]
+  return (f"| {config.model.upper()} | {config.latent_dim} | {last['epoch']} | "
           f"{last['test_loss']:.2f} | {last['test_recon']:.2f} | {last['test_kl']:.2f} | "
           f"{between_digit_share(np.asarray(mu), np.asarray(test.y_test)):.3f} | "
-          f"{summary['train_seconds']:.0f} |")
+          f"{sum(r.get('seconds', 0.0) for r in rows):.0f} |")
 
 
 def main(argv=None) -> int:

@@ -101,11 +101,11 @@ def forward(params, x, eps, precision: str, form: str):
 
 
 class _Forward(NamedTuple):
-  """`forward` where `losses.batch_loss` calls the model: `apply({"params": p}, x, eps, y)`."""
+  """`forward` where `losses.batch_loss` calls the model: `apply({"params": p}, x, eps)`."""
   form: str
   precision: str
 
-  def apply(self, variables, x, eps, y=None):
+  def apply(self, variables, x, eps):
     return forward(variables["params"], x, eps, self.precision, self.form)
 
 
@@ -120,24 +120,46 @@ def forward_loss(form: str, precision: str):
   return loss
 
 
+def _unrolled_epoch(run, optimizer, loss_fn, num_examples: int, batch_size: int, unroll: int):
+  """`train.make_train_epoch` with `lax.scan(unroll=...)`: the same steps, `unroll` of them an
+  iteration of the compiled loop."""
+  import jax
+
+  from vae_jax import losses, train
+  from vae_jax.data import to_inputs
+
+  def epoch(state, images_u8, key):
+    plan = train.epoch_plan(key, num_examples=num_examples, batch_size=batch_size,
+                            latent_dim=run.model.latent_dim)
+
+    def step(state, s):
+      return train.adam_step(state, optimizer, loss_fn, run.model, to_inputs(images_u8[s.idx]),
+                             s.eps, s.weight)
+
+    state, sums = jax.lax.scan(step, state, plan, unroll=unroll)
+    return state, losses.Metrics(*(x.sum() for x in sums))
+
+  return epoch
+
+
 def build(variant: str, config, d):
   import jax
   import optax
 
-  from vae_jax import train
+  from vae_jax import losses, train
 
   run = train.setup(config)  # model, Adam, keys, initial state: no programs yet
   optimizer, state = run.optimizer, run.state
-  unroll, loss_fn = 1, None  # None: the config's objective (the blog's ELBO)
+  unroll, loss_fn = 1, losses.batch_loss  # the blog's ELBO
   if variant.startswith("stack-"):
-    from vae_jax.experiments import multi
+    from vae_jax.app import multi
+    from vae_jax.extensions import recipe
 
     seeds = range(1, int(variant[6:]) + 1)
     members = [multi.Member(seed, config.learning_rate) for seed in seeds]
     mesh = multi.member_mesh(jax.local_devices()[:1])
     first, states, keys = multi._stacked_setups(config, members, mesh)
-    epoch = train.make_train_epoch(first.model, first.optimizer, num_examples=len(d.x_train),
-                                   **train.epoch_options(config))
+    epoch, _ = recipe.functions(config, first.model, first.optimizer, len(d.x_train))
     # states [S], images shared, keys [S]: the stacked run's program
     return first._replace(keys=first.keys._replace(train=keys)), states, jax.vmap(
         epoch, in_axes=(0, None, 0))
@@ -157,9 +179,11 @@ def build(variant: str, config, d):
     loss_fn = forward_loss(variant[4:], config.matmul_precision)
   elif variant != "base":
     raise SystemExit(f"unknown variant {variant!r}")
-  epoch = train.make_train_epoch(run.model, optimizer, num_examples=len(d.x_train),
-                                 unroll=unroll, **train.epoch_options(config, loss_fn))
-  return run, state, epoch
+  if unroll > 1:
+    return run, state, _unrolled_epoch(run, optimizer, loss_fn, len(d.x_train),
+                                       config.batch_size, unroll)
+  return run, state, train.make_train_epoch(run.model, optimizer, num_examples=len(d.x_train),
+                                            batch_size=config.batch_size, loss_fn=loss_fn)
 
 
 def _file_name(variant: str) -> str:
@@ -195,7 +219,7 @@ def time_variant(variant: str, config, d, epochs: int, out: str | None, trace: b
       jax.block_until_ready(compiled(state, d.x_train, train.epoch_key(run.keys.train, 99)))
     print(f"profile of one {variant} epoch in {folder}", flush=True)
     for found in glob.glob(os.path.join(folder, "**", "perfetto_trace.json.gz"), recursive=True):
-      print(summarize_trace(found, train.steps_per_epoch(config)), flush=True)
+      print(summarize_trace(found, -(-len(d.x_train) // config.batch_size)), flush=True)
   return {"variant": variant, "compile_s": compile_s, "ms": 1e3 * float(np.median(times[1:])),
           "ms_all": [1e3 * t for t in times]}, leaves
 
@@ -327,8 +351,7 @@ def main(argv=None):
   print(f"jax {jax.__version__} on {dev.platform} ({dev.device_kind}); matmul {args.precision}; "
         f"median of epochs 2..{args.epochs}", flush=True)
   if args.products:
-    from vae_jax import train
-    print(time_products(config, train.steps_per_epoch(config, len(d.x_train))), flush=True)
+    print(time_products(config, -(-len(d.x_train) // config.batch_size)), flush=True)
   rows, ref = [], None
   for variant in args.variants:
     if variant.startswith("xla:"):

@@ -44,7 +44,7 @@ jax.devices()
 t2 = time.perf_counter()
 import flax, optax
 t3 = time.perf_counter()
-import vae_jax.cli, vae_jax.run, vae_jax.plots
+import vae_jax.app.cli, vae_jax.app.run, vae_jax.app.plots
 t4 = time.perf_counter()
 import matplotlib.pyplot
 t5 = time.perf_counter()

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vae_jax import Config, data, train
-from vae_jax.experiments import multi
+from vae_jax.app import multi
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -4,7 +4,7 @@
   python scripts/train_phases.py --workdir /tmp/short --train-limit 1024 --test-limit 1024
 
 The second has epochs as short as a GPU's (41 ms on 2 CPU cores). Runs the train
-subcommand itself (`vae_jax.cli.main(["train", ...])`: the same flags,
+subcommand itself (`vae_jax.app.cli.main(["train", ...])`: the same flags,
 checks, compilation cache and files) in this process, with a timer around each function
 a phase calls, and prints one table of host wall seconds. The loop reads epoch e while
 the device runs e + 1, so the checkpoints and grids it writes are host time that may
@@ -41,7 +41,7 @@ def _timed(module, name: str, times: dict, label: str) -> None:
 def parse_args(argv) -> list[str]:
   """The train flags, checked by the train subcommand's own parser (exit 2 on a bad one); a
   new run only, so that every phase is timed from its first epoch."""
-  from vae_jax import cli
+  from vae_jax.app import cli
   argv = list(argv)
   if any(a in argv for a in ("--resume", "--overwrite")):
     print("train_phases.py: error: times a new run from its first epoch: drop --resume and "
@@ -56,7 +56,8 @@ def main(argv=None) -> int:
   t1 = time.perf_counter()
   jax.devices()
   t2 = time.perf_counter()
-  from vae_jax import checkpoint, cli, data, plots, run, train
+  from vae_jax import data, train
+  from vae_jax.app import checkpoint, cli, plots, run
   t3 = time.perf_counter()
   argv = parse_args(sys.argv[1:] if argv is None else argv)
 
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
 
 
 def _machine() -> str:
-  from vae_jax.experiments import bench
+  from vae_jax.app import bench
   return bench.describe_machine()
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae_jax import data, train
+from vae_jax import data
+from vae_jax.app import cli
 
 
 def script_module(name: str):
@@ -48,7 +49,7 @@ def shared_compile_cache(tmp_path_factory):
   """One persistent compilation cache for every test of this process (pytest-xdist: of this
   worker): the many small runs compile the same programs, and the second and later ones load
   them instead (the executables are the same, and so are the numbers)."""
-  train.enable_compile_cache(tmp_path_factory.getbasetemp() / "jax_compile_cache")
+  cli.enable_compile_cache(tmp_path_factory.getbasetemp() / "jax_compile_cache")
 
 
 @pytest.fixture(autouse=True)
@@ -56,4 +57,4 @@ def no_compile_cache(monkeypatch):
   """The CLI's own cache, beside the data, is process-wide JAX state: tests that call
   `cli.main` in-process keep the shared one above (tests/test_compile_cache.py runs the
   CLI's in subprocesses)."""
-  monkeypatch.setattr(train, "enable_compile_cache", lambda directory: directory)
+  monkeypatch.setattr(cli, "enable_compile_cache", lambda directory: directory)

@@ -13,9 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from vae_jax import checkpoint, cli, data, torch_io
+from vae_jax import data
+from vae_jax.app import cli, weights
 from vae_jax.config import Config
-from vae_jax.model import init_params, make_model
+from vae_jax.extensions.recipe import make_model
 
 from conftest import synthetic_mnist
 
@@ -39,25 +40,26 @@ def place(tmp_path_factory):
   bad = root / "files"
   bad.mkdir()
   (bad / "afile").write_text("not a directory\n")
+  os.symlink(root / "nowhere", bad / "dangling")  # a link to nothing, as a --workdir
   np.savez(bad / "empty.npz")
-  state = {k: np.zeros(s, np.float32) for k, s in torch_io.expected_shapes(2).items()}
+  state = {k: np.zeros(s, np.float32) for k, s in weights.expected_shapes(2).items()}
   np.savez(bad / "flat_fc21.npz", **{**state, "fc21.weight": np.zeros(1024, np.float32)})
   (bad / "weights.txt").write_text("fc1.weight ...\n")
   np.savez(bad / "nan.npz", **{**state, "fc3.bias": np.full(512, np.nan, np.float32)})
   np.savez(bad / "int.npz", **{k: v.astype(np.int32) for k, v in state.items()})
   (bad / "int_msgpack").mkdir()
-  checkpoint.save_params(jax.tree.map(lambda a: np.asarray(a).astype(np.int32),
-                                      torch_io.params_from_state_dict(state)),
+  weights.save_params(jax.tree.map(lambda a: np.asarray(a).astype(np.int32),
+                                      weights.params_from_state_dict(state)),
                          bad / "int_msgpack" / "params.msgpack")
   alone = bad / "cvae_alone"  # a CVAE's weights without the config.json that says so
   alone.mkdir()
-  checkpoint.save_params(init_params(make_model(Config(model="cvae")), jax.random.PRNGKey(0)),
+  weights.save_params(make_model(Config(model="cvae")).init_params(jax.random.PRNGKey(0)),
                          alone / "params.msgpack")
   # a z = 5 params.msgpack beside a config.json that says z = 2
   z5 = bad / "z5"
   z5.mkdir()
-  checkpoint.save_params(torch_io.params_from_state_dict(
-      {k: np.zeros(s, np.float32) for k, s in torch_io.expected_shapes(5).items()}),
+  weights.save_params(weights.params_from_state_dict(
+      {k: np.zeros(s, np.float32) for k, s in weights.expected_shapes(5).items()}),
       z5 / "params.msgpack")
   (z5 / "config.json").write_text(Config().to_json())
   for name, text in (("extra_key", json.dumps({**json.loads(Config().to_json()), "dropout": 0.1})),
@@ -201,6 +203,16 @@ def _cases():
                          "{root}/vae.txt"], "use a .pth"),
       ("workdir below a file", tr + ["{root}/files/afile/sub"], "afile is a file"),
       ("workdir is a file", tr + ["{root}/files/afile"], "is a file"),
+      ("workdir is a link to nothing", tr + ["{root}/files/dangling"], "is a link to nothing"),
+      ("a negative learning rate, in scientific notation", tr + ["{root}/new",
+                                                                 "--learning-rate", "-1e-3"],
+       "--learning-rate must be a finite number > 0, got -0.001"),
+      ("a batch larger than MNIST", tr + ["{root}/new", "--batch-size", "70000"],
+       "--batch-size 70000 is more than MNIST's 60000 training images"),
+      ("data-dir in a missing folder", ["data", "--data-dir", "{root}/no/such/data"],
+       "/no/such does not exist: create it, or choose another --data-dir"),
+      ("a mistyped data-dir of train", ["train", "--workdir", "{root}/new", "--data-dir",
+                                        "{root}/dta/data"], "/dta does not exist"),
       ("workdir holds a finished run", tr + ["{root}/run"], "--overwrite"),
       # A run neither mixes with a user's files nor, under --overwrite, deletes them.
       ("workdir holds a user's files", tr + ["{root}/files"], "holds files that are not a run's"),
@@ -221,9 +233,9 @@ def _cases():
       ("workdir holds a run's files, its config lost", tr + ["{root}/files/cvae_alone"],
        "(params.msgpack) but no config.json"),
       ("train limit past MNIST", tr + ["{root}/new", "--train-limit", "60001"],
-       "train_limit = 60001 is more than MNIST's 60000 train images"),
+       "--train-limit 60001 is more than MNIST's 60000 train images"),
       ("test limit past MNIST", ev + ["{root}/run/params.msgpack", "--test-limit", "10001"],
-       "test_limit = 10001 is more than MNIST's 10000 test images"),
+       "--test-limit 10001 is more than MNIST's 10000 test images"),
       ("empty workdir", tr + [""], "an empty path"),  # "" would be the current directory
       ("empty weights", ev + [""], "an empty path"),
       ("empty data-dir", ["data", "--data-dir", ""], "an empty path"),
@@ -245,7 +257,7 @@ def _cases():
       ("k without the iwae objective", tr + ["{root}/new", "--k", "5"], "--objective iwae"),
       ("burda schedule past its end", tr + ["{root}/new", "--schedule", "burda", "--epochs",
                                            "4000"], "3280 or fewer"),
-      ("adam eps 0", tr + ["{root}/new", "--adam-eps", "0"], "adam_eps must be"),
+      ("adam eps 0", tr + ["{root}/new", "--adam-eps", "0"], "--adam-eps must be"),
       ("a warm-up to beta 0", tr + ["{root}/new", "--beta", "0", "--kl-warmup-epochs", "3"],
        "change nothing"),
       ("blog weights, burda config", ev + ["{root}/files/arch_mismatch/params.msgpack"],
@@ -344,7 +356,7 @@ def test_an_empty_data_dir_variable_counts_as_unset(monkeypatch):
 def test_a_read_only_compilation_cache_is_one_line_and_the_run_goes_on(place, tmp_path, capsys,
                                                                         monkeypatch):
   """MNIST cached on a read-only disk: JAX would warn at every program it cannot store."""
-  cache = data.compile_cache_dir(place / "data")
+  cache = cli.compile_cache_dir(place / "data")
   real_access = os.access
   monkeypatch.setattr(os, "access", lambda path, mode: (
       not mode & os.W_OK if Path(path).absolute() in (cache, cache.parent)

@@ -7,12 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import Config, losses, torch_io, train
+from vae_jax import Config, losses, train
+from vae_jax.app import weights
 from vae_jax.data import to_inputs
-from vae_jax.model import make_model
+from vae_jax.extensions.recipe import make_model
 
 torch = pytest.importorskip("torch")
-from vae_jax.experiments import torch_ref  # noqa: E402
+from vae_jax.app import torch_ref  # noqa: E402
 
 N, BATCH, Z = 300, 64, 2  # 5 batches an epoch, the last of 44 images
 
@@ -70,7 +71,7 @@ def test_the_timed_loops_compute_the_packages_loss_on_the_same_weights_and_batch
   test_sum = torch_ref.test_epoch(tmodel, _feeds(images)[loop]())
   assert len(seen_eps) == 5 and len(seen_x) == 10  # 5 training steps, then 5 test batches
 
-  params = torch_io.params_from_state_dict(tmodel.state_dict())
+  params = weights.params_from_state_dict(tmodel.state_dict())
   model = make_model(Config(latent_dim=Z))
   ours = sum(float(losses.batch_loss(params, model, jnp.asarray(x.numpy()), jnp.asarray(e.numpy()),
                                      jnp.ones(len(x)))[0])
@@ -111,7 +112,7 @@ def test_the_compiled_loop_trains_as_the_eager_one():
 
 def test_the_machine_line_names_torch_only_beside_a_pytorch_row():
   pytest.importorskip("torch")
-  from vae_jax.experiments import bench
+  from vae_jax.app import bench
   row = {"compile_s": 0.0, "train_s": 1.0, "test_s": 0.1, "epoch_s": 1.1}
   jax_row = {**row, "name": "jax (this project)"}
   torch_row = {**row, "name": "pytorch 2 on cpu, blog loop"}
@@ -121,7 +122,7 @@ def test_the_machine_line_names_torch_only_beside_a_pytorch_row():
 
 
 def test_bench_warns_when_the_cpu_is_already_busy():
-  from vae_jax.experiments import bench
+  from vae_jax.app import bench
   assert bench.busy_cpu(load=0.9, cores=2) is None   # half the cores or less: quiet
   assert bench.busy_cpu(load=1.0, cores=2) is None
   warning = bench.busy_cpu(load=1.9, cores=2)

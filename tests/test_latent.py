@@ -6,7 +6,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from vae_jax import latent
+from vae_jax.extensions import latent
 
 
 def test_the_grid_is_the_normal_quantiles_of_the_cell_centres():
@@ -82,7 +82,8 @@ def test_interpolation_pairs_are_fixed_different_digits_and_fit_the_test_set():
 
 def test_a_run_draws_the_manifold_and_the_interpolations(tiny_data_dir, tmp_path):
   # z = 2 here; a z = 5 run draws them too in tests/test_beta.py.
-  from vae_jax import Config, run
+  from vae_jax import Config
+  from vae_jax.app import run
 
   config = Config(data_dir=str(tiny_data_dir), latent_dim=2, hidden_dim=16, epochs=1)
   run.train_and_evaluate(config, tmp_path / "run", progress=False)

@@ -36,7 +36,7 @@ def test_three_epochs_of_the_blogs_setting_land_in_the_seed_band():
 
 
 def _measure_band(seeds=range(1, 11)):
-  from vae_jax.experiments import multi
+  from vae_jax.app import multi
   config = Config(epochs=EPOCHS)
   d = load_device_data(config)
   result = multi.train_many(config, [multi.Member(s, config.learning_rate) for s in seeds],

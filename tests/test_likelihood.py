@@ -15,9 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import data, likelihood, losses, train
+from vae_jax import data, losses, train
 from vae_jax.config import Config
-from vae_jax.model import VAE, BurdaVAE, init_params
+from vae_jax.extensions import binarize, burda, iwae, likelihood, recipe
+from vae_jax.extensions.burda import BurdaVAE
+from vae_jax.model import VAE
 
 D, Z, H = 12, 2, 16  # pixels, latent size, hidden width of the quadrature models
 R = 10               # independent repeats of each estimate
@@ -72,7 +74,7 @@ def small_model(request):
   L_k climbs visibly with k (a near-perfect q would make every L_k the same)."""
   arch = request.param
   model = (VAE if arch == "blog" else BurdaVAE)(latent_dim=Z, hidden_dim=H, data_dim=D)
-  params = init_params(model, jax.random.PRNGKey(3))
+  params = model.init_params(jax.random.PRNGKey(3))
   mu_layer = "fc21" if arch == "blog" else "fc31"
   params = {**params, mu_layer: {**params[mu_layer], "bias": params[mu_layer]["bias"] + 1.5}}
   k_z, k_x = jax.random.split(jax.random.PRNGKey(4))
@@ -112,7 +114,7 @@ def test_log_weights_match_an_independent_float64_computation(small_model):
   arch, model, params, x = small_model
   xb = data.to_inputs(jnp.asarray(x))
   eps = jax.random.normal(jax.random.PRNGKey(5), (len(x), 7, Z))
-  lw, kl = losses.log_weights(params, model, xb, eps)
+  lw, kl = iwae.log_weights(params, model, xb, eps)
   p, xn, en = np_params(params), np.asarray(xb, np.float64), np.asarray(eps, np.float64)
   mu, logvar = np_encode(p, xn, arch)
   z = mu[:, None] + np.exp(0.5 * logvar)[:, None] * en
@@ -126,7 +128,7 @@ def test_log_weights_match_an_independent_float64_computation(small_model):
   np.testing.assert_allclose(np.asarray(kl), np.sum(0.5 * (mu**2 + np.exp(logvar) - 1 - logvar),
                                                     -1), rtol=2e-5, atol=2e-5)
   # and the IWAE objective is -log mean_i w_i of those weights
-  loss, m = losses.iwae_batch_loss(params, model, xb, eps, jnp.ones(len(x)))
+  loss, m = iwae.batch_loss(params, model, xb, eps, jnp.ones(len(x)))
   lw64 = log_px_z + log_pz - log_qz
   want = -np.sum(np.logaddexp.reduce(lw64, axis=1) - math.log(7))
   np.testing.assert_allclose(float(loss), want, rtol=2e-5)
@@ -184,7 +186,7 @@ def test_the_elbos_standard_error_matches_the_spread_of_repeats(small_model):
 def test_active_units():
   """Active units count Var_x(mu_u) > 0.01 over the images, whatever the chunking."""
   model = VAE(latent_dim=3, hidden_dim=8, data_dim=D)
-  params = init_params(model, jax.random.PRNGKey(0))
+  params = model.init_params(jax.random.PRNGKey(0))
   x = np.asarray(jax.random.bernoulli(jax.random.PRNGKey(1), 0.5, (40, D)), np.uint8) * 255
   # dimension 0 reads the image (variance above 0.01); dimension 1 the same, scaled to a
   # variance of 0.004, just under the threshold; dimension 2 reads nothing
@@ -249,14 +251,14 @@ def test_test_set_binarization_is_fixed_and_has_the_pixel_means():
   # sum(k) / (255 * 256), about N / 512 ones) lies 10 binomial s.e. (sqrt(N / 6)) away.
   images = np.asarray(data.flatten(synthetic_images := np.random.default_rng(0).integers(
       0, 256, (6000, 28, 28)).astype(np.uint8)))
-  a, b = data.binarize_test_images(images), data.binarize_test_images(images)
+  a, b = binarize.fixed_test_images(images), binarize.fixed_test_images(images)
   np.testing.assert_array_equal(a, b)
   assert set(np.unique(a)) <= {0, 255}
   # the end points are certain: a pixel of 255 is always on, one of 0 always off
   ends = np.concatenate([np.full((50, 784), 255, np.uint8), np.zeros((50, 784), np.uint8)])
-  np.testing.assert_array_equal(data.binarize_test_images(ends), ends)
+  np.testing.assert_array_equal(binarize.fixed_test_images(ends), ends)
   # the first n images binarize the same whatever follows them (limits cut afterwards)
-  np.testing.assert_array_equal(data.binarize_test_images(images[:50]), a[:50])
+  np.testing.assert_array_equal(binarize.fixed_test_images(images[:50]), a[:50])
   # P(pixel on) = k / 255: the count of ones against its mean, 5 binomial s.e.
   p = images / 255.0
   ones = (a == 255).sum()
@@ -264,7 +266,7 @@ def test_test_set_binarization_is_fixed_and_has_the_pixel_means():
   del synthetic_images
 
 
-def test_dynamic_binarization_inside_the_compiled_epoch():
+def test_dynamic_binarization_inside_the_compiled_epoch(monkeypatch):
   """Each step sees 0/1 pixels, on with probability pixel / 255, new ones every epoch."""
   n, b = 64, 16
   images = jnp.asarray(np.random.default_rng(1).integers(0, 256, (n, D)), jnp.uint8)
@@ -276,11 +278,11 @@ def test_dynamic_binarization_inside_the_compiled_epoch():
     return m.loss + 0.0 * sum(jnp.sum(v) for v in jax.tree.leaves(params)), m
 
   model = VAE(latent_dim=Z, hidden_dim=4, data_dim=D)
-  config = Config(latent_dim=Z, hidden_dim=4, batch_size=b)
-  opt = train.make_optimizer(config)
+  config = Config(latent_dim=Z, hidden_dim=4, batch_size=b, binarize="dynamic")
+  opt = recipe.make_optimizer(config, n // b)
   state = train.create_state(model, opt, jax.random.PRNGKey(0))
-  epoch = jax.jit(train.make_train_epoch(model, opt, num_examples=n, batch_size=b, loss_fn=spy,
-                                         binarize=True))
+  monkeypatch.setattr(losses, "batch_loss", spy)  # the loss the recipe's step calls
+  epoch = jax.jit(recipe.functions(config, model, opt, n)[0])
   totals = []
   for e in (1, 2):
     _, m = epoch(state, images, jax.random.PRNGKey(e))
@@ -290,13 +292,12 @@ def test_dynamic_binarization_inside_the_compiled_epoch():
   for t in totals:
     assert abs(t - p.sum()) < 5 * math.sqrt((p * (1 - p)).sum())
   assert totals[0] != totals[1]  # drawn afresh
-  plan = train.epoch_plan(jax.random.PRNGKey(1), num_examples=n, batch_size=b, latent_dim=Z,
-                          binarize=True)
+  plan = recipe.epoch_plan(config, jax.random.PRNGKey(1), n, Z)
   assert plan.binarize.shape[0] == n // b
   # every step its own draw: grey images all alike, yet each step's batch binarizes apart
-  grey = jnp.full((n, D), 128, jnp.uint8)
-  _, per_step = jax.jit(train.make_train_steps(model, opt, spy))(state, grey, plan)
-  assert len(set(np.asarray(per_step.loss).tolist())) == n // b
+  grey = data.to_inputs(jnp.full((b, D), 128, jnp.uint8))
+  sums = {float(jnp.sum(binarize.bernoulli_pixels(k, grey) * tag)) for k in plan.binarize}
+  assert len(sums) == n // b
 
 
 # --------------------------------------------------------------------------
@@ -307,14 +308,14 @@ def test_burda_schedule_rates_per_epoch():
   """Stage i = 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7): written out from the definition."""
   want = np.concatenate([np.full(3**i, 1e-3 * 10 ** (-i / 7)) for i in range(8)])
   assert len(want) == 3280
-  got = np.asarray(train.burda_learning_rate(1e-3, np.arange(3280)))
+  got = np.asarray(burda.learning_rate(1e-3, np.arange(3280)))
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_burda_schedule_in_the_optimizer_follows_the_step_count():
   """With 3 steps per epoch, Adam's update u (1-based) uses the rate of epoch (u - 1) // 3."""
   config = Config(schedule="burda", epochs=13)
-  opt = train.make_optimizer(config, steps_per_epoch=3)
+  opt = recipe.make_optimizer(config, steps_per_epoch=3)
   p = {"a": jnp.zeros(2)}
   state = opt.init(p)
   for u in range(1, 3 * 13 + 1):
@@ -332,14 +333,17 @@ def test_presets_and_their_overrides():
                            "epochs": 121, "batch_size": 100})
   assert (c.hidden_dim, c.latent_dim, c.batch_size, c.epochs) == (200, 5, 100, 121)
   assert Config.with_presets({"arch": "burda"}).batch_size == 128  # the model only
-  # a resumed run's config already holds what the presets brought
+  # a resumed run's config already holds what the presets brought: the flags given replace
   base = Config(arch="burda", hidden_dim=100)
-  assert Config.with_presets({"arch": "burda"}, base).hidden_dim == 100
+  from vae_jax.app import cli
+  args = cli.build_parser().parse_args(["train", "--workdir", "W", "--arch", "burda"])
+  assert cli.config_from_args(args, base).hidden_dim == 100
+  assert cli.config_from_args(args).hidden_dim == 200
 
 
 def test_burda_model_shapes_and_optimizer_eps():
   model = BurdaVAE(latent_dim=50, hidden_dim=200)
-  shapes = jax.tree.map(lambda a: a.shape, init_params(model, jax.random.PRNGKey(0)))
+  shapes = jax.tree.map(lambda a: a.shape, model.init_params(jax.random.PRNGKey(0)))
   assert shapes == {"fc1": {"kernel": (784, 200), "bias": (200,)},
                     "fc2": {"kernel": (200, 200), "bias": (200,)},
                     "fc31": {"kernel": (200, 50), "bias": (50,)},
@@ -347,7 +351,7 @@ def test_burda_model_shapes_and_optimizer_eps():
                     "fc4": {"kernel": (50, 200), "bias": (200,)},
                     "fc5": {"kernel": (200, 200), "bias": (200,)},
                     "fc6": {"kernel": (200, 784), "bias": (784,)}}
-  opt = train.make_optimizer(Config(adam_eps=1e-4))
+  opt = recipe.make_optimizer(Config(adam_eps=1e-4), steps_per_epoch=1)
   assert float(opt.init({"a": jnp.zeros(1)}).hyperparams["eps"]) == pytest.approx(1e-4)
 
 
@@ -359,7 +363,7 @@ def test_likelihood_command_on_binarized_and_continuous_runs(tiny_data_dir, tmp_
   """A Burda-model IWAE run on binarized pixels is scored as a likelihood; the blog's model on
   grey pixels is scored too, and the output says it is no likelihood. --json keeps the numbers
   and refuses to overwrite them."""
-  from vae_jax import cli
+  from vae_jax.app import cli
   common = ["--data-dir", str(tiny_data_dir)]
   burda, blog = tmp_path / "burda", tmp_path / "blog"
   assert cli.main(["train", "--workdir", str(burda), "--arch", "burda", "--hidden-dim", "16",
@@ -411,20 +415,19 @@ def test_the_iwae_objective_trains_a_tighter_bound(tiny_data_dir):
   samples (recon averaged over the 5, analytic KL); at the initial weights, on draws of our
   own, the per-image gap is more than 5 of its standard errors; with the ELBO objective,
   loss = recon + KL exactly."""
-  from vae_jax import data as data_mod
   config = Config(hidden_dim=16, latent_dim=3, batch_size=32, data_dir=str(tiny_data_dir),
                   objective="iwae", k=5, binarize="dynamic")
-  d = data_mod.load_device_data(config)
-  run = train.setup(config, d)
+  d = recipe.load_data(config)
+  run = recipe.setup(config, d)
   params = run.state.params
   _, sums = run.programs.train_epoch(run.state, d.x_train, jax.random.PRNGKey(0))
   assert float(sums.loss) < float(sums.recon + sums.kl)
   # the per-image gap, at the initial weights, for its standard error
-  x = train.binarize_batch(jax.random.PRNGKey(1), data.to_inputs(d.x_train))
+  x = binarize.bernoulli_pixels(jax.random.PRNGKey(1), data.to_inputs(d.x_train))
   eps = jax.random.normal(jax.random.PRNGKey(2), (len(x), 5, 3))
-  lw, kl = losses.log_weights(params, run.model, x, eps)
-  gap = np.asarray(-lw.log_px_z.mean(-1) + kl + losses.iwae_bound(lw.log_w))  # -ELBO - (-L_5)
+  lw, kl = iwae.log_weights(params, run.model, x, eps)
+  gap = np.asarray(-lw.log_px_z.mean(-1) + kl + iwae.iwae_bound(lw.log_w))  # -ELBO - (-L_5)
   assert gap.mean() > 5 * gap.std(ddof=1) / math.sqrt(len(gap))
-  elbo_run = train.setup(config.replace(objective="elbo", k=1), d)
+  elbo_run = recipe.setup(config.replace(objective="elbo", k=1), d)
   _, sums = elbo_run.programs.train_epoch(elbo_run.state, d.x_train, jax.random.PRNGKey(0))
   assert float(sums.loss) == pytest.approx(float(sums.recon + sums.kl), rel=1e-6)

@@ -7,6 +7,8 @@ import pytest
 
 from vae_jax import losses
 
+pytestmark = pytest.mark.fast  # the lesson's maths: `make test-fast`
+
 # (mu, logvar) pairs, extremes included: tiny and huge variances, far-off means.
 MU = np.array([0.0, 0.5, -1.0, 3.0, -8.0, 10.0, 0.0, 2.0, 0.0, -0.3])
 LOGVAR = np.array([0.0, -1.0, 1.0, -5.0, 2.0, 0.0, -10.0, 3.0, 4.0, -0.1])

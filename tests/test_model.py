@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 
 from vae_jax import Config
-from vae_jax.model import VAE, init_params, make_model, reparameterize
+from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE, reparameterize
+
+pytestmark = pytest.mark.fast  # the lesson's maths: `make test-fast`
 
 TORCH_SHAPES = {  # the blog's state_dict, [out, in] for weights
     "fc1": (512, 784), "fc21": (2, 512), "fc22": (2, 512), "fc3": (512, 2), "fc4": (784, 512)}
 
 
 def test_parameters_map_one_to_one_onto_the_blogs_state_dict():
-  params = init_params(make_model(Config()), jax.random.PRNGKey(0))
+  params = make_model(Config()).init_params(jax.random.PRNGKey(0))
   assert set(params) == set(TORCH_SHAPES)
   for name, (out, inp) in TORCH_SHAPES.items():
     assert params[name]["kernel"].shape == (inp, out)  # Flax kernel = weight.T
@@ -22,7 +25,7 @@ def test_parameters_map_one_to_one_onto_the_blogs_state_dict():
 
 @pytest.mark.parametrize("name", ["fc1", "fc21", "fc22", "fc3", "fc4"])
 def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in(name):
-  params = init_params(make_model(Config()), jax.random.PRNGKey(0))
+  params = make_model(Config()).init_params(jax.random.PRNGKey(0))
   fan_in = TORCH_SHAPES[name][1]
   bound = 1 / np.sqrt(fan_in)
   w = np.asarray(params[name]["kernel"], np.float64).ravel()
@@ -42,13 +45,13 @@ def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in(name):
 
 
 def test_flax_init_option_uses_zero_biases():
-  params = init_params(make_model(Config(init="flax")), jax.random.PRNGKey(0))
+  params = make_model(Config(init="flax")).init_params(jax.random.PRNGKey(0))
   assert all(float(jnp.abs(params[n]["bias"]).max()) == 0 for n in TORCH_SHAPES)
 
 
 def test_eval_mode_decodes_mu_exactly():
   model = VAE()
-  params = init_params(model, jax.random.PRNGKey(0))
+  params = model.init_params(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (5, 784))
   out = model.apply({"params": params}, x)
   np.testing.assert_array_equal(out.z, out.mu)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from vae_jax import Config, data, train
-from vae_jax.experiments import multi
+from vae_jax.app import multi
+from vae_jax.extensions import recipe
 
 TINY = Config(hidden_dim=32, batch_size=64, epochs=2)
 
@@ -16,7 +17,7 @@ def _data(tiny_data_dir):
 
 def _single(config, seed, d):
   """A single run with `seed`: the setup and fit that `vae-jax train` uses."""
-  result = train.fit(train.setup(config.replace(seed=seed), d), d, config.epochs)
+  result = train.fit(recipe.setup(config.replace(seed=seed), d), d, config.epochs)
   return result.params, [(h["train_loss"], h["test_loss"]) for h in result.history]
 
 

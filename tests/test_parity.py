@@ -10,11 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vae_jax import Config, data, losses, torch_io, train
-from vae_jax.model import make_model
+from vae_jax import Config, data, losses, train
+from vae_jax.app import weights
+from vae_jax.extensions.recipe import make_model
 
 torch = pytest.importorskip("torch")
-from vae_jax.experiments.torch_ref import BlogVAE, loss_function as blog_loss  # noqa: E402
+from vae_jax.app.torch_ref import BlogVAE, loss_function as blog_loss  # noqa: E402
 
 # PyTorch runs on the device JAX computes on. On a GPU both frameworks then use CUDA's
 # exp, log and float32 products (TF32 off on both: JAX at matmul "highest", PyTorch by
@@ -43,20 +44,20 @@ def test_state_dict_round_trip_and_errors(tmp_path):
   torch.manual_seed(0)
   model = BlogVAE(3)
   torch.save(model.state_dict(), tmp_path / "vae.pth")
-  params = torch_io.params_from_state_dict(torch_io.load_state_dict(tmp_path / "vae.pth"))
+  params = weights.params_from_state_dict(weights.load_state_dict(tmp_path / "vae.pth"))
   np.testing.assert_array_equal(params["fc1"]["kernel"], model.fc1.weight.detach().numpy().T)
-  torch_io.export_state_dict(params, tmp_path / "back.npz")
-  torch_io.export_state_dict(params, tmp_path / "back.pth")
+  weights.export_state_dict(params, tmp_path / "back.npz")
+  weights.export_state_dict(params, tmp_path / "back.pth")
   for name in ("back.npz", "back.pth"):
-    back = torch_io.load_state_dict(tmp_path / name)
+    back = weights.load_state_dict(tmp_path / name)
     for k, v in model.state_dict().items():
       np.testing.assert_array_equal(back[k], v.numpy())
   model.load_state_dict(torch.load(tmp_path / "back.pth", weights_only=True))  # PyTorch reads it
-  state = torch_io.state_dict_from_params(params)
+  state = weights.state_dict_from_params(params)
   with pytest.raises(ValueError, match=r"missing \['fc4.bias'\]"):
-    torch_io.params_from_state_dict({k: v for k, v in state.items() if k != "fc4.bias"})
+    weights.params_from_state_dict({k: v for k, v in state.items() if k != "fc4.bias"})
   with pytest.raises(ValueError, match=r"'fc1.weight' has shape \[784, 512\], expected \[512, 784\]"):
-    torch_io.params_from_state_dict({**state, "fc1.weight": state["fc1.weight"].T})
+    weights.params_from_state_dict({**state, "fc1.weight": state["fc1.weight"].T})
 
 
 def _blog_run(z, dtype=np.float32):
@@ -192,7 +193,7 @@ def test_loss_and_gradients_match_pytorch_at_every_step_of_its_trajectory(z):
   images = _images(1024, seed=0)
   for idx, eps in _batches(z, steps, batch):
     x = _to_tensor(images[idx])
-    params = torch_io.params_from_state_dict(tmodel.state_dict())
+    params = weights.params_from_state_dict(tmodel.state_dict())
     keep = np.ones(batch, bool)
     for _ in range(3):  # PyTorch on fewer rows rounds anew: its ReLUs are checked again
       (loss, jax_seen), grads = grad_fn(params, model, x, eps, jnp.asarray(keep, jnp.float32))
@@ -207,7 +208,7 @@ def test_loss_and_gradients_match_pytorch_at_every_step_of_its_trajectory(z):
       pytest.fail(f"the ReLUs still disagree after leaving out {batch - keep.sum()} examples")
     left_out += batch - keep.sum()
     worst_loss = max(worst_loss, abs(float(loss) - tloss) / abs(tloss))
-    jgrads = torch_io.state_dict_from_params(grads)
+    jgrads = weights.state_dict_from_params(grads)
     for k, g in _grads_of(tmodel).items():
       rel = np.linalg.norm(jgrads[k] - g) / np.linalg.norm(g)
       worst_grad[k] = max(worst_grad.get(k, 0.0), rel)
@@ -232,7 +233,7 @@ def test_adam_update_matches_pytorch_from_the_same_state():
   toptim = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
   config = Config()
   optimizer = train.make_optimizer(config)
-  params = torch_io.params_from_state_dict(tmodel.state_dict())
+  params = weights.params_from_state_dict(tmodel.state_dict())
   opt_state = optimizer.init(params)
   update = jax.jit(optimizer.update)
   rng = np.random.default_rng(0)
@@ -242,9 +243,9 @@ def test_adam_update_matches_pytorch_from_the_same_state():
     for k, p in tmodel.named_parameters():
       p.grad = torch.from_numpy(g[k]).to(DEVICE)
     toptim.step()
-    updates, opt_state = update(torch_io.params_from_state_dict(g), opt_state, params)
+    updates, opt_state = update(weights.params_from_state_dict(g), opt_state, params)
     params = jax.tree.map(jnp.add, params, updates)
-    ours = torch_io.state_dict_from_params(params)
+    ours = weights.state_dict_from_params(params)
     for k, v in tmodel.state_dict().items():
       # Per step each side rounds the sum weight + update (the two can end one ulp,
       # 2^-23 relative, apart) and computes the update, at most lr = 1e-3, in another
@@ -277,7 +278,7 @@ def _epoch_against_the_blog_loop(z, dtype):
   tmodel, toptim = _blog_run(z, dtype)
   config = Config(latent_dim=z, batch_size=batch)
   model, optimizer = make_model(config), train.make_optimizer(config)
-  params = torch_io.params_from_state_dict(tmodel.state_dict(), dtype=dtype)
+  params = weights.params_from_state_dict(tmodel.state_dict(), dtype=dtype)
   plan = train.epoch_plan(jax.random.PRNGKey(7), num_examples=n, batch_size=batch,
                           latent_dim=z)
   state, sums = jax.jit(train.make_train_steps(model, optimizer))(
@@ -285,7 +286,6 @@ def _epoch_against_the_blog_loop(z, dtype):
   assert state.params["fc1"]["kernel"].dtype == dtype
 
   idx, weight, eps = map(np.asarray, (plan.idx, plan.weight, plan.eps))
-  assert plan.binarize is None  # grey pixels, as the blog
   assert idx.shape == (8, batch) and weight[-1].sum() == n - 7 * batch
   # PyTorch's pixels: ToTensor's k / 255, and in float64 the package's own float32 pixels
   # (XLA computes k * (1/255), one ulp from k / 255 for 126 of the 256 values), widened
@@ -325,7 +325,7 @@ def _epoch_against_the_blog_loop(z, dtype):
   # prints how many lie beyond 8 lr d + 16 u |w|; float64, where no ReLU input comes near
   # enough to zero, holds every weight to that bound but for at most 0.1% of a tensor.
   d = 1e-4 * u / 2.0**-24
-  final = torch_io.state_dict_from_params(state.params, dtype)
+  final = weights.state_dict_from_params(state.params, dtype)
   beyond = {}
   for k, v in tmodel.state_dict().items():  # every tensor printed before any is judged
     err, w = np.abs(final[k] - _numpy(v)), np.abs(_numpy(v))
@@ -347,6 +347,6 @@ def _epoch_against_the_blog_loop(z, dtype):
     recon, mu, logvar = tmodel(xt)
     t_eval = blog_loss(recon, xt, mu, logvar).item()
   j_eval = float(train.make_evaluate(model)(
-      torch_io.params_from_state_dict(tmodel.state_dict(), dtype=dtype), jnp.asarray(test)).loss)
+      weights.params_from_state_dict(tmodel.state_dict(), dtype=dtype), jnp.asarray(test)).loss)
   print(f"  eval mode: relative difference {abs(j_eval - t_eval) / t_eval:.1e}")
   np.testing.assert_allclose(j_eval, t_eval, rtol=np.sqrt(test.size) * u)

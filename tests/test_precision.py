@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from vae_jax import Config, train
-from vae_jax.model import make_model
+from vae_jax.extensions.recipe import make_model
 
 N, B = 300, 64
 
@@ -50,5 +50,5 @@ def test_every_product_of_every_program_carries_the_chosen_precision(precision):
 
 
 def test_an_unknown_precision_is_refused():
-  with pytest.raises(ValueError, match="matmul_precision must be one of"):
+  with pytest.raises(ValueError, match="`matmul_precision` must be one of"):
     Config(matmul_precision="float16")

@@ -10,6 +10,7 @@ processes that compile the same program may round differently (README, "Numbers 
 backends"); bit for bit across processes is the CPU's guarantee.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -25,15 +26,16 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from vae_jax import checkpoint, cli, losses, run
+from vae_jax import losses
+from vae_jax.app import checkpoint, cli, files, rundir, run
 from vae_jax.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4
 
 KILLER = textwrap.dedent("""
-    import os, signal, sys
-    from vae_jax import checkpoint, cli, plots
+    import os, signal, sys, time
+    from vae_jax.app import checkpoint, cli, plots
     kill_epoch, mode = int(sys.argv[1]), sys.argv[2]
     real_save, real_fsync = checkpoint.save_checkpoint, os.fsync
 
@@ -43,12 +45,15 @@ KILLER = textwrap.dedent("""
 
     def save(run_dir, epoch, *args, **kwargs):
       if mode == "during" and epoch == kill_epoch:
-        checkpoint.os.fsync = half_then_die
+        os.fsync = half_then_die
       path = real_save(run_dir, epoch, *args, **kwargs)
       if mode == "after" and epoch == kill_epoch:
         os.kill(os.getpid(), signal.SIGKILL)
       if mode == "sigint" and epoch == kill_epoch:  # as Ctrl-C would, at a known epoch
         os.kill(os.getpid(), signal.SIGINT)
+      if mode == "pause" and epoch == kill_epoch:  # a run in training, for a second process
+        print("paused", flush=True)
+        time.sleep(600)
       return path
 
     def latent_map(*args, **kwargs):  # killed after the weights, while drawing the figures
@@ -358,7 +363,7 @@ def test_a_diverging_learning_rate_stops_with_exit_3_and_one_line(tiny_data_dir,
 
 
 def test_the_raw_variance_loss_going_nan_stops_the_run(tiny_data_dir, tmp_path):
-  from vae_jax.experiments import variants
+  from vae_jax.study import variants
   config = Config(epochs=EPOCHS, data_dir=str(tiny_data_dir), learning_rate=3e-3)
   with pytest.raises(run.RunStopped, match="diverged at epoch 1: train_recon = nan") as e:
     run.train_and_evaluate(config, tmp_path / "raw_var", progress=False,
@@ -409,13 +414,13 @@ def test_divergence_under_overwrite_says_to_delete_its_staging_directory(tiny_da
   with pytest.raises(run.RunStopped, match=r"diverged at epoch") as e:
     run.train_and_evaluate(config.replace(epochs=20), workdir, overwrite=True, progress=False,
                            loss_fn=kl_capped, checkpoint_every=1)
-  staged = run.staging_dir(workdir)
+  staged = rundir.staging_dir(workdir)
   assert str(e.value).endswith(f"Try a smaller --learning-rate and delete {staged} (this "
                                f"--overwrite's) and start again with --overwrite"), e.value
   assert checkpoint.checkpoints(staged)  # what it says it keeps
   assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
   shutil.rmtree(staged)  # as told: the next --overwrite is accepted
-  assert run.plan_run(config, workdir, overwrite=True).write == staged
+  assert rundir.plan_run(config, workdir, overwrite=True).write == staged
 
 
 def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
@@ -424,7 +429,7 @@ def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
   # An --overwrite run killed midway: the old run is untouched.
   _killed(2, "after", _train_args(uninterrupted, tiny_data_dir, "--overwrite", "--seed", "2"))
   assert (uninterrupted / "params.msgpack").read_bytes() == before
-  staged = run.staging_dir(uninterrupted)
+  staged = rundir.staging_dir(uninterrupted)
   assert len(_rows(staged)) == 2
   # A plain --overwrite now would discard that work: refused, and it says how to go on.
   assert cli.main(_train_args(uninterrupted, tiny_data_dir, "--overwrite")) == 2
@@ -457,7 +462,7 @@ def test_overwrite_keeps_the_old_results_until_the_new_run_has_finished(
 
 def test_a_failing_figure_is_one_line_and_the_weights_are_saved(tiny_data_dir, tmp_path,
                                                                 monkeypatch, capsys):
-  from vae_jax import plots
+  from vae_jax.app import plots
 
   def broken(*args, **kwargs):
     raise IndexError("tuple index out of range")
@@ -483,7 +488,7 @@ def test_z5_on_one_test_image_draws_its_latent_map(tiny_data_dir, tmp_path, caps
 
 def test_a_kill_between_the_two_renames_of_the_swap_is_completed_by_the_next_command(
     uninterrupted, tiny_data_dir, tmp_path, capsys):
-  new = run.staging_dir(uninterrupted)
+  new = rundir.staging_dir(uninterrupted)
   assert cli.main(_train_args(tmp_path / "other", tiny_data_dir, "--seed", "3")) == 0
   os.replace(tmp_path / "other", new)                    # a finished new run ...
   os.replace(uninterrupted, tmp_path / "whole.old-abc")  # ... and the first rename done
@@ -501,11 +506,73 @@ def test_beside_an_interrupted_overwrite_results_without_weights_are_not_offered
   final.mkdir()
   (final / "config.json").write_text(config.to_json())
   np.save(final / "loss_list.npy", np.ones(3))
-  staged = run.staging_dir(final)
+  staged = rundir.staging_dir(final)
   staged.mkdir()
   (staged / "config.json").write_text(config.to_json())
   (staged / "metrics.jsonl").write_text('{"epoch": 1}\n')
   with pytest.raises(FileExistsError) as e:
-    run.plan_run(config, final)
+    rundir.plan_run(config, final)
   assert str(e.value).endswith(f"continue it with --resume --overwrite, or keep the run's "
                                f"results in {final} and delete {staged}"), e.value
+
+
+def test_a_second_process_is_refused_naming_the_first_and_a_killed_one_blocks_nothing(
+    uninterrupted_cpu, tiny_data_dir, tmp_path, capsys):
+  """A run in training holds its directory: train, --resume and --overwrite into it from a
+  second process are each refused in one line naming the holder's PID, touching nothing.
+  Killed (SIGKILL), it holds nothing: --resume goes on at once, to the run never stopped."""
+  workdir = tmp_path / "held"
+  holder = subprocess.Popen([sys.executable, "-c", KILLER, "2", "pause",
+                             *_train_args(workdir, tiny_data_dir)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "paused", holder.stderr.read()
+    before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+    resume = ["train", "--workdir", str(workdir), "--resume", "--no-progress",
+              "--no-compile-cache"]
+    for argv in (_train_args(workdir, tiny_data_dir), resume, resume + ["--overwrite"],
+                 _train_args(workdir, tiny_data_dir, "--overwrite"),
+                 _train_args(workdir / "inside", tiny_data_dir)):
+      code, _, err = _cli(argv, capsys)
+      err = err.strip()
+      assert code == 2 and len(err.splitlines()) == 1, err
+      assert f"is being written by process {holder.pid} (" in err, err
+    assert {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()} == before
+    assert not rundir.staging_dir(workdir).exists() and not (workdir / "inside").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+  assert (workdir / ".lock").exists()  # left by the killed process, and locked by nobody
+  assert _cli(resume, capsys)[0] == 0
+  _assert_same_run(uninterrupted_cpu, workdir)
+  assert not (workdir / ".lock").exists()  # a run that ends removes its lock file
+
+
+def test_a_write_that_fails_mid_run_says_which_file_keeps_the_last_checkpoint_and_resumes(
+    uninterrupted, tiny_data_dir, tmp_path, capsys, monkeypatch):
+  """The disk fills up while epoch 3's checkpoint is written (root ignores permissions, so
+  the OSError is injected where the bytes reach the disk): one line names the file, the
+  checkpoint kept and the command that goes on; no temporary file is left; exit 1."""
+  workdir = tmp_path / "full"
+  real_fsync = files.os.fsync
+
+  def full_disk(fd):
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".epoch_0003.msgpack.tmp"):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+
+  monkeypatch.setattr(files.os, "fsync", full_disk)
+  assert cli.main(_train_args(workdir, tiny_data_dir)) == 1
+  err = capsys.readouterr().err.strip()
+  ckpts = workdir / "checkpoints"
+  assert len(err.splitlines()) == 1 and err.startswith(
+      f"vae-jax train: could not write {ckpts / 'epoch_0003.msgpack'} (No space left on "
+      f"device): the checkpoint of epoch 2 is kept in {ckpts}; free some space or make the "
+      f"folder writable, then continue with: "), err
+  assert err.endswith(f"-m vae_jax train --workdir {workdir} --resume"), err
+  assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0001.msgpack", "epoch_0002.msgpack"]
+  monkeypatch.setattr(files.os, "fsync", real_fsync)
+  assert cli.main(["train", "--workdir", str(workdir), "--resume", "--no-progress",
+                   "--no-compile-cache"]) == 0
+  _assert_same_run(uninterrupted, workdir)
+  assert not [p for p in workdir.rglob(".*.tmp")]

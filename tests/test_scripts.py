@@ -26,7 +26,7 @@ def _rows(out: str) -> dict:
 
 def test_train_phases_counts_the_runs_checkpoints_grids_and_epochs(tiny_data_dir, tmp_path,
                                                                   capsys):
-  from vae_jax import run
+  from vae_jax.app import run
   from vae_jax.config import Config
   phases = script_module("train_phases.py")
   argv = ["--workdir", str(tmp_path / "run"), "--data-dir", str(tiny_data_dir), "--epochs", "5",
@@ -51,9 +51,10 @@ def test_train_phases_times_only_a_new_run(flag, tmp_path, capsys):
 
 def _forward_case(dtype):
   """The blog VAE's parameters, a batch of 16 images in [0, 1] and its eps, in `dtype`."""
-  from vae_jax import Config, model
+  from vae_jax import Config
+  from vae_jax.model import VAE
   config = Config()
-  vae = model.make_model(config)
+  vae = VAE.from_config(config)
   rng = np.random.default_rng(0)
   x = rng.uniform(size=(16, 784)).astype(dtype)
   eps = rng.normal(size=(16, config.latent_dim)).astype(dtype)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from vae_jax import Config, data, losses
-from vae_jax.experiments import study, variants
-from vae_jax.model import init_params, make_model
+from vae_jax.study import experiments as study, variants
+from vae_jax.extensions.recipe import make_model
 
 from conftest import synthetic_mnist
 
@@ -18,7 +18,7 @@ CONFIG = Config(hidden_dim=32)
 
 def _batch():
   model = make_model(CONFIG)
-  params = init_params(model, jax.random.PRNGKey(0))
+  params = model.init_params(jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (16, 784))
   eps = jax.random.normal(jax.random.PRNGKey(2), (16, 2))
   return model, params, x, eps, jnp.ones(16)

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from vae_jax import checkpoint, cli, data, train
+from vae_jax import data, train
+from vae_jax.app import checkpoint, cli
 from vae_jax.config import Config
 
 from conftest import synthetic_mnist
@@ -43,10 +44,11 @@ def _params(run_dir):
 
 
 def _single(config: Config, data_dir):
-  """The single run of `config`: `train.setup` and `train.fit`, as `vae-jax train` trains."""
+  """The single run of `config`: `recipe.setup` and `train.fit`, as `vae-jax train` trains."""
+  from vae_jax.extensions import recipe
   config = config.replace(data_dir=str(data_dir))
-  d = data.load_device_data(config)
-  return train.fit(train.setup(config, d), d, config.epochs)
+  d = recipe.load_data(config)
+  return train.fit(recipe.setup(config, d), d, config.epochs)
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +251,7 @@ THREE = [*SMALL, "--epochs", "3"]  # (the last --epochs wins)
 def _stop_after_checkpoint(monkeypatch, name: str, epoch: int) -> None:
   """Every epoch a member trains is checkpointed (not every SAVE_EVERY_S seconds), and
   Ctrl-C comes right after member `name`'s checkpoint of `epoch` is written."""
-  from vae_jax.experiments import multi, sweep
+  from vae_jax.app import multi, sweep
   monkeypatch.setattr(multi, "SAVE_EVERY_S", 0.0)
   real = sweep.save_progress
 
@@ -324,7 +326,7 @@ def test_a_kill_while_a_finished_member_is_written_costs_no_training(
     uncut, data_dir, tmp_path, monkeypatch, capsys):
   """Its last checkpoint comes first: Ctrl-C while seed 1's figures would be drawn leaves
   `seed=1.new` with epoch 3 of 3, and the rerun writes it without training it again."""
-  from vae_jax import run
+  from vae_jax.app import run
   work = tmp_path / "W"
   argv = ["sweep", "--workdir", str(work), "--data-dir", str(data_dir), "--seed", "1,2",
           "--strategy", "sequential", *THREE]
@@ -423,7 +425,7 @@ def test_a_member_that_diverges_is_not_written_and_the_sweep_exits_3(strategy, d
 
 
 def test_divergence_reads_each_row_and_the_final_weights():
-  from vae_jax.experiments import sweep
+  from vae_jax.app import sweep
   ok = {"epoch": 1, "train_loss": 1.0, "test_kl_per_dim": [0.5, 0.1]}
   weights = {"w": np.ones(3, np.float32)}
   assert sweep.divergence([ok, {**ok, "epoch": 2}], weights) is None
@@ -465,8 +467,8 @@ def test_a_workdir_holding_files_not_a_sweeps_is_refused_and_kept(files, named, 
     (["--latent-dim", "2,x"], "'x' is not an integer"),
     (["--learning-rate", "1e-3,fast"], "'fast' is not a number"),
     (["--init", "torch,jax"], "invalid choice: 'jax'"),
-    (["--latent-dim", "2,0"], "member latent_dim=0: latent_dim must be a positive integer"),
-    (["--objective", "elbo,iwae", "--k", "5"], "member objective=elbo: k = 5 importance samples"),
+    (["--latent-dim", "2,0"], "member latent_dim=0: --latent-dim must be an integer >= 1"),
+    (["--objective", "elbo,iwae", "--k", "5"], "member objective=elbo: --k 5 importance samples"),
     (["--coordinator", "127.0.0.1:1234"], "go together"),
     (["--coordinator", "nonsense", "--num-processes", "1", "--process-id", "0"],
      "must be HOST:PORT with a port in 1 .. 65535"),
@@ -563,7 +565,8 @@ def test_two_processes_share_the_members_and_one_summary(data_dir, tmp_path):
 PARTITIONED = """
 import re, sys
 from vae_jax import Config, data
-from vae_jax.experiments import multi
+from vae_jax.app import multi
+from vae_jax.app import weights, files
 c = Config(hidden_dim=32, batch_size=64, epochs=1, data_dir=sys.argv[1])
 d = data.load_device_data(c)
 mesh = multi.member_mesh()
@@ -588,6 +591,6 @@ def test_the_stacked_programs_are_split_over_the_devices_without_collectives(dat
 
 def test_the_committed_summary_is_what_markdown_makes_of_its_json():
   root = Path(__file__).resolve().parent.parent / "results" / "sweep_z"
-  from vae_jax.experiments import sweep
+  from vae_jax.app import sweep
   report = json.loads((root / "sweep.json").read_text())
   assert sweep.markdown(report) == (root / "sweep.md").read_text()

@@ -4,26 +4,27 @@ import jax
 import numpy as np
 import pytest
 
-from vae_jax import Config, checkpoint, cli, torch_io
-from vae_jax.model import init_params, make_model
+from vae_jax import Config
+from vae_jax.app import cli, weights
+from vae_jax.extensions.recipe import make_model
 
 
 def test_npz_round_trip_needs_no_torch(tmp_path):
-  params = init_params(make_model(Config(latent_dim=5)), jax.random.PRNGKey(0))
-  torch_io.export_state_dict(params, tmp_path / "vae.npz")
-  state = torch_io.load_state_dict(tmp_path / "vae.npz")
+  params = make_model(Config(latent_dim=5)).init_params(jax.random.PRNGKey(0))
+  weights.export_state_dict(params, tmp_path / "vae.npz")
+  state = weights.load_state_dict(tmp_path / "vae.npz")
   assert state["fc1.weight"].shape == (512, 784) and state["fc21.weight"].shape == (5, 512)
-  back, config = checkpoint.load_weights(tmp_path / "vae.npz")
+  back, config = weights.load_weights(tmp_path / "vae.npz")
   assert config.latent_dim == 5 and config.hidden_dim == 512
   jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
 def test_unexpected_key_and_wrong_shape_are_named():
-  state = torch_io.state_dict_from_params(init_params(make_model(Config()), jax.random.PRNGKey(0)))
+  state = weights.state_dict_from_params(make_model(Config()).init_params(jax.random.PRNGKey(0)))
   with pytest.raises(ValueError, match=r"unexpected \['fc5.weight'\]"):
-    torch_io.params_from_state_dict({**state, "fc5.weight": np.zeros(3)})
+    weights.params_from_state_dict({**state, "fc5.weight": np.zeros(3)})
   with pytest.raises(ValueError, match=r"'fc3.bias' has shape \[511\], expected \[512\]"):
-    torch_io.params_from_state_dict({**state, "fc3.bias": np.zeros(511)})
+    weights.params_from_state_dict({**state, "fc3.bias": np.zeros(511)})
 
 
 def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_data_dir, capsys):
@@ -44,6 +45,11 @@ def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_d
   assert "binarized once," in binarized and "its run" not in binarized  # no config.json
   assert float(binarized.split("test loss ")[1].split()[0]) != pytest.approx(test_loss, abs=1e-3)
   assert "grey" in line
+  # A suffix in capitals is the same suffix.
+  assert cli.main(["export", "--weights", str(run / "params.msgpack"),
+                   "--out", str(tmp_path / "VAE.NPZ")]) == 0
+  assert cli.main(["evaluate", "--weights", str(tmp_path / "VAE.NPZ"), *common]) == 0
+  assert capsys.readouterr().out.strip().splitlines()[-1].split("): ")[1] == line.split("): ")[1]
   # Exporting over an existing file is refused in one line.
   assert cli.main(["export", "--weights", str(run / "params.msgpack"),
                    "--out", str(tmp_path / "vae.npz")]) == 2
@@ -51,14 +57,14 @@ def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_d
 
 
 def test_msgpack_sizes_come_from_its_arrays_and_must_agree_with_config_json(tmp_path):
-  params = init_params(make_model(Config(latent_dim=5, hidden_dim=16)), jax.random.PRNGKey(0))
-  checkpoint.save_params(params, tmp_path / "params.msgpack")
-  back, config = checkpoint.load_weights(tmp_path / "params.msgpack")  # no config.json
+  params = make_model(Config(latent_dim=5, hidden_dim=16)).init_params(jax.random.PRNGKey(0))
+  weights.save_params(params, tmp_path / "params.msgpack")
+  back, config = weights.load_weights(tmp_path / "params.msgpack")  # no config.json
   assert (config.latent_dim, config.hidden_dim) == (5, 16)
   jax.tree.map(np.testing.assert_array_equal, back, params)
   (tmp_path / "config.json").write_text(Config(latent_dim=2).to_json())
   with pytest.raises(ValueError, match="z=5, hidden=16 VAE but .* says z=2, hidden=512"):
-    checkpoint.load_weights(tmp_path / "params.msgpack")
+    weights.load_weights(tmp_path / "params.msgpack")
   (tmp_path / "junk.msgpack").write_bytes(b"\x81\xa3abc\x01")  # a msgpack map, not parameters
   with pytest.raises(ValueError, match="does not hold the blog VAE's parameters"):
-    checkpoint.load_weights(tmp_path / "junk.msgpack")
+    weights.load_weights(tmp_path / "junk.msgpack")

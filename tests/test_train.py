@@ -10,12 +10,16 @@ import numpy as np
 import pytest
 from jax import monitoring
 
-from vae_jax import Config, checkpoint, cli, data, losses, run, train
-from vae_jax.model import make_model
+from vae_jax import Config, data, losses, train
+from vae_jax.app import cli, run
+from vae_jax.extensions.recipe import make_model
+from vae_jax.app import weights
+from vae_jax.extensions import iwae
 
 TINY = dict(hidden_dim=32, batch_size=64, epochs=3, recon_every=2)
 
 
+@pytest.mark.fast
 def test_compiled_train_step_lowers_the_loss_on_a_fixed_batch():
   config = Config(hidden_dim=64)
   model, optimizer = make_model(config), train.make_optimizer(config)
@@ -39,8 +43,9 @@ def test_compiled_train_step_lowers_the_loss_on_a_fixed_batch():
   assert seen[-1] < 0.8 * seen[0], seen[::10]
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("loss_fn, eps_shape", [(losses.batch_loss, (8, 2)),
-                                                (losses.iwae_batch_loss, (8, 5, 2))],
+                                                (iwae.batch_loss, (8, 5, 2))],
                          ids=["elbo", "iwae-k5"])
 def test_zero_weight_padding_leaves_loss_and_gradient_unchanged(loss_fn, eps_shape):
   # The last batch of an epoch is padded with weight-0 rows: it must equal the
@@ -59,6 +64,7 @@ def test_zero_weight_padding_leaves_loss_and_gradient_unchanged(loss_fn, eps_sha
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g_pad, g_cut)
 
 
+@pytest.mark.fast
 def test_an_epoch_sums_every_example_exactly_once():
   # With logvar pinned at -100 (sigma = e^-50, so z = mu in float32) and a learning
   # rate of 1e-30 (params do not move), the epoch's summed training loss must equal
@@ -153,7 +159,7 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   for fig in ("learning_curves.png", "latent.png"):
     assert matplotlib.image.imread(workdir / fig).std() > 0  # not blank
   # The checkpoint loads back and reproduces the final test loss.
-  params, loaded = checkpoint.load_weights(workdir / "params.msgpack")
+  params, loaded = weights.load_weights(workdir / "params.msgpack")
   assert loaded == config  # the sizes off the arrays, the rest from config.json beside them
   test = data.load_mnist("test", data_dir=tiny_data_dir)
   m = train.make_evaluate(make_model(config))(params, data.flatten(test.images))
@@ -206,6 +212,7 @@ def _reference_epoch(model, optimizer, state, images_u8, key, batch_size):
   return train.TrainState(params, opt_state), losses.Metrics(*np.sum(np.array(sums), axis=0))
 
 
+@pytest.mark.fast
 def test_the_compiled_epoch_keeps_its_contract_over_two_epochs():
   # Shuffle by the epoch's permutation, a fresh eps every step, images / 255, the
   # short last batch: the compiled scan against the plain loop above, two epochs
@@ -230,6 +237,7 @@ def test_the_compiled_epoch_keeps_its_contract_over_two_epochs():
                compiled.params, reference.params)
 
 
+@pytest.mark.fast
 def test_the_epoch_plan_is_the_documented_permutation_and_noise_exactly():
   # `epoch_plan` is what the compiled epoch and the PyTorch parity test share, so its
   # contract is checked bit for bit: the order is jax.random.permutation of the first
@@ -252,6 +260,7 @@ def test_the_epoch_plan_is_the_documented_permutation_and_noise_exactly():
   assert not np.array_equal(plan.idx, other.idx)  # a new order each epoch
 
 
+@pytest.mark.fast
 def test_the_optimizer_is_adam_with_pytorchs_constants_by_the_formula():
   # Kingma & Ba's Algorithm 1 written out in float64 NumPy, with torch.optim.Adam's
   # defaults (lr 1e-3, betas 0.9 and 0.999, eps 1e-8), against `make_optimizer` over
@@ -277,6 +286,7 @@ def test_the_optimizer_is_adam_with_pytorchs_constants_by_the_formula():
   np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-8)
 
 
+@pytest.mark.fast
 def test_evaluation_decodes_the_mean_and_sums_the_blogs_loss():
   # Eval mode by hand: encode, decode mu itself (no noise), recon + KL per image, summed.
   config = Config(hidden_dim=32)
@@ -294,6 +304,7 @@ def test_evaluation_decodes_the_mean_and_sums_the_blogs_loss():
                              [want.recon.sum(), want.kl.sum(), want.loss.sum()], rtol=1e-6)
 
 
+@pytest.mark.fast
 def test_a_run_has_three_independent_keys_from_its_seed():
   # Init, training and the prior samples each get their own key, split from the seed
   # (a key used twice correlates two streams that should be independent), and the
@@ -309,6 +320,7 @@ def test_a_run_has_three_independent_keys_from_its_seed():
   assert not np.array_equal(first, other)
 
 
+@pytest.mark.fast
 def test_the_history_gives_each_loss_per_image_of_its_own_split():
   # 300 training and 100 test images: the train loss is the epoch's sum / 300 (the
   # plain loop above gives the sum), the test loss the evaluation's sum / 100.
@@ -330,7 +342,7 @@ def test_the_history_gives_each_loss_per_image_of_its_own_split():
 def test_a_limit_past_mnist_is_refused_and_an_old_record_of_one_reads_as_none(tmp_path):
   # Earlier versions took --train-limit 70000 and trained on all 60,000 images: the runs they
   # wrote still read (as no limit), and new configs refuse the value.
-  with pytest.raises(ValueError, match="train_limit = 60001 is more than MNIST's 60000"):
+  with pytest.raises(ValueError, match="`train_limit` 60001 is more than MNIST's 60000"):
     Config(train_limit=60001)
   fields = {**json.loads(Config().to_json()), "train_limit": 70000, "test_limit": 10001}
   (tmp_path / "config.json").write_text(json.dumps(fields))

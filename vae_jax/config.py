@@ -105,6 +105,13 @@ class Config:
       raise ValueError(f"the burda `schedule` has {BURDA_EPOCHS} epochs, got `epochs` "
                        f"{self.epochs}: ask for {BURDA_EPOCHS} or fewer (a prefix of it)")
 
+  def extensions(self) -> dict:
+    """The fields after `matmul_precision` that are not at their defaults: what an extension
+    trains ({} for the blog's run)."""
+    names = [f.name for f in dataclasses.fields(self)]
+    return {n: getattr(self, n) for n in names[names.index("matmul_precision") + 1:]
+            if getattr(self, n) != Config.__dataclass_fields__[n].default}
+
   @classmethod
   def with_presets(cls, given: dict) -> "Config":
     """A new run's config: the fields `given`, and for the rest what `PRESETS` says the given

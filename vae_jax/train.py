@@ -211,6 +211,9 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=losses.batc
   rate share one compilation. `loss_fn` (`losses.batch_loss`'s signature) replaces the
   blog's loss in training and evaluation (the gradient-flow study's variants).
   """
+  if config.extensions():
+    raise ValueError(f"train.setup trains the blog's VAE, and this config names "
+                     f"{config.extensions()}: extensions/recipe.py sets it up")
   model, optimizer = VAE.from_config(config), make_optimizer(config)
   keys = run_keys(config.seed)
   state = create_state(model, optimizer, keys.init)

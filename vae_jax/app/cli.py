@@ -596,7 +596,7 @@ def _run(args, config: Config, sub) -> int:
     return _error(sub, e)
 
   if args.command in COMPILES and not args.no_compile_cache and not getattr(args, "redraw", False):
-    cache = data.data_root(config.data_dir) / "jax_compile_cache"
+    cache = compile_cache_dir(config.data_dir)
     try:
       files.check_directory(cache, "the compilation cache")
       enable_compile_cache(cache)
@@ -629,6 +629,12 @@ def check_data_dir(config: Config):
                             f"it, or choose another {name}")
   must_write = not data.cache_path(config.data_source, config.data_dir).exists()
   check_directory(root, name, writable=must_write)
+
+
+def compile_cache_dir(data_dir):
+  """Where the compiled programs are kept: beside the MNIST cache."""
+  from vae_jax import data
+  return data.data_root(data_dir) / "jax_compile_cache"
 
 
 def enable_compile_cache(directory) -> None:

@@ -170,8 +170,7 @@ def _vmapped_programs(config: Config, first: train.Setup, states, keys, d: Devic
       states, d.x_train, keys, *y_train).compile()
   many_eval = jax.jit(jax.vmap(evaluate, in_axes=(0, None) + (None,) * len(y_test))).lower(
       states.params, d.x_test, *y_test).compile()
-  return train.Programs(lambda state, x, key: many_epoch(state, x, key, *y_train),
-                        lambda params, x: many_eval(params, x, *y_test))
+  return recipe.bound(many_epoch, many_eval, y_train, y_test)
 
 
 def _take(tree, i):

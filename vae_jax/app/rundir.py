@@ -173,7 +173,7 @@ def _no_checkpoint(run_dir: Path, config: Config) -> str:
   return (f"{run_dir} holds a finished run's results ({', '.join(ended[:2])}) but no weights "
           f"or checkpoint to continue from: start again with --overwrite"
           + (f" and the flags{flags}" if flags else "") + " (the old results stay until the "
-          f"new run finishes), or choose another --workdir")
+          "new run finishes), or choose another --workdir")
 
 
 def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool = False) -> Plan:
@@ -301,18 +301,40 @@ def refuse_if_held(*directories) -> None:
 
 @contextlib.contextmanager
 def hold(*directories):
-  """Holds the lock of each directory (made if missing) until the block ends; refused in one
-  line naming the holder, as `refuse_if_held`, when another process holds one."""
-  with contextlib.ExitStack() as stack:
+  """Holds the lock of each directory (made if missing) until the block ends, then removes
+  its lock file; refused in one line naming the holder (`refuse_if_held`) when another
+  process holds one."""
+  held = []
+  try:
     for d in directories:
-      Path(d).mkdir(parents=True, exist_ok=True)
-      fd = os.open(Path(d) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-      stack.callback(os.close, fd)
-      try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        refuse_if_held(d)
-        raise FileExistsError(f"{d} is being written by another process") from None
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode(), 0)
+      held.append(_lock(Path(d)))
     yield
+  finally:
+    ours = {os.fstat(fd).st_ino for fd in held}
+    for d in directories:  # (after an --overwrite's swap, W's lock file is W.new's, ours too)
+      with contextlib.suppress(OSError):
+        if os.stat(Path(d) / LOCK).st_ino in ours:
+          os.unlink(Path(d) / LOCK)
+    for fd in held:
+      os.close(fd)
+
+
+def _lock(directory: Path) -> int:
+  directory.mkdir(parents=True, exist_ok=True)
+  path = directory / LOCK
+  for _ in range(3):  # a holder that ends removes its lock file: lock the one now at `path`
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      os.close(fd)
+      refuse_if_held(directory)
+      raise FileExistsError(f"{directory} is being written by another process") from None
+    with contextlib.suppress(OSError):
+      if os.stat(path).st_ino == os.fstat(fd).st_ino:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv)[:200]})\n".encode(), 0)
+        return fd
+    os.close(fd)
+  raise FileExistsError(f"{directory}: its lock file keeps changing: is another process "
+                        f"starting there? Try again")

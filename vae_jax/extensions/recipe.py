@@ -35,14 +35,9 @@ from vae_jax.data import DeviceData, to_inputs
 from vae_jax.extensions import beta, binarize, burda, cvae, iwae
 from vae_jax.model import VAE
 
-EXTENSION_FIELDS = ("arch", "binarize", "objective", "k", "adam_eps", "schedule", "beta",
-                    "kl_warmup_epochs", "model")
-
-
 def is_blog(config: Config) -> bool:
   """Whether `config` names no extension: the lesson trains it as it is."""
-  return all(getattr(config, f) == Config.__dataclass_fields__[f].default
-             for f in EXTENSION_FIELDS)
+  return not config.extensions()
 
 
 def make_model(config: Config) -> VAE:
@@ -161,9 +156,16 @@ def setup(config: Config, data: DeviceData | None = None, *, loss_fn=None,
     y_train, y_test = labels(config, data.y_train), labels(config, data.y_test)
     epoch = jax.jit(epoch).lower(state, data.x_train, keys.train, *y_train).compile()
     evaluate = jax.jit(evaluate).lower(state.params, data.x_test, *y_test).compile()
-    programs = train.Programs(lambda state, x, key: epoch(state, x, key, *y_train),
-                              lambda params, x: evaluate(params, x, *y_test))
+    programs = bound(epoch, evaluate, y_train, y_test)
   return train.Setup(model, optimizer, keys, state, programs, time.perf_counter() - t0)
+
+
+def bound(train_epoch, evaluate, y_train: tuple, y_test: tuple) -> train.Programs:
+  """Compiled programs called as the lesson's are: the CVAE's with its split's labels bound."""
+  if not y_train:
+    return train.Programs(train_epoch, evaluate)
+  return train.Programs(lambda state, x, key: train_epoch(state, x, key, *y_train),
+                        lambda params, x: evaluate(params, x, *y_test))
 
 
 def decode_means(model, params, z, *labels) -> jax.Array:
