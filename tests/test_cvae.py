@@ -167,7 +167,7 @@ def test_the_reports_between_digit_share_is_one_for_the_digit_alone_and_zero_wit
   import importlib.util
   from pathlib import Path
   spec = importlib.util.spec_from_file_location(
-      "cvae_report", Path(__file__).resolve().parent.parent / "scripts" / "cvae_report.py")
+      "report", Path(__file__).resolve().parent.parent / "scripts" / "report.py")
   report = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(report)
   rng = np.random.default_rng(0)

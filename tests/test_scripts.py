@@ -6,12 +6,16 @@ silently read zero. Run here on the tiny fixture, its counts must be the run's o
 scripts/epoch_variants.py's forward passes must be the model's function, built otherwise.
 """
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import script_module
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rows(out: str) -> dict:
@@ -96,14 +100,19 @@ def test_epoch_variants_forward_forms_are_the_same_function(form):
       np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-10 * float(np.max(np.abs(r))))
 
 
-@pytest.mark.parametrize("script, what", [("cvae_report.py", "no config.json, metrics.jsonl, "
-                                                             "params.msgpack"),
-                                          ("beta_report.py", "no config.json, metrics.jsonl"),
-                                          ("likelihood_report.py", "not a folder of JSON files")])
-def test_a_report_of_a_missing_run_is_one_line_exit_2(script, what, tmp_path, capsys):
+@pytest.mark.parametrize("table, what", [("cvae", "no config.json, metrics.jsonl, params.msgpack"),
+                                         ("beta", "no config.json, metrics.jsonl"),
+                                         ("likelihood", "not a folder of JSON files")])
+def test_a_report_of_a_missing_run_is_one_line_exit_2(table, what, tmp_path, capsys):
   (tmp_path / "empty").mkdir()
   for missing in (tmp_path / "nonexistent", tmp_path / "empty"):
-    assert script_module(script).main([str(missing)]) == 2
+    assert script_module("report.py").main([table, str(missing)]) == 2
     captured = capsys.readouterr()
     assert not captured.out and captured.err.count("\n") == 1, captured
-    assert f"{script}: error: {missing}" in captured.err and what in captured.err
+    assert f"report.py: error: {missing}" in captured.err and what in captured.err
+
+
+def test_the_reports_make_the_committed_tables():
+  """results/likelihood.md's table is what the report makes of the JSON beside it."""
+  table = script_module("report.py").table("likelihood", [ROOT / "results" / "likelihood"])
+  assert table in (ROOT / "results" / "likelihood.md").read_text()

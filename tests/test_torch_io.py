@@ -63,8 +63,10 @@ def test_msgpack_sizes_come_from_its_arrays_and_must_agree_with_config_json(tmp_
   assert (config.latent_dim, config.hidden_dim) == (5, 16)
   jax.tree.map(np.testing.assert_array_equal, back, params)
   (tmp_path / "config.json").write_text(Config(latent_dim=2).to_json())
-  with pytest.raises(ValueError, match="z=5, hidden=16 VAE but .* says z=2, hidden=512"):
+  with pytest.raises(ValueError, match=r"has shape \(16,\), the blog model of its config.json "
+                                       r"needs \(512,\): they are not one run"):
     weights.load_weights(tmp_path / "params.msgpack")
   (tmp_path / "junk.msgpack").write_bytes(b"\x81\xa3abc\x01")  # a msgpack map, not parameters
-  with pytest.raises(ValueError, match="does not hold the blog VAE's parameters"):
+  with pytest.raises(ValueError, match="does not hold the parameters of the blog model its "
+                                       "config.json describes"):
     weights.load_weights(tmp_path / "junk.msgpack")

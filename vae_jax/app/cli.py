@@ -589,6 +589,7 @@ def _run(args, config: Config, sub) -> int:
   from vae_jax.app import files, rundir
   try:
     if args.command == "train" and args.resume:  # the run's own config, then the flags given
+      rundir.check_free(args.workdir)
       config = config_from_args(args, rundir.saved_config(args.workdir, args.overwrite))
     if args.command in COMPILES or args.command == "data":
       check_data_dir(config)  # before any fetch

@@ -183,9 +183,7 @@ def plan_run(config: Config, workdir, *, overwrite: bool = False, resume: bool =
   `<workdir>.new` and swapped in when finished) or `resume` (which must not change the
   config, except to ask for more epochs); and one that another process is writing.
   """
-  final = Path(workdir)
-  check_directory(final, "--workdir")
-  refuse_if_held(final, final.parent, staging_dir(final))
+  final = check_free(workdir)
   finish_interrupted_swap(final)
   other = others_files(final)
   if other and (overwrite or not resume):  # --resume alone adds to the run in place
@@ -289,6 +287,14 @@ def holder(directory) -> str | None:
   finally:
     os.close(fd)  # (releases the lock if this call took it)
   return None
+
+
+def check_free(workdir) -> Path:
+  """A run's --workdir, refused in one line when it is no directory or another process
+  writes it (its own lock, its --overwrite's, or a sweep's of the folder above)."""
+  workdir = check_directory(Path(workdir), "--workdir")
+  refuse_if_held(workdir, workdir.parent, staging_dir(workdir))
+  return workdir
 
 
 def refuse_if_held(*directories) -> None:

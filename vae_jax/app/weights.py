@@ -168,20 +168,13 @@ def config_beside(weights) -> Path | None:
   return cfg if Path(weights).suffix.lower() == ".msgpack" and cfg.exists() else None
 
 
-# --------------------------------------------------------------------------
-# Weights for `evaluate` and `export`.
-
-
 def load_weights(path):
-  """Parameters from any of our formats -> (params, config); the sizes come from the weights.
+  """Parameters from any of our formats -> (params, config), every shape and value checked.
 
-  * `params.msgpack` of a run: its arrays give z and the hidden width; `config.json`
-    beside it, when present, gives the rest (and must agree with those sizes); a run of
-    another `--arch` or `--model` needs its config.json, and every array must have the shape that
-    config's model gives it;
-  * a PyTorch state dict, `.pth`/`.pt` (needs torch) or `.npz` (NumPy only), in the
-    blog's layout.
-  Every array's shape is checked against the blog's model of those sizes.
+  * `params.msgpack` of a run: `config.json` beside it names the model, whose every array
+    must be there with its shape;
+  * the blog's VAE without a config.json: a PyTorch state dict, `.pth`/`.pt` (needs torch)
+    or `.npz` (NumPy only), or a `params.msgpack` alone; its sizes are read off the arrays.
   """
   path = Path(path)
   if not path.is_file():
@@ -190,13 +183,12 @@ def load_weights(path):
       raise FileNotFoundError(f"--weights {path} is a run's directory, not a file: pass "
                               f"--weights {inside}")
     raise FileNotFoundError(f"--weights {path} does not exist or is not a file")
-  cfg = path.parent / "config.json"
-  run_config = Config.from_file(cfg) if config_beside(path) else None
-  if run_config is not None and (run_config.arch, run_config.model) != ("blog", "vae"):
-    return _load_run_weights(path, run_config), run_config
+  if config_beside(path):
+    config = Config.from_file(config_beside(path))
+    return _load_run_weights(path, config), config
   # Weights that do not fit the blog's VAE may be another model's whose config.json is gone.
-  alone = (f"; {cfg} is missing, and a run of another --arch or --model needs it beside its "
-           f"weights" if path.suffix.lower() == ".msgpack" and not cfg.exists() else "")
+  alone = (f"; {path.parent / 'config.json'} is missing, and a run of another --arch or --model "
+           f"needs it beside its weights" if path.suffix.lower() == ".msgpack" else "")
   if path.suffix.lower() == ".msgpack":
     raw = _restore_weights(path)
     try:
@@ -215,13 +207,7 @@ def load_weights(path):
     raise ValueError(f"{e}{alone}") from None
   for key, array in stored.items():  # as stored, before the cast to float32
     check_values(array, key, path)
-  config = Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
-  if run_config is not None:
-    config = run_config
-    if (config.latent_dim, config.hidden_dim) != (latent_dim, hidden_dim):
-      raise ValueError(f"{path} holds a z={latent_dim}, hidden={hidden_dim} VAE but {cfg} says "
-                       f"z={config.latent_dim}, hidden={config.hidden_dim}: they are not one run")
-  return params, config
+  return params, Config(latent_dim=latent_dim, hidden_dim=hidden_dim)
 
 
 def _restore_weights(path: Path):
@@ -239,7 +225,7 @@ def _restore_weights(path: Path):
 
 
 def _load_run_weights(path: Path, config: Config):
-  """`params.msgpack` of a run whose config.json names a model other than the blog's VAE."""
+  """`params.msgpack` of a run, into the structure of the model its config.json names."""
   from vae_jax.extensions import recipe
   want = jax.eval_shape(lambda: recipe.make_model(config).init_params(jax.random.PRNGKey(0)))
   what = f"{config.arch} model" + (" (CVAE)" if config.model == "cvae" else "")
