@@ -6,8 +6,8 @@
 
 `beta` and `cvae` take run directories (the train subcommand's): each row is one run's
 last epoch, from its config.json and metrics.jsonl (`cvae` also reads its weights).
-`likelihood` takes the folder of the JSON files `vae-jax likelihood --json` wrote, one row
-each in name order. Nothing is typed in by hand.
+`likelihood` takes the folder of the JSON files the likelihood subcommand wrote (its --json
+files), one row each in name order. Nothing is typed in by hand.
 
 * beta: beta, the blog's test loss (recon + KL at z = mu, whatever beta trained), its two
   parts, the objective the run minimised, the active units, the seconds of its epochs.

@@ -1,6 +1,6 @@
 """Seconds per epoch: this JAX trainer vs the blog's PyTorch loop, same machine, same run.
 
-  vae-jax bench --bench-epochs 3            # or: python scripts/bench.py --bench-epochs 3
+  vae-jax bench --bench-epochs 3
 
 An epoch is the blog's: 60k training images in shuffled batches of 128 (Adam
 steps, sampled z) then the 10k test images (eval mode). Compile time is shown

@@ -4,11 +4,11 @@ A checkpoint holds everything a run needs to continue bit for bit: the parameter
 Adam's state (moments, step count, learning rate), the epoch, the metrics so far and
 the config, in Flax's msgpack serialisation, written whole (`files.atomic_write`).
 
-Why not orbax's CheckpointManager, Flax's recommended checkpointer: it restored the
-state bit for bit too, but took 62 and 57 ms a save against 17 and 18 ms for this
-one file on 2 cores of an Intel Xeon (`scripts/checkpoint_cost.py`,
-results/checkpoint_cost_intel.txt), and writes a folder of 10 or 11 files from
-background threads. Sharded arrays, across devices, would be the reason to switch.
+Why not orbax, Flax's recommended checkpointer: its StandardCheckpointer restored the
+state bit for bit too, but took 55 and 59 ms a save against 14 and 18 ms for this one
+file on 2 cores of an AMD EPYC (`scripts/checkpoint_cost.py`,
+results/checkpoint_cost_amd.txt), and writes a folder of 11 to 13 files from background
+threads. Sharded arrays, across devices, would be the reason to switch.
 """
 
 from __future__ import annotations

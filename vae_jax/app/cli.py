@@ -644,7 +644,7 @@ def enable_compile_cache(directory) -> None:
   A second process with the same shapes, config and JAX version then loads the epoch and
   evaluation programs instead of compiling them again, and also the forty-odd small
   programs of the eager operations around them (figures, checkpoints), each of which
-  compiles in a few hundredths of a second (results/compile_cache_intel.txt).
+  compiles in a few hundredths of a second (results/compile_cache_amd.txt).
   """
   import jax
   jax.config.update("jax_compilation_cache_dir", str(directory))

@@ -62,10 +62,10 @@ from vae_jax.extensions import beta, latent, recipe
 from vae_jax.extensions.likelihood import ACTIVE_THRESHOLD, latent_statistics
 
 # Not a hyper-parameter (it changes no number): a run writes a checkpoint at most once per
-# this many seconds of training by default. A save costs about 25 ms inside a run on 2 cores
-# of an Intel Xeon (9.7 MB at z = 2; results/train_phases_intel.txt): one a second keeps that
-# near 2% of training when epochs are short (a GPU's 20 to 50 ms), while each CPU epoch of
-# the blog's run (1.5 to 2 s) still gets its own.
+# this many seconds of training by default. A save costs about 26 ms inside a run on 2 cores
+# of an AMD EPYC (9.7 MB at z = 2; 2.61 s for 100, results/train_phases_amd.txt): one a
+# second keeps that near 2% of training when epochs are short (a GPU's 20 to 50 ms), while
+# each CPU epoch of the blog's run (about 2 s) still gets its own.
 CHECKPOINT_SECONDS = 1.0
 
 _clock = time.perf_counter  # the host clock of the rows' seconds and of the checkpoints
