@@ -1,6 +1,6 @@
 """The Markdown tables of the docs, from the files the runs and the likelihood subcommand wrote.
 
-  python scripts/report.py beta RUN [RUN ...]        # docs/beta.md's table
+  python scripts/report.py beta RUN [RUN ...]        # docs/beta_cvae.md's tables
   python scripts/report.py cvae RUN [RUN ...]        # the VAE against the CVAE
   python scripts/report.py likelihood FOLDER         # results/likelihood.md's table
 

@@ -1,4 +1,4 @@
-"""How far stacked runs drift from single runs, against a one-ulp control (docs/sweep.md).
+"""How far stacked runs drift from single runs, against a one-ulp control (docs/sweeps.md).
 
   XLA_FLAGS=--xla_force_host_platform_device_count=4 python scripts/sweep_drift.py --epochs 5
 

@@ -10,7 +10,7 @@ import pytest
 from vae_jax import Config, losses, train
 from vae_jax.app import weights
 from vae_jax.data import to_inputs
-from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE
 
 torch = pytest.importorskip("torch")
 from vae_jax.app import torch_ref  # noqa: E402
@@ -72,7 +72,7 @@ def test_the_timed_loops_compute_the_packages_loss_on_the_same_weights_and_batch
   assert len(seen_eps) == 5 and len(seen_x) == 10  # 5 training steps, then 5 test batches
 
   params = weights.params_from_state_dict(tmodel.state_dict())
-  model = make_model(Config(latent_dim=Z))
+  model = VAE.from_config(Config(latent_dim=Z))
   ours = sum(float(losses.batch_loss(params, model, jnp.asarray(x.numpy()), jnp.asarray(e.numpy()),
                                      jnp.ones(len(x)))[0])
              for x, e in zip(seen_x[:5], seen_eps))

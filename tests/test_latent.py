@@ -1,4 +1,4 @@
-"""The latent-space figures' z: the manifold grid and the interpolations (vae_jax/latent.py)."""
+"""The latent-space figures' z: the manifold grid and the interpolations (vae_jax/extensions/latent.py)."""
 
 from statistics import NormalDist
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from vae_jax import Config
-from vae_jax.extensions.recipe import make_model
 from vae_jax.model import VAE, reparameterize
 
 pytestmark = pytest.mark.fast  # the lesson's maths: `make test-fast`
@@ -16,7 +15,7 @@ TORCH_SHAPES = {  # the blog's state_dict, [out, in] for weights
 
 
 def test_parameters_map_one_to_one_onto_the_blogs_state_dict():
-  params = make_model(Config()).init_params(jax.random.PRNGKey(0))
+  params = VAE.from_config(Config()).init_params(jax.random.PRNGKey(0))
   assert set(params) == set(TORCH_SHAPES)
   for name, (out, inp) in TORCH_SHAPES.items():
     assert params[name]["kernel"].shape == (inp, out)  # Flax kernel = weight.T
@@ -25,7 +24,7 @@ def test_parameters_map_one_to_one_onto_the_blogs_state_dict():
 
 @pytest.mark.parametrize("name", ["fc1", "fc21", "fc22", "fc3", "fc4"])
 def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in(name):
-  params = make_model(Config()).init_params(jax.random.PRNGKey(0))
+  params = VAE.from_config(Config()).init_params(jax.random.PRNGKey(0))
   fan_in = TORCH_SHAPES[name][1]
   bound = 1 / np.sqrt(fan_in)
   w = np.asarray(params[name]["kernel"], np.float64).ravel()
@@ -45,7 +44,7 @@ def test_torch_init_is_uniform_with_bound_one_over_sqrt_fan_in(name):
 
 
 def test_flax_init_option_uses_zero_biases():
-  params = make_model(Config(init="flax")).init_params(jax.random.PRNGKey(0))
+  params = VAE.from_config(Config(init="flax")).init_params(jax.random.PRNGKey(0))
   assert all(float(jnp.abs(params[n]["bias"]).max()) == 0 for n in TORCH_SHAPES)
 
 
@@ -119,4 +118,4 @@ def test_the_defaults_are_the_blogs_run():
   assert (c.latent_dim, c.hidden_dim, c.batch_size, c.epochs, c.learning_rate, c.seed) == (
       2, 512, 128, 100, 1e-3, 1)
   assert c.init == "torch" and c.train_limit is None and c.test_limit is None
-  assert make_model(c).data_dim == 784
+  assert VAE.from_config(c).data_dim == 784

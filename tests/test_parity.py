@@ -1,4 +1,4 @@
-"""PyTorch parity: the blog's model (`experiments/torch_ref.py`) against the JAX model.
+"""PyTorch parity: the blog's model (`app/torch_ref.py`) against the JAX model.
 
 Needs PyTorch (`pip install torch==2.13.0`, a CPU build); CI installs it. On a GPU
 (`JAX_PLATFORMS=cuda`), PyTorch runs there too, when it sees the GPU (`DEVICE`).
@@ -12,7 +12,7 @@ import pytest
 
 from vae_jax import Config, data, losses, train
 from vae_jax.app import weights
-from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE
 
 torch = pytest.importorskip("torch")
 from vae_jax.app.torch_ref import BlogVAE, loss_function as blog_loss  # noqa: E402
@@ -187,7 +187,7 @@ def test_loss_and_gradients_match_pytorch_at_every_step_of_its_trajectory(z):
   # step's comparison on both sides; the loop must still compare 99% of the examples.
   steps, batch = 200, 128
   tmodel, toptim = _blog_run(z)
-  model = make_model(Config(latent_dim=z))
+  model = VAE.from_config(Config(latent_dim=z))
   grad_fn = jax.jit(jax.value_and_grad(_loss_and_relu_inputs, has_aux=True), static_argnums=1)
   worst_loss, worst_grad, left_out, flip_sizes = 0.0, {}, 0, []
   images = _images(1024, seed=0)
@@ -277,7 +277,7 @@ def _epoch_against_the_blog_loop(z, dtype):
   images = _images(n, seed=3)  # [n, 784]
   tmodel, toptim = _blog_run(z, dtype)
   config = Config(latent_dim=z, batch_size=batch)
-  model, optimizer = make_model(config), train.make_optimizer(config)
+  model, optimizer = VAE.from_config(config), train.make_optimizer(config)
   params = weights.params_from_state_dict(tmodel.state_dict(), dtype=dtype)
   plan = train.epoch_plan(jax.random.PRNGKey(7), num_examples=n, batch_size=batch,
                           latent_dim=z)

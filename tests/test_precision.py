@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import pytest
 
 from vae_jax import Config, train
-from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE
 
 N, B = 300, 64
 
@@ -23,7 +23,7 @@ def _dots(lowered) -> list[str]:
 
 def _programs(config):
   """The lowered epoch, evaluation and vmapped (stacked runs') epoch of `config`."""
-  model, optimizer = make_model(config), train.make_optimizer(config)
+  model, optimizer = VAE.from_config(config), train.make_optimizer(config)
   state = train.create_state(model, optimizer, jax.random.PRNGKey(0))
   images = jnp.zeros((N, 784), jnp.uint8)
   epoch = train.make_train_epoch(model, optimizer, num_examples=N, batch_size=B)

@@ -6,8 +6,8 @@ itself SIGKILL right after the checkpoint of epoch k (or between writing that
 checkpoint's temporary file and renaming it), so the kill lands at a known point.
 They compute on the CPU, and so do the runs compared with them bit for bit (`_cli`):
 on a GPU, XLA picks each product's kernel per process by timing candidates, so two
-processes that compile the same program may round differently (README, "Numbers across
-backends"); bit for bit across processes is the CPU's guarantee.
+processes that compile the same program may round differently (docs/performance.md,
+"Float32"); bit for bit across processes is the CPU's guarantee.
 """
 
 import errno

@@ -6,11 +6,11 @@ import pytest
 
 from vae_jax import Config
 from vae_jax.app import cli, weights
-from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE
 
 
 def test_npz_round_trip_needs_no_torch(tmp_path):
-  params = make_model(Config(latent_dim=5)).init_params(jax.random.PRNGKey(0))
+  params = VAE.from_config(Config(latent_dim=5)).init_params(jax.random.PRNGKey(0))
   weights.export_state_dict(params, tmp_path / "vae.npz")
   state = weights.load_state_dict(tmp_path / "vae.npz")
   assert state["fc1.weight"].shape == (512, 784) and state["fc21.weight"].shape == (5, 512)
@@ -20,7 +20,7 @@ def test_npz_round_trip_needs_no_torch(tmp_path):
 
 
 def test_unexpected_key_and_wrong_shape_are_named():
-  state = weights.state_dict_from_params(make_model(Config()).init_params(jax.random.PRNGKey(0)))
+  state = weights.state_dict_from_params(VAE.from_config(Config()).init_params(jax.random.PRNGKey(0)))
   with pytest.raises(ValueError, match=r"unexpected \['fc5.weight'\]"):
     weights.params_from_state_dict({**state, "fc5.weight": np.zeros(3)})
   with pytest.raises(ValueError, match=r"'fc3.bias' has shape \[511\], expected \[512\]"):
@@ -57,7 +57,7 @@ def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_d
 
 
 def test_msgpack_sizes_come_from_its_arrays_and_must_agree_with_config_json(tmp_path):
-  params = make_model(Config(latent_dim=5, hidden_dim=16)).init_params(jax.random.PRNGKey(0))
+  params = VAE.from_config(Config(latent_dim=5, hidden_dim=16)).init_params(jax.random.PRNGKey(0))
   weights.save_params(params, tmp_path / "params.msgpack")
   back, config = weights.load_weights(tmp_path / "params.msgpack")  # no config.json
   assert (config.latent_dim, config.hidden_dim) == (5, 16)

@@ -12,7 +12,7 @@ from jax import monitoring
 
 from vae_jax import Config, data, losses, train
 from vae_jax.app import cli, run
-from vae_jax.extensions.recipe import make_model
+from vae_jax.model import VAE
 from vae_jax.app import weights
 from vae_jax.extensions import iwae
 
@@ -22,7 +22,7 @@ TINY = dict(hidden_dim=32, batch_size=64, epochs=3, recon_every=2)
 @pytest.mark.fast
 def test_compiled_train_step_lowers_the_loss_on_a_fixed_batch():
   config = Config(hidden_dim=64)
-  model, optimizer = make_model(config), train.make_optimizer(config)
+  model, optimizer = VAE.from_config(config), train.make_optimizer(config)
   state = train.create_state(model, optimizer, jax.random.PRNGKey(0))
   x = jax.random.uniform(jax.random.PRNGKey(1), (32, 784)) ** 4  # mostly dark, like MNIST
   eps = jax.random.normal(jax.random.PRNGKey(2), (32, 2))
@@ -51,7 +51,7 @@ def test_zero_weight_padding_leaves_loss_and_gradient_unchanged(loss_fn, eps_sha
   # The last batch of an epoch is padded with weight-0 rows: it must equal the
   # partial batch alone (PyTorch's DataLoader with drop_last=False), for both objectives.
   config = Config(hidden_dim=16)
-  model = make_model(config)
+  model = VAE.from_config(config)
   params = train.create_state(model, train.make_optimizer(config), jax.random.PRNGKey(0)).params
   x = jax.random.uniform(jax.random.PRNGKey(1), (8, 784))
   eps = jax.random.normal(jax.random.PRNGKey(2), eps_shape)
@@ -72,7 +72,7 @@ def test_an_epoch_sums_every_example_exactly_once():
   # padding row counted, would change the sum (the images all differ).
   n, b = 300, 64  # 5 batches, the last one 44 real + 20 padding rows
   config = Config(hidden_dim=16, batch_size=b, learning_rate=1e-30)
-  model, optimizer = make_model(config), train.make_optimizer(config)
+  model, optimizer = VAE.from_config(config), train.make_optimizer(config)
   params = train.create_state(model, optimizer, jax.random.PRNGKey(0)).params
   params["fc22"] = {"kernel": jnp.zeros_like(params["fc22"]["kernel"]),
                     "bias": jnp.full_like(params["fc22"]["bias"], -100.0)}
@@ -162,7 +162,7 @@ def test_cli_run_writes_every_artifact_and_refuses_to_overwrite(tmp_path, tiny_d
   params, loaded = weights.load_weights(workdir / "params.msgpack")
   assert loaded == config  # the sizes off the arrays, the rest from config.json beside them
   test = data.load_mnist("test", data_dir=tiny_data_dir)
-  m = train.make_evaluate(make_model(config))(params, data.flatten(test.images))
+  m = train.make_evaluate(VAE.from_config(config))(params, data.flatten(test.images))
   assert float(m.loss) / len(test.labels) == pytest.approx(rows[-1]["test_loss"], rel=1e-5)
 
   # A second run into the same directory is refused in one line; nothing is lost.
@@ -290,7 +290,7 @@ def test_the_optimizer_is_adam_with_pytorchs_constants_by_the_formula():
 def test_evaluation_decodes_the_mean_and_sums_the_blogs_loss():
   # Eval mode by hand: encode, decode mu itself (no noise), recon + KL per image, summed.
   config = Config(hidden_dim=32)
-  model = make_model(config)
+  model = VAE.from_config(config)
   params = train.create_state(model, train.make_optimizer(config), jax.random.PRNGKey(0)).params
   images = jax.random.randint(jax.random.PRNGKey(1), (50, 784), 0, 256).astype(jnp.uint8)
   x = data.to_inputs(images)

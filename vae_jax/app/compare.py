@@ -5,7 +5,7 @@ a latent-size sweep, the PyTorch timing, written as JSON + Markdown + figures.
   vae-jax compare --out results --redraw      # figures and Markdown again, from the JSON
 
 Every run is the blog's setting (784-512-z, Adam 1e-3, batch 128, continuous MNIST),
-trained as a sweep (experiments/sweep.py, the sweep subcommand) into OUT/runs/main (z = 2
+trained as a sweep (app/sweep.py, the sweep subcommand) into OUT/runs/main (z = 2
 and 20) and OUT/runs/sweep (the other latent sizes): each run keeps its directory,
 the seeds of one z train as one stack (vmap or one after another, whichever measured
 faster), and a rerun of the comparison trains only the runs not yet finished. A finished

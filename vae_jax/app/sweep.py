@@ -27,7 +27,7 @@ swept field, a band over the seeds.
 Several hosts: start the same command on each, with `--coordinator HOST:PORT
 --num-processes P --process-id I` (`jax.distributed.initialize`); member i
 trains on process i mod P, each process over its own devices, and process 0
-writes the summary once all have finished (docs/sweep.md). WORKDIR must be one
+writes the summary once all have finished (docs/sweeps.md). WORKDIR must be one
 shared folder.
 """
 
