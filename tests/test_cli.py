@@ -30,6 +30,7 @@ EXPECTED_FLAGS = {
                                      "--checkpoint-every", "--checkpoint-seconds"},
     "evaluate": DATA | CACHE | {"--test-limit", "--weights", "--matmul-precision", "--binarize"},
     "export": {"--weights", "--out"},
+    "explore": DATA | CACHE | {"--test-limit", "--weights", "--out"},
     "likelihood": DATA | CACHE | {"--test-limit", "--matmul-precision", "--binarize", "--seed",
                                   "--weights", "--k", "--json", "--no-progress"},
     "data": DATA,
@@ -70,6 +71,7 @@ def test_each_subcommand_offers_exactly_its_flags():
     ["data", "--no-compile-cache"],
     ["export", "--weights", "W", "--out", "o.npz", "--matmul-precision", "default"],
     ["sweep", "--workdir", "W", "--recon-every", "5"],
+    ["explore", "--weights", "W", "--out", "o.html", "--matmul-precision", "high"],
 ])
 def test_a_flag_the_subcommand_would_ignore_is_refused_in_one_line(argv, capsys):
   with pytest.raises(SystemExit) as exit_:

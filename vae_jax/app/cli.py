@@ -1,5 +1,5 @@
-"""Command line: `vae-jax train | sweep | evaluate | likelihood | export | data | bench |
-compare | study`.
+"""Command line: `vae-jax train | sweep | evaluate | likelihood | export | explore | data |
+bench | compare | study`.
 
   vae-jax train --workdir runs/vae_2                   # the blog's run: z = 2, 100 epochs
   vae-jax train --workdir runs/vae_20 --latent-dim 20
@@ -9,6 +9,7 @@ compare | study`.
   vae-jax evaluate --weights vae.pth                   # test loss of saved weights (blog's too)
   vae-jax likelihood --weights runs/vae_2/params.msgpack --k 5000    # L_5000, ELBO, active units
   vae-jax export --weights runs/vae_2/params.msgpack --out vae.pth   # to the blog's layout
+  vae-jax explore --weights runs/vae_2/params.msgpack --out explorer.html  # one page, any browser
   vae-jax data                                         # fetch and cache MNIST, print a check
   vae-jax bench --bench-epochs 3                       # seconds per epoch, JAX vs PyTorch
   vae-jax compare --out results --overwrite            # the blog's numbers over seeds (44 min)
@@ -42,6 +43,7 @@ FIELDS = {
     "train": tuple(f.name for f in dataclasses.fields(Config)),
     "evaluate": DATA + ("test_limit", "matmul_precision", "binarize"),
     "export": (),
+    "explore": DATA + ("test_limit",),  # the test images mapped; matmul precision "highest"
     "data": DATA,
     "bench": ("latent_dim", "hidden_dim", "init", "batch_size", "learning_rate", "seed") + DATA
              + ("train_limit", "test_limit"),
@@ -58,7 +60,7 @@ HELP_FOR = {"likelihood": {"seed": ("the importance samples' PRNG seed", Config(
                            "binarize": SCORED},
             "evaluate": {"binarize": SCORED}}
 # The subcommands that compile, and so take --no-compile-cache.
-COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study")
+COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study", "explore")
 
 
 def flags_in(text: str) -> str:
@@ -329,6 +331,12 @@ def cmd_export(args, config, parser):
   print(f"wrote {args.out} (z={wconfig.latent_dim}, the blog's state_dict layout)")
 
 
+def cmd_explore(args, config, parser):
+  from vae_jax.app import explore
+  size = explore.write_page(args.weights, args.out, config)
+  print(f"wrote {args.out} ({size / 1e6:.1f} MB): open it in a browser, no server needed")
+
+
 def cmd_data(args, config, parser):
   from vae_jax import data
   arrays = data.load_cached(config.data_source, config.data_dir)
@@ -489,6 +497,13 @@ def build_parser() -> argparse.ArgumentParser:
   lk.add_argument("--json", type=_path, default=None,
                   help="also write the numbers to this JSON file")
   lk.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+  xp = command("explore", cmd_explore, "one self-contained HTML page to explore saved weights in "
+               "a browser: the latent map, drawing, sampling, sliders (docs/explorer.md)")
+  xp.add_argument("--weights", type=_path, required=True,
+                  help="params.msgpack of a run (its config.json gives the model), or the "
+                       "blog's vae.pth/.npz")
+  xp.add_argument("--out", type=_path, required=True, help="the page to write, a new .html file")
 
   command("data", cmd_data, "fetch, convert and cache MNIST; print its checks")
   b = command("bench", cmd_bench, "seconds per epoch: this JAX trainer vs the blog's PyTorch loop")
