@@ -1,8 +1,8 @@
 """The application around the lesson: the command line (`cli.py`), a run and its directory
 (`run.py`, `rundir.py`, `checkpoint.py`), Ctrl-C (`interrupt.py`), files written whole
 (`files.py`), figures (`plots.py`), the explorer page (`explore.py`, `explore.js`), the
-blog's PyTorch code and weights (`torch_ref.py`, `weights.py`), and what runs many trainings: `multi.py`, `sweep.py`, `compare.py`,
-`bench.py`.
+blog's PyTorch code and weights (`torch_ref.py`, `weights.py`), and what runs many
+trainings: `multi.py`, `sweep.py`, `compare.py`, `bench.py`.
 
 Nothing here is imported by the package on its own: `vae-jax` starts without JAX, so that
 its Ctrl-C handler is in place first (`interrupt.py`).
