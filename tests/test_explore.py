@@ -8,6 +8,8 @@ small models on MNIST (one epoch of 2,000 images: z = 2, z = 5, and the CVAE at 
 keep a screenshot of every view, printing where.
 """
 
+import base64
+import json
 import math
 import os
 import time
@@ -20,9 +22,9 @@ import numpy as np
 import pytest
 
 from vae_jax import Config, train
-from vae_jax.app import checkpoint, cli, explore, weights
+from vae_jax.app import checkpoint, cli, explore, plots, weights
 from vae_jax.data import to_inputs
-from vae_jax.extensions import likelihood, recipe
+from vae_jax.extensions import latent, likelihood, recipe
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's; Playwright's own download cannot be fetched here
 TOLERANCE = 1e-5                      # of each vector's largest value; relative for the losses
@@ -132,6 +134,15 @@ def shots(tmp_path_factory):
   folder = tmp_path_factory.mktemp("explorer_screenshots")
   yield folder
   print(f"\nexplorer screenshots: {folder}")
+
+
+def page_data(html: Path) -> dict:
+  """The data a page carries (its JSON), the map's points decoded: xy [N, 2]."""
+  text = html.read_text()
+  start = text.index('<script type="application/json" id="vae-data">')
+  data = json.loads(text[text.index(">", start) + 1:text.index("</script>", start)])
+  data["map"]["xy"] = np.frombuffer(base64.b64decode(data["map"]["xy"]), "<f4").reshape(-1, 2)
+  return data
 
 
 def next_frame(page) -> None:
@@ -265,7 +276,14 @@ def map_pixel(page, x: float, y: float) -> tuple[float, float]:
 def test_the_pointer_on_the_map_decodes_that_point_into_the_digit_canvas(name, built, pages):
   b, (page, _) = built[name], pages[name]
   mu, _ = b.encode(to_inputs(b.d.x_test), b.d.y_test if b.cond else None)
-  origin, axes, _ = explore.projection(mu)  # the plane latent.png draws, from the package's mu
+  # latent.png's view of the test set's mu (plots.project_2d): z = 2, mu itself; z > 2, its
+  # PCA plane, z = m + x v1 + y v2 with m the mean of mu and v1, v2 its principal axes
+  mu = np.asarray(mu, np.float64)
+  xy, _ = plots.project_2d(mu)
+  m = mu.mean(0) if b.config.latent_dim > 2 else np.zeros(2)
+  axes = latent.principal_axes(mu)
+  assert np.abs((mu - m) @ axes.T - xy).max() <= 1e-9 * np.abs(xy).max()
+  assert np.abs(page_data(b.html)["map"]["xy"] - xy).max() <= TOLERANCE * np.abs(xy).max()
   label = page.evaluate("explorer.state.label") if b.cond else None
   for x, y in ((-1.5, 0.5), (0.3, -2.2), (2.0, 1.0)):
     px, py = map_pixel(page, x, y)
@@ -273,7 +291,7 @@ def test_the_pointer_on_the_map_decodes_that_point_into_the_digit_canvas(name, b
     next_frame(page)
     mx, my = map_point(page, px, py)
     z = page.evaluate("Array.from(explorer.state.z)")
-    np.testing.assert_allclose(z, origin + mx * axes[0] + my * axes[1], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(z, m + mx * axes[0] + my * axes[1], rtol=0, atol=1e-5)
     shown = canvas_grey(page, "#digit")
     page_means = np.asarray(call(page, "decode", [z], None if label is None else [label])[0])
     assert (shown == np.round(255 * page_means)).all()  # the canvas is what decode gives

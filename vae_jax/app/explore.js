@@ -645,6 +645,7 @@
 
   // --- 6. interpolation ---
   function setupInterpolation() {
+    if (COND) $("interp-label").textContent = ", each point decoded with the chosen label y";
     const set = (which) => {
       if (!state.image) return;
       state[which] = {mu: Float64Array.from(state.image.mu), name: state.image.name};
