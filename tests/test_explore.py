@@ -579,12 +579,21 @@ def test_explore_refuses_what_it_cannot_draw(weights_at, out, message, runs, tin
   assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before  # nothing written
 
 
-def test_explore_writes_a_page_of_the_synthetic_fixture(runs, tiny_data_dir, capsys):
-  # The page, without a browser: one file, its data whole, nothing fetched from elsewhere.
-  out = runs / "page.html"
-  assert cli.main(["explore", "--weights", str(runs / "good/params.msgpack"), "--out", str(out),
-                   "--data-dir", str(tiny_data_dir)]) == 0
-  assert f"wrote {out}" in capsys.readouterr().out
-  text = out.read_text()
-  assert "http://" not in text and "https://" not in text and "<script src" not in text
-  assert text.count("<script") == 2 and "{{" not in text
+def test_explore_writes_a_page_of_the_run_or_of_the_blogs_state_dict(runs, tiny_data_dir, capsys):
+  # Without a browser: one file, nothing fetched from elsewhere, the weights' float32 bytes
+  # whole; the same model as a state dict (the blog's .npz layout) gives the same weights.
+  params = weights.load_weights(runs / "good/params.msgpack")[0]
+  weights.export_state_dict(params, runs / "vae.npz")
+  for source, out in (("good/params.msgpack", "page.html"), ("vae.npz", "blog.html")):
+    assert cli.main(["explore", "--weights", str(runs / source), "--out", str(runs / out),
+                     "--data-dir", str(tiny_data_dir)]) == 0
+    assert f"wrote {runs / out}" in capsys.readouterr().out
+    text = (runs / out).read_text()
+    assert "http://" not in text and "https://" not in text and "<script src" not in text
+    assert text.count("<script") == 2 and "{{" not in text
+    data = page_data(runs / out)
+    assert data["latentDim"] == 2 and not data["conditional"] and data["testLoss"]["n"] == 100
+    for name, layer in data["layers"].items():
+      for part in ("kernel", "bias"):
+        stored = np.frombuffer(base64.b64decode(layer[part]), "<f4")
+        assert (stored == np.asarray(params[name][part]).ravel()).all(), (source, name, part)

@@ -377,11 +377,14 @@
     ctx.setLineDash([]);
   }
 
+  // A dot (fill) or a ring at z, edged in white so that it shows on the dots of any digit.
   function marker(ctx, z, color, radius, fill) {
     const [px, py] = toPx(project(z));
     ctx.beginPath();
     ctx.arc(px, py, radius, 0, 2 * Math.PI);
-    ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 2;
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = fill ? 2 : 5;
+    ctx.stroke();
+    ctx.strokeStyle = color; ctx.fillStyle = color; ctx.lineWidth = 2.5;
     fill ? ctx.fill() : ctx.stroke();
     ctx.lineWidth = 1;
   }
@@ -423,7 +426,7 @@
     }
     for (const z of state.samples) marker(ctx, z, "#e8590c", 3, true);
     if (state.pinned) marker(ctx, state.pinned, "#c92a2a", 7, false);
-    marker(ctx, state.z, "#1971c2", 5, false);
+    marker(ctx, state.z, "#000", 6, false);
   }
 
   // One frame: decode the current z (and, for a CVAE, every digit at it), redraw the map.
