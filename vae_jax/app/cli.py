@@ -58,7 +58,9 @@ SCORED = ("the test images scored: none, grey (the blog's); dynamic, the one fix
           "binarization (the field's)", "the run's, from its config.json (none without one)")
 HELP_FOR = {"likelihood": {"seed": ("the importance samples' PRNG seed", Config().seed),
                            "binarize": SCORED},
-            "evaluate": {"binarize": SCORED}}
+            "evaluate": {"binarize": SCORED},
+            "explore": {"test_limit": ("the test images the page maps and ranks z's "
+                                       "dimensions by: the first N (none: all)", None)}}
 # The subcommands that compile, and so take --no-compile-cache.
 COMPILES = ("train", "sweep", "evaluate", "likelihood", "bench", "compare", "study", "explore")
 
