@@ -292,3 +292,20 @@ def test_every_python_file_compiles_without_a_warning():
     with warnings.catch_warnings():
       warnings.simplefilter("error")
       compile(path.read_text(), str(path), "exec")
+
+
+def test_the_console_script_is_the_cli():
+  """`vae-jax`, as pyproject.toml declares it, is `cli.main`; and the installed script beside
+  this Python (pip's, from that declaration) runs it."""
+  import importlib
+  import subprocess
+  import tomllib
+  target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["vae-jax"]
+  module, _, name = target.partition(":")
+  assert getattr(importlib.import_module(module), name) is cli.main
+  script = Path(sys.executable).with_name("vae-jax")
+  if not script.exists():
+    pytest.skip(f"no {script}: the package is not installed in this environment")
+  done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  assert "explore" in done.stdout and "train" in done.stdout
