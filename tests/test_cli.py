@@ -149,7 +149,7 @@ def test_help_works_for_every_subcommand(command, capsys):
 
 OWN_PARSER = {"mutation_check.py", "checkpoint_cost.py", "report.py", "epoch_variants.py",
               "sweep_drift.py", "compile_cache_cost.py", "train_phases.py",
-              "explorer_firefox.py"}  # scripts with a command line of their own
+              "explorer_check.py"}  # scripts with a command line of their own
 COMMAND = re.compile(r"(?:vae-jax|python -m vae_jax|python scripts/(\w+\.py)|make (train|bench))"
                      r"((?: [^\s`#|)]+)*)")
 
