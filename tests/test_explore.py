@@ -188,6 +188,9 @@ def test_the_page_loads_offline_from_a_file_with_nothing_in_the_console(name, bu
       built[name].config.latent_dim, built[name].cond]
   page.wait_for_timeout(200)  # a frame or two after the first
   assert seen == {"console": [], "errors": [], "blocked": []}
+  # a finger dragged on the map or the pad draws there, and does not scroll the page
+  assert page.evaluate("""() => ["map", "pad"].map(
+      id => getComputedStyle(document.getElementById(id)).touchAction)""") == ["none", "none"]
   size = built[name].html.stat().st_size
   print(f"{name}: {size} bytes")
   if name == "vae2":  # the blog's model (784-512-2) and all 10,000 test images
@@ -250,7 +253,19 @@ def test_the_model_refuses_a_wrong_label_or_size(name, built, pages):
     assert error(f"vae.decode({z})") is None
   label = ", 1" if cond else ""
   assert "784 numbers" in error(f"vae.encode(new Array(783).fill(0){label})")
-  assert "expected a number in [0, 1]" in error(f"vae.encode(new Array(784).fill(2){label})")
+  assert error(f"vae.encode(new Array(784).fill(2){label})") == (
+      "pixels[0] = 2: expected a finite number in [0, 1]")
+  # z: any finite number, and nothing else; the bad value as it was given
+  for bad, shown in (("Infinity", "Infinity"), ("-Infinity", "-Infinity"), ("NaN", "NaN"),
+                     ("'0.5'", '"0.5"'), ("null", "null"), ("undefined", "undefined")):
+    assert error(f"vae.decode([0, {bad}, 0, 0, 0].slice(0, vae.latentDim){label})") == (
+        f"z[1] = {shown}: expected a finite number"), bad
+  assert error(f"vae.loss(new Array(784).fill(NaN){label})") == (
+      "pixels[0] = NaN: expected a finite number in [0, 1]")
+  if cond:  # the string "3" is not the label 3, and the message shows its quotes
+    assert error(f"vae.decode({z}, '3')") == (
+        'this model is a CVAE: give a label, an integer 0-9 (got "3")')
+    assert error(f"vae.decode({z}, 2.5)").endswith("(got 2.5)")
 
 
 def map_point(page, px: float, py: float) -> tuple[float, float]:
@@ -370,6 +385,7 @@ def test_the_mnist_preparation_of_the_tests_fits_20_pixels_and_centres_the_mass(
 def test_strokes_drawn_with_the_mouse_give_the_grid_the_page_encodes(name, built, pages, shots):
   b, (page, _) = built[name], pages[name]
   page.click("#clear")
+  page.locator('#strip canvas[data-index="1"]').click()  # the test image "clear" goes back to
   box = page.evaluate("""() => { const r = document.getElementById("pad").getBoundingClientRect();
       return [r.left, r.top]; }""")
   stroke = [(70, 60), (200, 55), (205, 70), (150, 150), (120, 230)]  # a 7, in pad pixels
@@ -385,7 +401,8 @@ def test_strokes_drawn_with_the_mouse_give_the_grid_the_page_encodes(name, built
   ink = np.asarray(alpha, np.float64).reshape(280, 280) / 255
   assert ink.sum() > 500  # the strokes are there
   want = mnist_like(ink)
-  grid = np.asarray(page.evaluate("Array.from(explorer.state.grid)"))
+  assert page.evaluate("explorer.state.image.name") == "your drawing"
+  grid = np.asarray(page.evaluate("Array.from(explorer.state.image.pixels)"))
   assert np.abs(grid - want).max() <= 1e-6
   assert (canvas_grey(page, "#grid") == np.round(255 * grid)).all()
   label = page.evaluate("explorer.state.label") if b.cond else None
@@ -396,6 +413,16 @@ def test_strokes_drawn_with_the_mouse_give_the_grid_the_page_encodes(name, built
   assert per_vector_error([shown[1]], logvar) <= TOLERANCE
   page.locator("#draw-panel").screenshot(path=shots / f"{name}_drawn.png")
   print(f"kept {shots / f'{name}_drawn.png'}")
+  # "clear" wipes the pad and goes back to the test image chosen before the drawing: its grid,
+  # reconstruction, loss and mu, as the strip's click gave them
+  page.click("#clear")
+  next_frame(page)
+  assert page.evaluate("""() => { const c = document.getElementById("pad");
+      return c.getContext("2d").getImageData(0, 0, c.width, c.height).data.every(v => v === 0); }""")
+  assert page.evaluate("explorer.state.image.name").startswith("test image 1 ")
+  assert (canvas_grey(page, "#grid") == np.asarray(b.d.x_test[1]).ravel()).all()
+  mu, _ = b.encode(to_inputs(b.d.x_test[1:2]), b.d.y_test[1:2] if b.cond else None)
+  assert per_vector_error([page.evaluate("Array.from(explorer.state.image.mu)")], mu) <= TOLERANCE
 
 
 # The page's seeded generator, written again in Python: mulberry32 and Box-Muller.
@@ -447,6 +474,72 @@ def test_the_samples_are_mu_plus_sigma_times_the_seeded_eps(name, built, pages):
   assert np.abs(draws[:6] - [next(again) for _ in range(6)]).max() < 1e-12
 
 
+def canvas_rgb(page, selector: str) -> np.ndarray:
+  """A canvas's pixels, read back: uint8 [height, width, 3] (its backing store's pixels)."""
+  w, h, rgba = page.evaluate(f"""() => {{ const c = document.querySelector({selector!r});
+      return [c.width, c.height, Array.from(c.getContext("2d", {{willReadFrequently: true}})
+        .getImageData(0, 0, c.width, c.height).data)]; }}""")
+  return np.asarray(rgba, np.uint8).reshape(h, w, 4)[..., :3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vae2", "vae5"])
+def test_the_close_up_of_q_draws_its_ellipses_and_samples_where_the_maths_puts_them(
+    name, built, pages, shots):
+  b, (page, _) = built[name], pages[name]
+  page.fill("#seed", "7")
+  page.dispatch_event("#seed", "change")
+  page.locator('#strip canvas[data-index="0"]').click()  # test image 0
+  page.click("#draw-eps")
+  next_frame(page)
+  # q(z|x) = N(mu, diag(sigma^2)) seen on the map's plane z = m + x v1 + y v2 (A = [v1; v2]):
+  # centred at A (mu - m), covariance C = A diag(sigma^2) A^T, whose k-sigma ellipse has
+  # semi-axes k sqrt(lambda) along C's eigenvectors. The close-up spans mu +- 3.5 sqrt(lambda_max).
+  data = page_data(b.html)
+  m, A = np.asarray(data["map"]["origin"]), np.asarray(data["map"]["axes"])
+  mu, logvar = (v[0].astype(np.float64) for v in b.encode(to_inputs(b.d.x_test[:1])))
+  sigma = np.exp(logvar / 2)
+  lam, vec = np.linalg.eigh(A @ np.diag(sigma**2) @ A.T)  # ascending: minor, major
+  centre, half = A @ (mu - m), 3.5 * math.sqrt(lam[1])
+  zoom = page.evaluate("explorer.state.zoom")
+  size = zoom["size"]
+  unit = size / (2 * half)  # pixels per unit of the map
+  assert abs(zoom["half"] - half) <= TOLERANCE * half
+  assert np.abs(np.asarray(zoom["centre"]) - centre).max() <= TOLERANCE * np.abs(centre).max()
+  for k, e in zip((1, 2), zoom["ellipses"]):
+    np.testing.assert_allclose([e["major"], e["minor"]], k * np.sqrt(lam[::-1]) * unit, rtol=1e-4)
+  to_px = lambda xy: np.stack([size / 2 + (xy[..., 0] - centre[0]) * unit,
+                               size / 2 - (xy[..., 1] - centre[1]) * unit], -1)
+  stream = normals(7)
+  eps = np.array([[next(stream) for _ in range(len(mu))] for _ in range(8)])
+  samples = to_px((mu + sigma * eps - m) @ A.T)  # [8, 2]
+  assert np.abs(np.asarray(zoom["samples"]) - samples).max() <= 0.01
+  # What the canvas shows at those pixels: an orange dot at each sample inside the view, and
+  # the ellipses' black strokes (or a sample on them) at the ends of their axes.
+  rgb = canvas_rgb(page, "#zoom").astype(int)
+  scale = rgb.shape[1] / size  # the device pixel ratio
+  def block(point):  # the 3 x 3 device pixels around a point given in CSS pixels
+    c, r = (int(v * scale) for v in point)
+    return rgb[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].reshape(-1, 3)
+  inside = [p for p in samples if (3 <= p).all() and (p <= size - 3).all()]
+  assert len(inside) >= 5, samples  # 3.5 sigma each way: most samples fall in the view
+  for point in inside:
+    assert (np.abs(block(point) - [0xe8, 0x59, 0x0c]).max(1) <= 8).any(), point
+  for k in (1, 2):
+    for axis in (0, 1):
+      for sign in (1, -1):
+        end = to_px(centre + sign * k * math.sqrt(lam[axis]) * vec[:, axis])
+        assert block(end)[:, 1].min() < 128, (k, axis, sign)  # dark: drawn there
+  assert rgb[:, :, 1].min() < 128 and (rgb == 255).all(-1).mean() > 0.5  # white, with ink
+  path = shots / f"{name}_zoom.png"
+  page.locator("#zoom").screenshot(path=path)
+  colours = len(np.unique((matplotlib.image.imread(path)[..., :3] * 255).astype(np.uint8)
+                          .reshape(-1, 3), axis=0))
+  assert colours >= 16, colours
+  print(f"{name}: the close-up spans mu +- {half:.3g} (the map: +-{data['map']['lim']:g}); "
+        f"kept {path}")
+
+
 @pytest.mark.slow
 def test_z5_sliders_follow_the_kl_order_start_at_mu_and_decode(built, pages):
   b, (page, _) = built["vae5"], pages["vae5"]
@@ -491,6 +584,24 @@ def test_the_cvae_label_keeps_z_and_changes_the_digit(built, pages):
 
 
 @pytest.mark.slow
+def test_the_cvae_label_redraws_the_interpolation_row_with_the_new_label(built, pages):
+  b, (page, _) = built["cvae2"], pages["cvae2"]
+  a, bb = (np.asarray(page.evaluate(f"Array.from(explorer.state.{w}.mu)")) for w in "ab")
+  steps = [(1 - s / 9) * a + s / 9 * bb for s in range(10)]  # z_t, t = s / 9, as the page
+  now = page.evaluate("explorer.state.label")
+  for how, y in (("#labels button", (now + 3) % 10), ("#every-digit canvas", (now + 6) % 10)):
+    page.locator(how).nth(y).click()  # a label button, then a tile of every digit
+    next_frame(page)
+    assert page.evaluate("explorer.state.label") == y
+    want = np.asarray(call(page, "decode", steps, [y] * 10))  # the page's own decoder, label y
+    package = np.asarray(jax.nn.sigmoid(b.decode_logits(np.asarray(steps), [y] * 10)))
+    for s in range(10):
+      shown = canvas_grey(page, f"#path canvas:nth-child({s + 1})")
+      assert (shown == np.round(255 * want[s])).all(), (how, s)
+      assert np.abs(shown - 255 * package[s]).max() <= 0.5 + 255 * TOLERANCE, (how, s)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["vae2", "cvae2"])
 def test_the_interpolation_slider_walks_from_one_mu_to_the_other(name, built, pages):
   b, (page, _) = built[name], pages[name]
@@ -498,8 +609,13 @@ def test_the_interpolation_slider_walks_from_one_mu_to_the_other(name, built, pa
   # A and B are test images 0 and 1 until set, each encoded with its label (a CVAE)
   y = np.asarray(b.d.y_test[:2]) if b.cond else None
   mu, _ = b.encode(to_inputs(b.d.x_test[:2]), y)
+  page.evaluate('document.querySelector("#path canvas").dataset.kept = "yes"')
   page.locator("#t").fill("0.3")
   next_frame(page)
+  # the row is kept (not drawn again for each t), and its step nearest to t outlined: t = 3 / 9
+  assert page.evaluate('document.querySelector("#path canvas").dataset.kept') == "yes"
+  assert page.evaluate("""() => Array.from(document.querySelectorAll("#path canvas"),
+      c => c.classList.contains("chosen"))""") == [s == 3 for s in range(10)]
   z = np.asarray(page.evaluate("Array.from(explorer.state.z)"))
   want_z = 0.7 * mu[0].astype(np.float64) + 0.3 * mu[1]
   assert np.abs(z - want_z).max() <= TOLERANCE * np.abs(mu).max()
@@ -526,6 +642,10 @@ def test_every_view_shows_something_and_is_kept_as_a_screenshot(name, built, pag
   hidden = page.evaluate("""() => ["sliders-panel", "cvae-panel"].filter(
       id => document.getElementById(id).hidden)""")
   assert set(hidden) == {"sliders-panel", "cvae-panel"} - set(views)
+  # the sections shown are numbered 1, 2, ... in the order they read
+  titles = page.evaluate("""() => Array.from(document.querySelectorAll("main > section"))
+      .filter(s => !s.hidden).map(s => s.querySelector("h2").textContent)""")
+  assert [t.split(". ")[0] for t in titles] == [str(i + 1) for i in range(len(views))], titles
 
 
 # --------------------------------------------------------------------------
@@ -550,6 +670,7 @@ def runs(tmp_path):
   nan["fc4"]["bias"] = nan["fc4"]["bias"].at[3].set(jnp.nan)
   save("nan", small, nan)
   save("burda", Config(arch="burda", hidden_dim=16, latent_dim=2))
+  save("z1", Config(hidden_dim=16, latent_dim=1))
   model = recipe.make_model(small)
   optimizer = recipe.make_optimizer(small, 1)
   checkpoint.save_checkpoint(good, 1, train.create_state(model, optimizer, jax.random.PRNGKey(0)),
@@ -566,16 +687,21 @@ def runs(tmp_path):
     ("good/checkpoints/epoch_0001.msgpack", "page.html", "is a checkpoint"),
     ("nan/params.msgpack", "page.html", "holds 1 NaN or infinite values"),
     ("burda/params.msgpack", "page.html", "is a burda model: the explorer runs the blog's model"),
+    ("z1/params.msgpack", "page.html", "the explorer maps z on two axes: a model with z = 1"),
+    ("good/params.msgpack --test-limit 9", "page.html",
+     "--test-limit 9: the page's map and its statistics of z need at least 10 test images"),
     ("none/params.msgpack", "page.html", "does not exist"),
 ])
 def test_explore_refuses_what_it_cannot_draw(weights_at, out, message, runs, tiny_data_dir,
                                              capsys):
   before = sorted(p.relative_to(runs) for p in runs.rglob("*"))
+  weights_at, *flags = weights_at.split()
   code = cli.main(["explore", "--weights", str(runs / weights_at), "--out", str(runs / out),
-                   "--data-dir", str(tiny_data_dir)])
+                   "--data-dir", str(tiny_data_dir), *flags])
   err = capsys.readouterr().err.strip()
   assert code == 2 and len(err.splitlines()) == 1, err
   assert err.startswith("vae-jax explore: error: ") and message.format(root=runs) in err, err
+  assert "784-16" not in err  # no model's width given as the blog's (the blog's is 784-512)
   assert sorted(p.relative_to(runs) for p in runs.rglob("*")) == before  # nothing written
 
 
@@ -589,6 +715,10 @@ def test_explore_writes_a_page_of_the_run_or_of_the_blogs_state_dict(runs, tiny_
                      "--data-dir", str(tiny_data_dir)]) == 0
     assert f"wrote {runs / out}" in capsys.readouterr().out
     text = (runs / out).read_text()
+    # the page names the weights by their folder and file: no local path travels with it
+    shown = f"{(runs / source).parent.name}/{Path(source).name}"
+    assert page_data(runs / out)["source"] == shown and f": {shown}</title>" in text
+    assert str(runs) not in text and str(runs.parent) not in text
     assert "http://" not in text and "https://" not in text and "<script src" not in text
     assert text.count("<script") == 2 and "{{" not in text
     data = page_data(runs / out)

@@ -66,13 +66,20 @@
     return y;
   }
 
+  // A value as it was given, for an error message: the string "3" keeps its quotes, while
+  // NaN, Infinity and undefined read as themselves (JSON would write null for the first two).
+  function shown(v) {
+    if (typeof v === "number" || typeof v === "bigint" || v === undefined) return String(v);
+    try { return JSON.stringify(v) ?? String(v); } catch { return String(v); }
+  }
+
   function checkLabel(label) {
     if (!COND) {
       if (label !== undefined) throw new Error("this model is a VAE: it takes no label");
       return;
     }
     if (!Number.isInteger(label) || label < 0 || label >= CLASSES) {
-      throw new Error(`this model is a CVAE: give a label, an integer 0-9 (got ${label})`);
+      throw new Error(`this model is a CVAE: give a label, an integer 0-9 (got ${shown(label)})`);
     }
   }
 
@@ -86,10 +93,12 @@
     }
     checkLabel(label);
     const x = new Float32Array(n + (COND ? CLASSES : 0));
+    const range = lo === -Infinity && hi === Infinity ? "" : ` in [${lo}, ${hi}]`;
     for (let i = 0; i < n; i++) {
       const v = values[i];
-      if (typeof v !== "number" || !(v >= lo && v <= hi)) {
-        throw new Error(`${what}[${i}] = ${v}: expected a number in [${lo}, ${hi}]`);
+      // Number.isFinite: a number, and neither NaN nor +-Infinity (a string "3" is refused too)
+      if (!Number.isFinite(v) || v < lo || v > hi) {
+        throw new Error(`${what}[${i}] = ${shown(v)}: expected a finite number${range}`);
       }
       x[i] = v;
     }
@@ -115,6 +124,9 @@
     for (let i = 0; i < p.length; i++) p[i] = sigmoid(logits[i]);
     return p;
   }
+
+  // The decoder's Bernoulli means at z: what every digit canvas of the page shows.
+  const decode32 = (z, label) => means32(decodeLogits32(z, label));
 
   // The blog's loss of one image in eval mode (z = mu), in nats, summed in float64:
   //   recon = -sum_i [x_i log p_i + (1 - x_i) log(1 - p_i)],  p = sigmoid(l)
@@ -143,7 +155,7 @@
       return {mu: plain(q.mu), logvar: plain(q.logvar)};
     },
     decodeLogits: (z, label) => plain(decodeLogits32(z, label)),
-    decode: (z, label) => plain(means32(decodeLogits32(z, label))),
+    decode: (z, label) => plain(decode32(z, label)),
     loss: (pixels, label) => {
       const t = lossTerms(pixels, label);
       return {recon: t.recon, kl: t.kl, loss: t.loss};
@@ -287,6 +299,18 @@
     return c;
   }
 
+  // The 1-sigma ellipse of that covariance [[a, b], [b, c]], in the map's units: its semi-axes
+  // are the square roots of the eigenvalues
+  //   lambda = (a + c) / 2 +- sqrt(((a - c) / 2)^2 + b^2),
+  // the major one at the angle theta = atan2(2 b, a - c) / 2 from the x axis. The k-sigma
+  // ellipse is k times it. `major` is the largest sigma of q seen on the map.
+  function sigmaEllipse(logvar) {
+    const [a, b, c] = projectedCovariance(logvar);
+    const mid = (a + c) / 2, half = Math.sqrt(((a - c) / 2) ** 2 + b * b);
+    return {major: Math.sqrt(mid + half), minor: Math.sqrt(Math.max(mid - half, 0)),
+            theta: Math.atan2(2 * b, a - c) / 2};
+  }
+
   const state = {
     z: zAt(0, 0),        // the z decoded now
     pinned: null,        // the z a click pinned (the pointer's z while it is on the map)
@@ -297,7 +321,7 @@
     draws: null,         // the seeded normal generator
     a: null, b: null, t: 0.5,
     frames: 0,           // renders that decoded (the live decoding's frames)
-    grid: null,          // the last drawn digit, as MNIST
+    zoom: null,          // the close-up of q(z|x): its centre, span and what it drew, in pixels
   };
 
   const view = {size: 480, lim: M.lim};  // the map: [-lim, lim]^2 on size x size CSS pixels
@@ -389,22 +413,14 @@
     ctx.lineWidth = 1;
   }
 
-  // The 1- and 2-sigma ellipses of the image's q(z|x) on the map, from the eigenvalues
-  // lambda and the angle theta of the projected covariance [[a, b], [b, c]]:
-  //   lambda = (a + c) / 2 +- sqrt(((a - c) / 2)^2 + b^2),  theta = atan2(2 b, a - c) / 2.
-  function ellipses(ctx, mu, logvar) {
-    const [a, b, c] = projectedCovariance(logvar);
-    const mid = (a + c) / 2, half = Math.sqrt(((a - c) / 2) ** 2 + b * b);
-    const theta = Math.atan2(2 * b, a - c) / 2;
-    const [px, py] = toPx(project(mu));
-    const unit = view.size / (2 * view.lim);
+  // The 1- and 2-sigma ellipses of q(z|x) centred on the pixel (px, py), `unit` pixels to one
+  // unit of the map.
+  function ellipses(ctx, e, px, py, unit) {
     ctx.strokeStyle = "#000";
     for (const k of [1, 2]) {
       ctx.beginPath();
-      const major = k * Math.sqrt(mid + half) * unit;
-      const minor = k * Math.sqrt(Math.max(mid - half, 0)) * unit;
       // the canvas's y points down: the angle turns the other way
-      ctx.ellipse(px, py, major, minor, -theta, 0, 2 * Math.PI);
+      ctx.ellipse(px, py, k * e.major * unit, k * e.minor * unit, -e.theta, 0, 2 * Math.PI);
       ctx.stroke();
     }
   }
@@ -421,12 +437,55 @@
       ctx.lineWidth = 1;
     }
     if (state.image) {
-      ellipses(ctx, state.image.mu, state.image.logvar);
+      ellipses(ctx, sigmaEllipse(state.image.logvar), ...toPx(project(state.image.mu)),
+               view.size / (2 * view.lim));
       marker(ctx, state.image.mu, "#000", 4, true);
     }
     for (const z of state.samples) marker(ctx, z, "#e8590c", 3, true);
     if (state.pinned) marker(ctx, state.pinned, "#c92a2a", 7, false);
     marker(ctx, state.z, "#000", 6, false);
+  }
+
+  // The close-up of q(z|x). The map draws 40 pixels to a unit of z (the blog's z = 2 run),
+  // and that run's sigma is 0.026 to 0.092 for 90% of its test images' coordinates: the
+  // 1-sigma ellipse of 94% of them fits inside the dot of mu (4 pixels in radius). So this
+  // view is centred on the chosen image's mu and spans mu +- 3.5 e.major on both axes, e.major
+  // the largest sigma of q on the map (for z > 2, of the projected covariance, as the map's
+  // ellipses). Shown: the 1- and 2-sigma ellipses, mu (black) and the samples
+  // z = mu + sigma * eps (orange), each projected on the map's plane.
+  const ZOOM_SIGMAS = 3.5;  // the view's half-width, in units of the largest sigma
+  function drawZoom() {
+    const canvas = $("zoom"), dpr = window.devicePixelRatio || 1, size = zoomSize;
+    const ctx = canvas.getContext("2d", {willReadFrequently: true});
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, size, size);
+    if (!state.image) { state.zoom = null; return; }
+    const e = sigmaEllipse(state.image.logvar);
+    const centre = project(state.image.mu), half = ZOOM_SIGMAS * e.major;
+    const unit = size / (2 * half);  // pixels per unit of the map
+    // (x, y) on the map -> the zoom's pixel; the canvas's y points down
+    const px = ([x, y]) => [size / 2 + (x - centre[0]) * unit, size / 2 - (y - centre[1]) * unit];
+    ctx.strokeStyle = "#ddd";  // the axes through mu
+    ctx.beginPath(); ctx.moveTo(size / 2, 0); ctx.lineTo(size / 2, size);
+    ctx.moveTo(0, size / 2); ctx.lineTo(size, size / 2); ctx.stroke();
+    ctx.lineWidth = 1.5;
+    ellipses(ctx, e, size / 2, size / 2, unit);
+    ctx.lineWidth = 1;
+    ctx.fillStyle = "#000";
+    ctx.beginPath(); ctx.arc(size / 2, size / 2, 3, 0, 2 * Math.PI); ctx.fill();
+    const samples = state.samples.map((z) => px(project(z)));
+    ctx.fillStyle = "#e8590c";  // the samples on top of mu: each dot's centre is orange
+    for (const [x, y] of samples) {
+      ctx.beginPath(); ctx.arc(x, y, 3, 0, 2 * Math.PI); ctx.fill();
+    }
+    state.zoom = {centre, half, size, unit, samples,
+                  ellipses: [1, 2].map((k) => ({major: k * e.major * unit,
+                                                minor: k * e.minor * unit, theta: e.theta}))};
+    const where = Z > 2 ? "x and y, the map's axes" : "z1 and z2";
+    $("zoom-scale").textContent = `the view spans mu \u00b1 ${half.toPrecision(2)} on ${where}`
+      + ` (the map: \u00b1${view.lim}, ${Math.round(view.lim / half)} times wider);`
+      + ` largest sigma ${e.major.toPrecision(2)}, smallest ${e.minor.toPrecision(2)}`;
   }
 
   // One frame: decode the current z (and, for a CVAE, every digit at it), redraw the map.
@@ -438,7 +497,7 @@
     }
   }
   function renderNow() {
-    paint($("digit"), means32(decodeLogits32(state.z, labelArg())));
+    paint($("digit"), decode32(state.z, labelArg()));
     state.frames++;
     const [x, y] = project(state.z);
     $("z-readout").textContent = `z = ${vec(state.z)}`
@@ -446,7 +505,7 @@
       + (COND ? `\ny = ${state.label}` : "");
     if (COND) {
       document.querySelectorAll("#every-digit canvas").forEach((c, y) => {
-        paint(c, means32(decodeLogits32(state.z, y)));
+        paint(c, decode32(state.z, y));
         c.classList.toggle("chosen", y === state.label);
       });
       document.querySelectorAll("#labels button").forEach(
@@ -462,8 +521,8 @@
   }
 
   // The chosen image: drawn or from the strip. Its q(z|x) (given the label for a CVAE), its
-  // reconstruction at z = mu and its loss; z moves to its mu.
-  function chooseImage(pixels, name, label) {
+  // reconstruction at z = mu and its loss; z (and the pin) move to its mu, unless keepZ.
+  function chooseImage(pixels, name, label, keepZ = false) {
     if (COND && label !== undefined) state.label = label;
     const t = lossTerms(pixels, labelArg());
     state.image = {pixels, name, mu: t.mu, logvar: t.logvar,
@@ -478,11 +537,15 @@
     state.samples = []; state.eps = [];
     $("samples").replaceChildren();
     $("eps-readout").textContent = "";
-    state.pinned = Float64Array.from(t.mu);
-    setZ(t.mu);
+    drawZoom();
+    if (!keepZ) {
+      state.pinned = Float64Array.from(t.mu);
+      state.z = Float64Array.from(t.mu);
+    }
+    render();
   }
 
-  // --- 1. the map: the pointer decodes live, a click pins ---
+  // --- the map: the pointer decodes live, a click pins ---
   function setupMap() {
     const canvas = $("map"), dpr = window.devicePixelRatio || 1;
     canvas.width = canvas.height = view.size * dpr;
@@ -497,20 +560,20 @@
       DATA.colors.map((c, d) => `<span style="background:${c}">${d}</span>`).join("");
   }
 
-  // --- 2. the drawing pad and the strip of test images ---
+  // --- the drawing pad and the strip of test images ---
   function setupDrawing() {
     const pad = $("pad");
     const ctx = pad.getContext("2d", {willReadFrequently: true});
     ctx.lineWidth = 20; ctx.lineCap = "round"; ctx.lineJoin = "round"; ctx.strokeStyle = "#fff";
     let last = null, queued = false;
+    let picked = null;  // the strip's canvas chosen last: "clear" goes back to it
     const point = (e) => inside(pad, e, pad.width);
     const update = () => {  // once a frame while drawing: prepare the grid and encode it
       queued = false;
       const rgba = ctx.getImageData(0, 0, pad.width, pad.height).data;
       const ink = new Float64Array(pad.width * pad.height);
       for (let i = 0; i < ink.length; i++) ink[i] = rgba[4 * i + 3] / 255;  // the ink: alpha
-      state.grid = prepareDigit(ink, pad.width, pad.height);
-      chooseImage(state.grid, "your drawing");
+      chooseImage(prepareDigit(ink, pad.width, pad.height), "your drawing");
       document.querySelectorAll("#strip canvas").forEach((c) => c.classList.remove("chosen"));
     };
     const stroke = (e) => {
@@ -528,9 +591,12 @@
     const end = () => { last = null; };
     pad.addEventListener("pointerup", end);
     pad.addEventListener("pointercancel", end);
+    // "clear" wipes the pad and, if a drawing is the chosen image, goes back to the test image
+    // chosen before it: the grid, reconstruction, loss and map then show that image again.
     $("clear").addEventListener("click", () => {
       ctx.clearRect(0, 0, pad.width, pad.height);
-      state.grid = null;
+      last = null;
+      if (picked && state.image && state.image.name === "your drawing") picked.click();
     });
 
     const images = bytes(DATA.strip.images);
@@ -544,6 +610,7 @@
       paint(c, pixels);
       c.addEventListener("click", () => {
         chooseImage(pixels, `test image ${DATA.strip.index[s]} (a ${label})`, label);
+        picked = c;
         document.querySelectorAll("#strip canvas").forEach(
           (o) => o.classList.toggle("chosen", o === c));
       });
@@ -551,8 +618,12 @@
     });
   }
 
-  // --- 3. the reparameterization ---
+  // --- the reparameterization, and the close-up of q(z|x) ---
+  let zoomSize = 240;  // the close-up's CSS pixels, set from its canvas
   function setupReparam() {
+    const zoom = $("zoom"), dpr = window.devicePixelRatio || 1;
+    zoomSize = zoom.width;
+    zoom.width = zoom.height = zoomSize * dpr;
     const reseed = () => { state.draws = normals(Number($("seed").value) >>> 0); };
     reseed();
     $("seed").addEventListener("change", reseed);
@@ -570,7 +641,7 @@
       const z = Float64Array.from(img.mu, (m, k) => m + Math.exp(img.logvar[k] / 2) * eps[k]);
       state.eps.push(eps); state.samples.push(z);
       const c = smallCanvas();
-      paint(c, means32(decodeLogits32(z, labelArg())));
+      paint(c, decode32(z, labelArg()));
       c.title = `z = ${vec(z)}`;
       c.addEventListener("click", () => setZ(z));
       $("samples").append(c);
@@ -578,11 +649,12 @@
     const shown = state.eps.slice(0, 3).map(
       (e, s) => `eps = ${vec(e)}  z = ${vec(state.samples[s])}`);
     $("eps-readout").textContent = shown.join("\n")
-      + (count > 3 ? `\n... ${count} samples, drawn on the map` : "");
+      + (count > 3 ? `\n... ${count} samples, drawn on the map and up close` : "");
+    drawZoom();
     render();
   }
 
-  // --- 4. a slider per dimension (z > 2), the active units first, then by KL ---
+  // --- a slider per dimension (z > 2), the active units first, then by KL ---
   let sliders = [];
   function setupSliders() {
     if (Z <= 2) return;
@@ -623,14 +695,19 @@
     }
   }
 
-  // --- 5. the CVAE's label ---
+  // --- the CVAE's label ---
   function setupLabels() {
     if (!COND) return;
     $("cvae-panel").hidden = false;
     for (let y = 0; y < CLASSES; y++) {
       const b = document.createElement("button");
       b.textContent = String(y);
-      const pick = () => { state.label = y; if (state.image) rescore(); render(); };
+      const pick = () => {
+        state.label = y;
+        if (state.image) rescore();
+        showPath();  // the interpolation's row, decoded with the new label
+        render();
+      };
       b.addEventListener("click", pick);
       $("labels").append(b);
       const c = smallCanvas();
@@ -639,14 +716,12 @@
       $("every-digit").append(c);
     }
   }
-  // The chosen image under a new label: its q(z|x, y) and loss change; z stays.
+  // The chosen image under a new label: its q(z|x, y) and loss change; z (the style) stays.
   function rescore() {
-    const z = state.z, pinned = state.pinned;
-    chooseImage(state.image.pixels, state.image.name);
-    state.z = z; state.pinned = pinned;
+    chooseImage(state.image.pixels, state.image.name, undefined, true);
   }
 
-  // --- 6. interpolation ---
+  // --- interpolation ---
   function setupInterpolation() {
     if (COND) $("interp-label").textContent = ", each point decoded with the chosen label y";
     const set = (which) => {
@@ -656,28 +731,38 @@
     };
     $("set-a").addEventListener("click", () => set("a"));
     $("set-b").addEventListener("click", () => set("b"));
-    $("t").addEventListener("input", () => {
+    $("t").addEventListener("input", () => {  // z moves; the row stays, its marker moves
       state.t = Number($("t").value);
       if (state.a && state.b) setZ(interpolate(state.t));
-      showPath();
+      markT();
     });
   }
   // z_t = (1 - t) mu_a + t mu_b
   const interpolate = (t) => Float64Array.from(state.a.mu,
                                                (a, k) => (1 - t) * a + t * state.b.mu[k]);
+  // The row of ten steps, t = 0, 1/9, ..., 1 (as interpolation.png), decoded with the label
+  // chosen now: redrawn when A, B or the label change.
   function showPath() {
-    $("t-readout").textContent = `t = ${state.t.toFixed(2)}`;
     const name = (p) => (p ? p.name : "-");
     $("ab-readout").textContent = `A: ${name(state.a)}\nB: ${name(state.b)}`;
-    if (!state.a || !state.b) return;
-    $("path").replaceChildren();
-    for (let s = 0; s < 10; s++) {  // t = 0, 1/9, ..., 1: the ten steps of interpolation.png
-      const c = smallCanvas();
-      paint(c, means32(decodeLogits32(interpolate(s / 9), labelArg())));
-      c.title = `t = ${(s / 9).toFixed(2)}`;
-      $("path").append(c);
+    if (state.a && state.b) {
+      $("path").replaceChildren();
+      for (let s = 0; s < 10; s++) {
+        const c = smallCanvas();
+        paint(c, decode32(interpolate(s / 9), labelArg()));
+        c.title = `t = ${(s / 9).toFixed(2)}`;
+        $("path").append(c);
+      }
     }
+    markT();
     render();
+  }
+  // t's readout, and the row's step nearest to t outlined.
+  function markT() {
+    $("t-readout").textContent = `t = ${state.t.toFixed(2)}`;
+    const nearest = Math.round(state.t * 9);
+    document.querySelectorAll("#path canvas").forEach(
+      (c, s) => c.classList.toggle("chosen", s === nearest));
   }
 
   // ------------------------------------------------------------------------------------------
@@ -690,6 +775,14 @@
       + (DATA.binarize === "dynamic" ? ", on the binarized test images it trained for." : ".");
   }
 
+  // The sections shown, numbered in the order they read (the sliders show for z > 2 only, the
+  // CVAE's label for a CVAE only).
+  function numberSections() {
+    document.querySelectorAll("main > section:not([hidden]) > h2").forEach((h, i) => {
+      h.prepend(`${i + 1}. `);
+    });
+  }
+
   vae.ready.then(() => {
     $("about").textContent = about();
     setupMap();
@@ -698,6 +791,7 @@
     setupSliders();
     setupLabels();
     setupInterpolation();
+    numberSections();
     // A first image and pair, so that every view shows something: test images 0 and 1
     // (the first row of interpolation.png).
     const strip = document.querySelectorAll("#strip canvas");
@@ -707,5 +801,6 @@
     drawSamples(8);
   });
 
-  window.explorer = {state, view, prepareDigit, mulberry32, normals, project, zAt, drawSamples};
+  window.explorer = {state, view, prepareDigit, mulberry32, normals, project, zAt, drawSamples,
+                     ZOOM_SIGMAS};
 })();

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -36,13 +37,26 @@ from vae_jax.config import Config
 
 STRIP_PER_DIGIT = 3  # test images of each digit in the page's strip (test images 0 and 1 too)
 PAGE_FILES = ("explore.html", "explore.css", "explore.js")
+MIN_TEST_IMAGES = 10  # --test-limit's least: the map and its statistics are over the test set
 
 
 def check_supported(config: Config, weights) -> None:
-  """The page runs the blog's model and its CVAE; Burda et al.'s architecture is refused."""
+  """The page runs the blog's model and its CVAE (one ReLU layer a side, any width) with z >= 2;
+  Burda et al.'s architecture is refused, and so is z = 1, which has no second axis to map."""
   if config.arch != "blog":
     raise ValueError(f"--weights {weights} is a {config.arch} model: the explorer runs the "
-                     f"blog's model (784-{config.hidden_dim}-z, ReLU) and its CVAE only")
+                     f"blog's model (one ReLU layer a side) and its CVAE only")
+  if config.latent_dim < 2:
+    raise ValueError(f"--weights {weights}: the explorer maps z on two axes: a model with "
+                     f"z = {config.latent_dim} has fewer (train one with --latent-dim 2 or more)")
+
+
+def check_test_limit(config: Config) -> None:
+  """The map, its PCA and each dimension's KL and Var(mu) are statistics over the test images:
+  below 10 of them they say nothing (one image: 0% and 0% of a variance, every unit inactive)."""
+  if config.test_limit is not None and config.test_limit < MIN_TEST_IMAGES:
+    raise ValueError(f"--test-limit {config.test_limit}: the page's map and its statistics of z "
+                     f"need at least {MIN_TEST_IMAGES} test images")
 
 
 def b64(array, dtype) -> str:
@@ -109,7 +123,7 @@ def page_data(params, config: Config, x_test_u8, y_test, source: str) -> dict:
       "hiddenDim": config.hidden_dim, "binarize": config.binarize, "layers": layers(params),
       "testLoss": {"n": n, **{k: float(v) / n for k, v in sums._asdict().items()}},
       "map": {"xy": b64(xy, "<f4"), "labels": b64(y_test, "u1"), "projection": what,
-              "lim": max(6.0, float(np.ceil(np.abs(xy).max()))) if n else 6.0,
+              "lim": max(6.0, float(np.ceil(np.abs(xy).max()))),
               "origin": origin.tolist(), "axes": axes.tolist()},
       "dims": {"kl": np.asarray(kl, np.float64).tolist(),
                "muVar": np.asarray(mu_var, np.float64).tolist(),
@@ -135,19 +149,29 @@ def render(data: dict, title: str) -> bytes:
 def write_page(weights, out, config: Config) -> int:
   """Writes the page of `weights` to `out` (a new .html file) with the test images `config`
   names (data source, folder, --test-limit); returns its size in bytes. Every refusal comes
-  before any work: `out` existing or in a missing folder, weights that are a checkpoint or hold
-  NaN (`weights.load_weights`), a model the page cannot run."""
+  before any work: `out` existing or in a missing folder, fewer than 10 test images, weights
+  that are a checkpoint or hold NaN (`weights.load_weights`), a model the page cannot run.
+  The page names the weights by their folder and file only (`shown_name`)."""
   from vae_jax.app import weights as weights_io
   from vae_jax.app.files import atomic_write, check_new_file
   from vae_jax.extensions import recipe
   out = check_new_file(out, "--out", ".html")
   if out.suffix.lower() not in (".html", ".htm"):
     raise ValueError(f"--out {out}: the page is HTML: give a .html name")
+  check_test_limit(config)
   params, wconfig = weights_io.load_weights(weights)
   check_supported(wconfig, weights)
   d = recipe.load_data(config, with_train=False, binarized=wconfig.binarize == "dynamic")
   what = "CVAE" if wconfig.model == "cvae" else "VAE"
-  title = f"{what}, z = {wconfig.latent_dim}: {Path(weights)}"
-  page = render(page_data(params, wconfig, d.x_test, d.y_test, str(weights)), title)
+  source = shown_name(weights)
+  title = f"{what}, z = {wconfig.latent_dim}: {source}"
+  page = render(page_data(params, wconfig, d.x_test, d.y_test, source), title)
   atomic_write(out, page)
   return len(page)
+
+
+def shown_name(weights) -> str:
+  """The weights as the page names them: the run's folder and the file, `vae_2/params.msgpack`,
+  so that a page passed on does not carry the local path it was made from."""
+  path = Path(os.path.abspath(weights))  # not resolve(): a link keeps the name it was given
+  return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
