@@ -98,7 +98,9 @@ def inputs_and_package(weights: str, images: range, n_z: int, seed: int):
   out = recipe.conditioned(model, labels(y)).apply({"params": params}, jnp.asarray(x))  # z = mu
   terms = losses.vae_loss(out.logits, jnp.asarray(x), out.mu, out.logvar)
   total = jax.jit(recipe.make_evaluate(config, model))(params, jnp.asarray(x_u8), *labels(y))
-  assert abs(float(terms.loss.sum()) - float(total.loss)) <= 1e-5 * float(total.loss)
+  if abs(float(terms.loss.sum()) - float(total.loss)) > 1e-5 * float(total.loss):
+    raise SystemExit(f"explorer_check.py: error: the package's per-image losses sum to "
+                     f"{float(terms.loss.sum())}, its evaluate to {float(total.loss)}")
   logits = recipe.conditioned(model, labels(zy)).apply({"params": params}, jnp.asarray(z),
                                                        method="decode")
   package = {"mu": out.mu, "logvar": out.logvar, "logits": logits,
@@ -184,6 +186,9 @@ def in_firefox(page: Path, calls: list[dict]) -> tuple[list, str]:
           break
         except Exception:
           time.sleep(1)
+      else:
+        raise SystemExit("explorer_check.py: error: Firefox did not answer on Marionette's "
+                         "port within a minute")
       client.navigate(page.resolve().as_uri())
       # A script runs in a sandbox; the page's own `vae` is window.wrappedJSObject.vae.
       script = ("const [a, done] = [arguments[0], arguments[arguments.length - 1]];"
