@@ -17,7 +17,9 @@ with their labels). The page's `window.vae` (decodeLogits, decode, encode, loss)
 
 Exit code 1 when the page is more than 1e-5 (of each vector's largest value, or relative for
 the losses) from float64 anywhere, or disagrees with the package by more than that where the
-package itself is within it of float64; else 0.
+package itself is within it of float64; else 0. For a page of z = 2 it also says how large
+q(z|x) is on the map: the spread of sigma, and how many 1-sigma ellipses fit inside the dot of
+mu (what the page's close-up is for).
 
 Chromium: Playwright for Python and Debian's chromium (/usr/bin/chromium). Firefox: Debian's
 firefox-esr and Mozilla's client of Firefox's own remote protocol, Marionette (`pip install
@@ -28,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
+import re
 import shutil
 import socket
 import subprocess
@@ -37,6 +41,8 @@ import time
 from pathlib import Path
 
 TOLERANCE = 1e-5
+# explore.js: the map's width in CSS pixels (view.size) and the radius of the chosen image's mu
+MAP_PIXELS, DOT_PIXELS = 480, 4
 CHUNK = 500  # images sent to the page per call
 # Runs in the page, `a` the inputs: the z (and labels), a chunk of images as base64 float32.
 PAGE_CALLS = """
@@ -248,12 +254,23 @@ def main(argv=None) -> int:
     blame_page = (page_err > TOLERANCE) | (above & (package_err <= TOLERANCE))
     failed |= bool(blame_page.any())
     above_any |= bool(above.any())
-    worst = int(vs_package.argmax())
+    first = 0 if key in ("logits", "means") else images.start  # rows: z's, or test images
+    rows = [f"{first + i} (largest |value| {np.abs(package[key][i]).max():.2g}: "
+            f"{vs_package[i]:.1e}; page vs float64 {page_err[i]:.1e}, package vs float64 "
+            f"{package_err[i]:.1e})" for i in np.argsort(-vs_package)[:above.sum()][:3]]
     print(f"  {key:7s} page vs package {vs_package.max():.1e} ({above.sum()} above"
-          + (f"; the worst, row {worst}: page vs float64 {page_err[worst]:.1e}, package vs "
-             f"float64 {package_err[worst]:.1e}" if above.any() else "")
+          + (f": {', '.join(rows)}" if rows else "")
           + f"); page vs float64 {page_err.max():.1e}, package vs float64 "
           f"{package_err.max():.1e}")
+  if ins["dim"] == 2:  # how large q(z|x) is on the map, in the page's pixels
+    lim = json.loads(re.search(r'id="vae-data">(.*?)</script>', args.page.read_text(),
+                               re.S).group(1))["map"]["lim"]
+    scale = MAP_PIXELS / (2 * lim)
+    sigma = np.exp(0.5 * package["logvar"])                           # [n, 2]
+    inside = (sigma.max(1) * scale <= DOT_PIXELS).mean()
+    print(f"  q(z|x) on the map ({scale:g} pixels a unit of z): sigma {np.quantile(sigma, 0.05):.3f}"
+          f" to {np.quantile(sigma, 0.95):.3f} for 90% of the coordinates; the 1-sigma ellipse "
+          f"of {inside:.1%} of the images inside the {DOT_PIXELS}-pixel dot of mu")
   print("  " + ("the page is more than 1e-5 off where the package is not: see above" if failed
                 else "the page is within 1e-5 of float64 everywhere; where it is more than "
                      "1e-5 from the package, the package is the farther from float64"
