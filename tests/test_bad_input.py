@@ -41,6 +41,7 @@ def place(tmp_path_factory):
   bad.mkdir()
   (bad / "afile").write_text("not a directory\n")
   os.symlink(root / "nowhere", bad / "dangling")  # a link to nothing, as a --workdir
+  os.symlink(root / "nowhere.npz", bad / "dangling.npz")  # and as a file to write
   np.savez(bad / "empty.npz")
   state = {k: np.zeros(s, np.float32) for k, s in weights.expected_shapes(2).items()}
   np.savez(bad / "flat_fc21.npz", **{**state, "fc21.weight": np.zeros(1024, np.float32)})
@@ -190,6 +191,10 @@ def _cases():
        "config.json is not a file"),
       ("export z=5 against z=2", ["export", "--weights", "{root}/files/z5/params.msgpack",
                                   "--out", "{root}/out.npz"], "not one run"),
+      ("export onto a link to nothing", ["export", "--weights", "{root}/run/params.msgpack",
+                                         "--out", "{root}/files/dangling.npz"], "remove the link"),
+      ("likelihood json a link to nothing", lk + ["{root}/run/params.msgpack", "--json",
+                                                  "{root}/files/dangling.npz"], "remove the link"),
       ("export into a missing folder", ["export", "--weights", "{root}/run/params.msgpack",
                                         "--out", "{root}/no/such/vae.npz"], "does not exist"),
       ("export over a file", ["export", "--weights", "{root}/run/params.msgpack", "--out",

@@ -155,6 +155,11 @@ def test_a_cvae_run_writes_its_digits_and_latent_map_and_evaluates_as_trained(
                    "--data-dir", str(tiny_data_dir)]) == 0
   printed = capsys.readouterr().out
   assert "CVAE" in printed and f"test loss {last['test_loss']:.4f}" in printed
+  link = tmp_path / "elsewhere" / "params.msgpack"  # its config.json is beside the link's target
+  link.parent.mkdir()
+  link.symlink_to(workdir / "params.msgpack")
+  assert cli.main(["evaluate", "--weights", str(link), "--data-dir", str(tiny_data_dir)]) == 0
+  assert f"CVAE, z=2): test loss {last['test_loss']:.4f}" in capsys.readouterr().out
   assert cli.main(["likelihood", "--weights", str(workdir / "params.msgpack"),
                    "--data-dir", str(tiny_data_dir), "--k", "2"]) == 2
   assert "log p(x|y) of the CVAE" in capsys.readouterr().err

@@ -12,7 +12,6 @@ import base64
 import json
 import math
 import os
-import time
 from pathlib import Path
 
 import jax

@@ -50,6 +50,14 @@ def test_cli_export_then_evaluate_reproduces_the_runs_test_loss(tmp_path, tiny_d
                    "--out", str(tmp_path / "VAE.NPZ")]) == 0
   assert cli.main(["evaluate", "--weights", str(tmp_path / "VAE.NPZ"), *common]) == 0
   assert capsys.readouterr().out.strip().splitlines()[-1].split("): ")[1] == line.split("): ")[1]
+  # The weights without their run's config.json: the same numbers, and it says so.
+  alone = tmp_path / "alone" / "params.msgpack"
+  alone.parent.mkdir()
+  alone.write_bytes((run / "params.msgpack").read_bytes())
+  assert cli.main(["evaluate", "--weights", str(alone), *common]) == 0
+  said = capsys.readouterr().out.strip().splitlines()[-1]
+  assert "(no config.json beside it: the blog's VAE by its shapes, z=2)" in said
+  assert said.split("): ")[1] == line.split("): ")[1]
   # Exporting over an existing file is refused in one line.
   assert cli.main(["export", "--weights", str(run / "params.msgpack"),
                    "--out", str(tmp_path / "vae.npz")]) == 2

@@ -267,6 +267,8 @@ def cmd_evaluate(args, config, parser):
   n = len(d.x_test)
   what = ("CVAE, " if wconfig.model == "cvae" else "") + ("burda model, " if wconfig.arch ==
                                                           "burda" else "")
+  if str(args.weights).lower().endswith(".msgpack") and not weights.config_beside(args.weights):
+    what = "no config.json beside it: the blog's VAE by its shapes, "
   pixels = "grey" if binarize == "none" else "binarized once"
   if wconfig.binarize == "dynamic":  # the run's own setting (none: unknown or grey)
     pixels += (" (its run's --binarize dynamic)" if binarize == "dynamic" else
@@ -587,7 +589,8 @@ def main(argv=None) -> int:
       sub.error(f"--process-id must be in 0 .. {args.num_processes - 1}, got {args.process_id}")
   try:
     code = _run(args, config, sub)
-    interrupt.check()  # a Ctrl-C that Python dropped on the way still stops the command
+    if code == 0:  # (a command that stopped has said why, a Ctrl-C's stop included)
+      interrupt.check()  # a Ctrl-C that Python dropped on the way still stops the command
     return code
   except KeyboardInterrupt:
     print(f"{sub.prog}: interrupted", file=sys.stderr)

@@ -73,6 +73,9 @@ def check_new_file(path, flag: str, suffix: str = "") -> Path:
                             f"{path.with_name(path.name + suffix)} beside it")
   if path.exists():
     raise FileExistsError(f"{flag} {path} exists: choose another {flag} or delete it")
+  if path.is_symlink():  # writing would replace the link, or follow it to where it points
+    raise FileExistsError(f"{flag} {path} is a link to nothing ({os.readlink(path)}): remove "
+                          f"the link, or choose another {flag}")
   check_directory(path, flag)  # a file on the way, or a folder not writable
   if not path.parent.is_dir():
     raise FileNotFoundError(f"{flag} {path}: the folder {path.parent} does not exist: create "

@@ -5,7 +5,8 @@ that the work stops where it is. Where Python drops that exception (raised insid
 garbage-collection callback, which JAX runs often while it imports and compiles, it is
 printed as "Exception ignored" and lost) or turns it into an ImportError (a compiled
 extension stopped while it loads), the record stays: every phase of a command ends
-with `check()`, which raises KeyboardInterrupt again once a Ctrl-C has come.
+with `check()`, which raises KeyboardInterrupt again once a Ctrl-C has come. The
+"Exception ignored" report of such a dropped Ctrl-C is left out: it is not lost.
 
 While a run trains, `stop_after_epoch()` makes the first Ctrl-C a request only: the
 loop finishes the epoch in flight, checkpoints it and stops; a second Ctrl-C raises at
@@ -17,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import signal
+import sys
 import threading
 
 _ctrl_c = threading.Event()  # a Ctrl-C came
 _stop_after_epoch = False     # the first one only asks the training loop to stop
+_report = sys.unraisablehook  # how Python reports an exception it cannot raise
 
 
 def _handle(signum, frame):
@@ -30,10 +33,18 @@ def _handle(signum, frame):
     raise KeyboardInterrupt
 
 
+def _unraisable(u) -> None:
+  """Python's report of an exception it could not raise, but for a Ctrl-C that the handler
+  recorded: `check` raises that one again, so its traceback would only alarm."""
+  if not (issubclass(u.exc_type, KeyboardInterrupt) and _ctrl_c.is_set()):
+    _report(u)
+
+
 def install() -> None:
   """Takes SIGINT for this command (even where the shell started it with SIGINT ignored, as
   it does a background job: `kill -INT` then still stops a run cleanly)."""
   _ctrl_c.clear()
+  sys.unraisablehook = _unraisable
   if threading.current_thread() is threading.main_thread():
     signal.signal(signal.SIGINT, _handle)
 

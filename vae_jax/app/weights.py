@@ -163,9 +163,12 @@ def save_params(params, path) -> None:
 
 
 def config_beside(weights) -> Path | None:
-  """The run's config.json beside a params.msgpack (None for other weights, or none there)."""
-  cfg = Path(weights).parent / "config.json"
-  return cfg if Path(weights).suffix.lower() == ".msgpack" and cfg.exists() else None
+  """The run's config.json beside a params.msgpack, or beside the file a link to it points to
+  (None for other weights, or none there)."""
+  weights = Path(weights)
+  found = [folder / "config.json" for folder in (weights.parent, weights.resolve().parent)
+           if (folder / "config.json").exists()]
+  return found[0] if weights.suffix.lower() == ".msgpack" and found else None
 
 
 def load_weights(path):
