@@ -268,8 +268,9 @@ def main(argv=None) -> int:
     scale = MAP_PIXELS / (2 * lim)
     sigma = np.exp(0.5 * package["logvar"])                           # [n, 2]
     inside = (sigma.max(1) * scale <= DOT_PIXELS).mean()
-    print(f"  q(z|x) on the map ({scale:.3g} pixels a unit of z): sigma {np.quantile(sigma, 0.05):.3f}"
-          f" to {np.quantile(sigma, 0.95):.3f} for 90% of the coordinates; the 1-sigma ellipse "
+    low, high = np.quantile(sigma, [0.05, 0.95])
+    print(f"  q(z|x) on the map ({scale:.3g} pixels a unit of z): sigma {low:.3f} to {high:.3f}"
+          f" for 90% of the coordinates; the 1-sigma ellipse "
           f"of {inside:.1%} of the images inside the {DOT_PIXELS}-pixel dot of mu")
   print("  " + ("the page is more than 1e-5 off where the package is not: see above" if failed
                 else "the page is within 1e-5 of float64 everywhere; where it is more than "
