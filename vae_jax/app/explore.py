@@ -99,6 +99,7 @@ def page_data(params, config: Config, x_test_u8, y_test, source: str) -> dict:
   import jax
   import matplotlib
 
+  from vae_jax.app import plots
   from vae_jax.data import to_inputs
   from vae_jax.extensions import likelihood, recipe
   config = config.replace(matmul_precision="highest")  # the page's own float32 products
@@ -123,7 +124,7 @@ def page_data(params, config: Config, x_test_u8, y_test, source: str) -> dict:
       "hiddenDim": config.hidden_dim, "binarize": config.binarize, "layers": layers(params),
       "testLoss": {"n": n, **{k: float(v) / n for k, v in sums._asdict().items()}},
       "map": {"xy": b64(xy, "<f4"), "labels": b64(y_test, "u1"), "projection": what,
-              "lim": max(6.0, float(np.ceil(np.abs(xy).max()))),
+              "lim": plots.map_limit(xy),
               "origin": origin.tolist(), "axes": axes.tolist()},
       "dims": {"kl": np.asarray(kl, np.float64).tolist(),
                "muVar": np.asarray(mu_var, np.float64).tolist(),

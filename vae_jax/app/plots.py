@@ -92,17 +92,19 @@ def project_2d(mu: np.ndarray) -> tuple[np.ndarray, str]:
     return np.stack([mu[:, 0], np.zeros(len(mu))], 1), "mu (z = 1, second axis zero)"
   if mu.shape[1] == 2:
     return mu, "mu"
-  centred = mu - mu.mean(0)
-  _, _, vt = np.linalg.svd(centred, full_matrices=False)  # vt: [min(N, z), z]
-  xy = centred @ vt[:2].T                                 # [N, 2], or [N, 1] when N = 1
-  xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))         # too few images: the rest is zero
-  return xy, f"PCA projection of mu (z = {mu.shape[1]})"
+  from vae_jax.extensions.latent import principal_axes
+  return (mu - mu.mean(0)) @ principal_axes(mu).T, f"PCA projection of mu (z = {mu.shape[1]})"
+
+
+def map_limit(xy: np.ndarray) -> float:
+  """The latent map's half-width: the blog's 6, or more to show every point (whole units)."""
+  return max(6.0, float(np.ceil(np.abs(xy).max()))) if len(xy) else 6.0
 
 
 def save_latent_map(mu: np.ndarray, labels: np.ndarray, path) -> None:
   """Scatter of the test set's mu coloured by digit, with a colour bar (the blog's axes [-6, 6])."""
   xy, what = project_2d(mu)
-  lim = max(6.0, float(np.ceil(np.abs(xy).max()))) if len(xy) else 6.0
+  lim = map_limit(xy)
   fig, ax = plt.subplots(figsize=(8, 7))
   latent_scatter(ax, xy, labels, lim=lim, size=4,
                  title=f"latent map: {what} of {len(xy)} test images")
